@@ -1,0 +1,56 @@
+"""Atomic artefact writing: a reader never sees a half-written file.
+
+Every stage writes through `atomic_path`: the content goes to a temporary file in the
+same folder, which is renamed over the target only once it is complete. An interrupted
+run therefore leaves either the previous artefact or none, never a truncated one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; move it onto `target` if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(target: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    return Path(target)
+
+
+def read_json(source: str | os.PathLike) -> Any:
+    """Read a JSON artefact."""
+    return json.loads(Path(source).read_text())
+
+
+def save_torch(target: str | os.PathLike, obj: Any) -> Path:
+    """`torch.save` atomically; objects must load with `torch.load(weights_only=True)`."""
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)
+    return Path(target)
+
+
+def load_torch(source: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load` restricted to tensors and plain containers (no pickled code)."""
+    return torch.load(source, map_location=map_location, weights_only=True)

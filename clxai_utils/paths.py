@@ -1,0 +1,39 @@
+"""Where things live: every path is resolved from the repository root, never from the cwd.
+
+Jupyter starts kernels in the notebook's folder while papermill keeps the caller's
+folder, so relative paths would point at different places depending on how a notebook
+is run. `repo_root()` finds the root by its marker file instead.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_MARKER = "pyproject.toml"
+
+
+def repo_root() -> Path:
+    """The repository root: `CLXAI_ROOT` if set, else the first parent holding pyproject.toml."""
+    if env := os.environ.get("CLXAI_ROOT"):
+        return Path(env).resolve()
+    for parent in [Path(__file__).resolve().parent, *Path(__file__).resolve().parents]:
+        if (parent / _MARKER).is_file() and (parent / "clxai_utils").is_dir():
+            return parent
+    raise RuntimeError(
+        "Cannot find the clxai repository root (a folder with pyproject.toml and clxai_utils/). "
+        "Set CLXAI_ROOT to the repository folder."
+    )
+
+
+def outputs_dir() -> Path:
+    """Root of every artefact the pipeline writes (`CLXAI_OUTPUTS` overrides it, e.g. for tests)."""
+    if env := os.environ.get("CLXAI_OUTPUTS"):
+        return Path(env).resolve()
+    return repo_root() / "outputs"
+
+
+def data_dir() -> Path:
+    """Where data sets are downloaded or extracted (`CLXAI_DATA_DIR` overrides it)."""
+    if env := os.environ.get("CLXAI_DATA_DIR"):
+        return Path(env).resolve()
+    return repo_root() / "data"
