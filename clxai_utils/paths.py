@@ -37,3 +37,18 @@ def data_dir() -> Path:
     if env := os.environ.get("CLXAI_DATA_DIR"):
         return Path(env).resolve()
     return repo_root() / "data"
+
+
+def manifest_path(dataset: str) -> Path:
+    """The data manifest 00_data writes and every later notebook reads."""
+    return outputs_dir() / "data" / dataset / "manifest.json"
+
+
+def figures_dir(stage: str) -> Path:
+    """Where a notebook saves its figures (PNG), e.g. `figures_dir("00_data")`."""
+    return outputs_dir() / "figures" / stage
+
+
+def model_dir(dataset: str, loss: str, seed: int) -> Path:
+    """Checkpoint folder of one trained model: outputs/models/<dataset>/<loss>/seed<k>/."""
+    return outputs_dir() / "models" / dataset / loss / f"seed{seed}"

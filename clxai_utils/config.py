@@ -1,0 +1,215 @@
+"""Run profiles: one YAML file (`configs/profiles.yaml`) defines every setting a notebook takes.
+
+A notebook receives only a profile name (plus dataset, loss and seed); everything else,
+from subset sizes to optimiser settings, is read here. Parsing is strict: an unknown
+profile, dataset, section or key is an error that names it and lists what is allowed,
+so a typo in a sweep never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .paths import repo_root
+
+LOSSES = ("ce", "supcon", "triplet")
+DATASETS = ("cifar10", "imagenet_s50")
+OPTIMIZERS = ("sgd", "adamw", "radam")
+
+
+class ConfigError(ValueError):
+    """A profile file or a parameter does not match what the pipeline accepts."""
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    """Class-balanced subset sizes; `null` means the whole split."""
+
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone architecture and width multiplier (1.0 = the paper's network)."""
+
+    arch: str
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One loss's optimisation settings (the paper's Table 2 for the `paper` profile)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup_epochs: int = 0
+    momentum: float = 0.9
+    temperature: float | None = None
+    margin: float | None = None
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Linear probe on frozen, L2-normalised pooled features (paper: 100 epochs, SGD, lr 0.1)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class DatasetProfile:
+    """Everything a profile fixes for one data set."""
+
+    subset: SubsetConfig
+    model: ModelConfig
+    train: dict[str, TrainConfig]
+    probe: ProbeConfig
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named run profile (`smoke`, `quick`, `paper`)."""
+
+    name: str
+    description: str
+    datasets: dict[str, DatasetProfile] = field(default_factory=dict)
+
+    def for_dataset(self, dataset: str) -> DatasetProfile:
+        """Settings for `dataset`, or an error listing the data sets this profile covers."""
+        check_choice("dataset", dataset, DATASETS)
+        if dataset not in self.datasets:
+            raise ConfigError(
+                f"profile {self.name!r} defines no settings for dataset {dataset!r}; "
+                f"it covers: {', '.join(sorted(self.datasets))}"
+            )
+        return self.datasets[dataset]
+
+    def train_config(self, dataset: str, loss: str) -> TrainConfig:
+        """Optimisation settings for one (dataset, loss)."""
+        check_choice("loss", loss, LOSSES)
+        return self.for_dataset(dataset).train[loss]
+
+
+def check_choice(name: str, value: Any, allowed: typing.Iterable[str]) -> str:
+    """Return `value` if it is one of `allowed`, else raise naming the parameter."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return value
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check a YAML scalar against a dataclass field annotation (ints are accepted as floats)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, str, bool) and type(value) is annotation:
+        return value
+    raise ConfigError(f"{where} must be of type {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, rejecting unknown and missing keys."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing key {name!r} in {where}")
+            continue
+        kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
+    return cls(**kwargs)
+
+
+def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
+    """Range checks that the type system cannot express."""
+    check_choice(f"{where}.optimizer", cfg.optimizer, OPTIMIZERS)
+    for key in ("epochs", "batch_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{where}.{key} must be >= 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.warmup_epochs < cfg.epochs or cfg.lr <= 0 or cfg.weight_decay < 0:
+        raise ConfigError(f"{where}: need 0 <= warmup_epochs < epochs, lr > 0, weight_decay >= 0; got {cfg}")
+    if loss == "supcon" and (cfg.temperature is None or cfg.temperature <= 0):
+        raise ConfigError(f"{where}.temperature must be > 0 for the supcon loss")
+    if loss == "triplet" and (cfg.margin is None or cfg.margin <= 0):
+        raise ConfigError(f"{where}.margin must be > 0 for the triplet loss")
+
+
+def _dataset_profile(data: Any, where: str) -> DatasetProfile:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    allowed = {"subset", "model", "train", "probe", "augment"}
+    if unknown := sorted(set(data) - allowed):
+        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
+    train_raw = data.get("train") or {}
+    if missing := [loss for loss in LOSSES if loss not in train_raw]:
+        raise ConfigError(f"{where}.train lacks settings for loss(es) {missing}")
+    train = {}
+    for loss, raw in train_raw.items():
+        check_choice(f"loss key in {where}.train", loss, LOSSES)
+        train[loss] = _build(TrainConfig, raw, f"{where}.train.{loss}")
+        _validate_train(train[loss], loss, f"{where}.train.{loss}")
+    return DatasetProfile(
+        subset=_build(SubsetConfig, data.get("subset", {}), f"{where}.subset"),
+        model=_build(ModelConfig, data.get("model"), f"{where}.model"),
+        train=train,
+        probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),
+        augment=_coerce(data.get("augment", True), bool, f"{where}.augment"),
+    )
+
+
+def profiles_path() -> Path:
+    """The one file that defines the profiles."""
+    return repo_root() / "configs" / "profiles.yaml"
+
+
+def load_profiles(path: str | Path | None = None) -> dict[str, Profile]:
+    """Parse and validate every profile in the YAML file."""
+    raw = yaml.safe_load(Path(path or profiles_path()).read_text())
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path or profiles_path()} must map profile names to settings")
+    profiles = {}
+    for name, body in raw.items():
+        where = f"profile {name!r}"
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where} must be a mapping")
+        if unknown := sorted(set(body) - {"description", "datasets"}):
+            raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: description, datasets")
+        datasets = {}
+        for dataset, data in (body.get("datasets") or {}).items():
+            check_choice(f"dataset key in {where}", dataset, DATASETS)
+            datasets[dataset] = _dataset_profile(data, f"{where}.datasets.{dataset}")
+        profiles[name] = Profile(name=name, description=str(body.get("description", "")), datasets=datasets)
+    return profiles
+
+
+def load_profile(name: str, path: str | Path | None = None) -> Profile:
+    """The profile called `name`; an unknown name is an error listing the defined ones."""
+    profiles = load_profiles(path)
+    check_choice("profile", name, profiles)
+    return profiles[name]

@@ -1,0 +1,442 @@
+"""The data layer: where images come from, how they are checked, subset and cached.
+
+Sources (the `data_source` parameter, or the `CLXAI_DATA_SOURCE` environment variable):
+
+* ``"torchvision"`` - the official CIFAR-10 download (md5-checked by torchvision), the
+  default for users with internet access;
+* a folder holding an image-folder tree ``ROOT/{train,test}/<class>/*.{png,jpg}``
+  (a single wrapping folder such as ``cifar10_jpeg/`` is looked through);
+* a ``.tar.gz`` / ``.tgz`` / ``.tar`` of such a tree, extracted once under ``data/``.
+
+Every source ends up as two in-memory `ImageSplit`s of uint8 images with labels and
+stable image ids (the index of the image in its full split, in sorted file order), so
+that every later stage can name an image by `(split, id)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .artifacts import atomic_path, read_json, write_json
+from .config import DATASETS, check_choice
+from .paths import data_dir
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+SOURCE_ENV = "CLXAI_DATA_SOURCE"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Per-dataset constants: normalisation statistics and image size (METHOD.md section 1)."""
+
+    name: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+
+
+DATASET_INFO = {
+    "cifar10": DatasetInfo("cifar10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32),
+    "imagenet_s50": DatasetInfo("imagenet_s50", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224),
+}
+
+
+class DataError(RuntimeError):
+    """The data cannot be found, read or trusted; the message says what to do."""
+
+
+@dataclass
+class ImageSplit:
+    """One split held in memory: uint8 images (N, 3, H, W), labels and stable image ids."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageSplit:
+        """The images at `indices` (positions in this split), keeping their original ids."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageSplit(self.images[idx], self.labels[idx], self.ids[idx])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Number of images per class, in class order."""
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
+@dataclass
+class Dataset:
+    """Both splits of a data set with its class names, constants and provenance."""
+
+    info: DatasetInfo
+    classes: tuple[str, ...]
+    train: ImageSplit
+    test: ImageSplit
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> ImageSplit:
+        check_choice("split", name, SPLITS)
+        return self.train if name == "train" else self.test
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def no_data_message(dataset: str) -> str:
+    """What a user without data (or without network) should do."""
+    return (
+        f"No data for dataset {dataset!r}. Provide it in one of these ways:\n"
+        "  1. data_source='torchvision' with internet access (official CIFAR-10 download, md5-checked);\n"
+        "  2. data_source='/path/to/ROOT' where ROOT/{train,test}/<class>/*.png|jpg is an image-folder tree;\n"
+        "  3. data_source='/path/to/archive.tar.gz' holding such a tree (extracted once under data/).\n"
+        f"In a sweep or CI, export {SOURCE_ENV}=<one of the above> instead of passing the parameter; "
+        "this repository's CI uses ../shared/data/cifar10_jpeg.tar.gz."
+    )
+
+
+def resolve_source(data_source: str | None) -> str:
+    """Turn the `data_source` parameter ("auto", "torchvision" or a path) into a concrete source."""
+    if data_source in (None, "", "auto"):
+        data_source = os.environ.get(SOURCE_ENV) or "torchvision"
+    if not isinstance(data_source, str):
+        raise DataError(f"data_source must be 'auto', 'torchvision' or a path, got {data_source!r}")
+    if data_source == "torchvision":
+        return data_source
+    path = Path(data_source).expanduser()
+    if not path.exists():
+        raise DataError(f"data_source={data_source!r} does not exist.\n" + no_data_message("cifar10"))
+    return str(path.resolve())
+
+
+def _is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """MD5 of a file (the checksum torchvision and the shared data README quote)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_member(member: tarfile.TarInfo, target: Path) -> None:
+    """Refuse archive members that would land outside `target` or are not plain files/folders."""
+    destination = (target / member.name).resolve()
+    if destination != target and target not in destination.parents:
+        raise DataError(f"refusing archive member {member.name!r}: it would be written outside {target}")
+    if not (member.isfile() or member.isdir()):
+        raise DataError(f"refusing archive member {member.name!r}: only regular files and folders are allowed")
+
+
+def extract_archive(archive: str | Path, root: Path | None = None) -> Path:
+    """Extract `archive` once and return the extracted folder.
+
+    The extraction goes to a temporary folder that is renamed into place and marked
+    complete only at the end, so an interrupted extraction is detected and redone.
+    """
+    archive = Path(archive).resolve()
+    md5 = file_md5(archive)
+    name = archive.name
+    for suffix in ARCHIVE_SUFFIXES:
+        name = name.removesuffix(suffix)
+    target = (root or data_dir() / "extracted") / f"{name}-{md5[:8]}"
+    marker = target / ".extracted.json"
+    if marker.is_file() and read_json(marker).get("md5") == md5:
+        return target
+    if target.exists():
+        shutil.rmtree(target)  # left behind by an interrupted extraction
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)).resolve()
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                _check_member(member, staging)
+            tar.extractall(staging, members=members, filter="data")
+        os.replace(staging, target)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+        raise DataError(f"archive {archive} is truncated or corrupt ({err}); download or copy it again") from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json(marker, {"archive": str(archive), "md5": md5})
+    return target
+
+
+def find_imagefolder_root(folder: Path) -> Path:
+    """The folder holding `train/` and `test/`, looking through one wrapping folder."""
+    if all((folder / s).is_dir() for s in SPLITS):
+        return folder
+    children = [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")]
+    if len(children) == 1 and any((children[0] / s).is_dir() for s in SPLITS):
+        folder = children[0]
+    missing = [s for s in SPLITS if not (folder / s).is_dir()]
+    if missing:
+        raise DataError(
+            f"image folder {folder} lacks the split folder(s) {missing}; expected ROOT/train/<class>/ and ROOT/test/<class>/"
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def list_imagefolder(root: Path) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, int]]]]:
+    """Class names and, per split, the sorted (file, label) pairs; checks the tree's consistency."""
+    classes_per_split = {
+        s: sorted(c.name for c in (root / s).iterdir() if c.is_dir() and not c.name.startswith(".")) for s in SPLITS
+    }
+    if classes_per_split["train"] != classes_per_split["test"]:
+        only_train = sorted(set(classes_per_split["train"]) - set(classes_per_split["test"]))
+        only_test = sorted(set(classes_per_split["test"]) - set(classes_per_split["train"]))
+        raise DataError(
+            f"class folders differ between train and test in {root}: only in train {only_train}, only in test {only_test}"
+        )
+    classes = tuple(classes_per_split["train"])
+    if len(classes) < 2:
+        raise DataError(f"{root} has {len(classes)} class folder(s); a classifier needs at least 2")
+    files: dict[str, list[tuple[Path, int]]] = {}
+    for split in SPLITS:
+        files[split] = []
+        for label, cls in enumerate(classes):
+            images = sorted(p for p in (root / split / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise DataError(f"class folder {root / split / cls} holds no .png/.jpg image")
+            files[split].extend((p, label) for p in images)
+    return classes, files
+
+
+def decode_images(paths: list[Path], size: int) -> np.ndarray:
+    """Decode RGB images of `size` x `size` pixels into a uint8 array (N, 3, size, size)."""
+    out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from err
+        if arr.shape[:2] != (size, size):
+            raise DataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; this data set expects {size}x{size}")
+        out[i] = arr.transpose(2, 0, 1)
+    return out
+
+
+def _listing_key(root: Path, split: str, files: list[tuple[Path, int]], size: int) -> str:
+    """A key that changes whenever a file is added, removed, renamed or rewritten."""
+    digest = hashlib.sha1(f"{root.resolve()}|{split}|{size}".encode())
+    for path, label in files:
+        stat = path.stat()
+        digest.update(f"{path.name}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cached_split(root: Path, split: str, files: list[tuple[Path, int]], size: int) -> ImageSplit:
+    """Decode a split once; later notebooks read the cached uint8 array under data/cache/."""
+    cache = data_dir() / "cache" / f"{split}-{_listing_key(root, split, files, size)}.npz"
+    if cache.is_file():
+        with np.load(cache) as npz:
+            images, labels = npz["images"], npz["labels"]
+    else:
+        images = decode_images([p for p, _ in files], size)
+        labels = np.array([lab for _, lab in files], dtype=np.int64)
+        with atomic_path(cache) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, images=images, labels=labels)
+    return ImageSplit(torch.from_numpy(images), torch.from_numpy(labels), torch.arange(len(labels)))
+
+
+def load_imagefolder(folder: str | Path, info: DatasetInfo) -> tuple[tuple[str, ...], ImageSplit, ImageSplit]:
+    """Read an image-folder tree (or the tree inside an archive) into memory."""
+    root = find_imagefolder_root(Path(folder))
+    classes, files = list_imagefolder(root)
+    train, test = (_cached_split(root, s, files[s], info.image_size) for s in SPLITS)
+    return classes, train, test
+
+
+def load_torchvision_cifar10() -> tuple[tuple[str, ...], ImageSplit, ImageSplit]:
+    """The official CIFAR-10 through torchvision (downloaded once, md5-checked)."""
+    from torchvision.datasets import CIFAR10
+
+    root = data_dir() / "cifar10"
+    splits = []
+    for train in (True, False):
+        try:
+            ds = CIFAR10(root, train=train, download=True)
+        except Exception as err:  # no network, proxy errors, md5 mismatch: all end the same way
+            raise DataError(f"the official CIFAR-10 download failed ({err}).\n" + no_data_message("cifar10")) from err
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        splits.append(ImageSplit(images, torch.tensor(ds.targets, dtype=torch.long), torch.arange(len(ds.targets))))
+    return tuple(ds.classes), splits[0], splits[1]
+
+
+def load_dataset(dataset: str = "cifar10", data_source: str | None = "auto") -> Dataset:
+    """Load `dataset` from `data_source` ("auto", "torchvision", a folder or an archive)."""
+    check_choice("dataset", dataset, DATASETS)
+    info = DATASET_INFO[dataset]
+    if dataset == "imagenet_s50":
+        raise DataError(
+            "ImageNet-S50 loading is not implemented yet: its 224x224 images do not fit the in-memory layer. "
+            "Use dataset='cifar10'."
+        )
+    source = resolve_source(data_source)
+    if source == "torchvision":
+        classes, train, test = load_torchvision_cifar10()
+    else:
+        folder = extract_archive(source) if _is_archive(Path(source)) else Path(source)
+        if not folder.is_dir():
+            raise DataError(f"data_source={source!r} is neither a folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
+        classes, train, test = load_imagefolder(folder, info)
+    return Dataset(info=info, classes=classes, train=train, test=test, source=source)
+
+
+# --------------------------------------------------------------------------- subsets and manifest
+
+
+def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a class-balanced subset: `per_class` images of every class.
+
+    The draw uses its own generator seeded by `seed`, so the subset is the same for every
+    model and every run; `None` keeps the whole split.
+    """
+    labels_np = labels.numpy()
+    if per_class is None:
+        return np.arange(len(labels_np))
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1 or None, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for cls in np.unique(labels_np):
+        members = np.flatnonzero(labels_np == cls)
+        if len(members) < per_class:
+            raise DataError(f"class {cls} has {len(members)} images, fewer than per_class={per_class}")
+        chosen.append(rng.choice(members, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def split_checksum(split: ImageSplit) -> str:
+    """SHA-256 over pixels, labels and ids: two runs saw the same data iff the checksums match."""
+    digest = hashlib.sha256()
+    for tensor in (split.images, split.labels, split.ids):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """What 00_data wrote: the data's provenance, counts and the subsets every later stage uses."""
+
+    dataset: str
+    profile: str
+    source: str
+    classes: list[str]
+    counts: dict[str, list[int]]
+    subset_ids: dict[str, list[int]]
+    checksums: dict[str, str]
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        return cls(**read_json(path))
+
+
+def build_manifest(data: Dataset, profile: str, subsets: dict[str, np.ndarray]) -> Manifest:
+    """Describe `data` and the chosen subset positions (per split) for later notebooks."""
+    return Manifest(
+        dataset=data.info.name,
+        profile=profile,
+        source=data.source,
+        classes=list(data.classes),
+        counts={s: data.split(s).class_counts(data.num_classes) for s in SPLITS},
+        subset_ids={s: data.split(s).ids[torch.as_tensor(subsets[s])].tolist() for s in SPLITS},
+        checksums={s: split_checksum(data.split(s).subset(subsets[s])) for s in SPLITS},
+    )
+
+
+def save_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Write the manifest atomically as JSON."""
+    return write_json(path, manifest.__dict__)
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def write_synthetic_imagefolder(
+    root: str | Path, classes: tuple[str, ...] = CIFAR10_CLASSES, per_class: tuple[int, int] = (24, 8), size: int = 32, seed: int = 0
+) -> Path:
+    """Write a small learnable image-folder tree (class = colour and stripe pattern) for tests and offline demos."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for split, count in zip(SPLITS, per_class):
+        for label, cls in enumerate(classes):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            hue = np.array([label % 3, (label // 3) % 3, (label // 9) % 3]) / 2.0
+            stripes = ((xx * np.cos(label) + yy * np.sin(label)) // 4 % 2)[..., None]
+            for i in range(count):
+                img = 0.5 * hue + 0.3 * stripes + 0.2 * rng.random((size, size, 3))
+                Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return root
+
+
+# --------------------------------------------------------------------------- the pipeline's view
+
+
+def prepare_data(profile: str, dataset: str = "cifar10", data_source: str | None = "auto") -> tuple[Dataset, Manifest]:
+    """Load `dataset`, draw the profile's class-balanced subsets and write the manifest (00_data's job)."""
+    from .config import load_profile
+    from .paths import manifest_path
+
+    subset_cfg = load_profile(profile).for_dataset(dataset).subset
+    data = load_dataset(dataset, data_source)
+    subsets = {
+        "train": balanced_subset(data.train.labels, subset_cfg.train_per_class),
+        "test": balanced_subset(data.test.labels, subset_cfg.test_per_class),
+    }
+    manifest = build_manifest(data, profile, subsets)
+    save_manifest(manifest, manifest_path(dataset))
+    return data, manifest
+
+
+def load_prepared(dataset: str, profile: str) -> tuple[Dataset, Manifest]:
+    """The data set restricted to the subsets of the manifest 00_data wrote, checksum-verified.
+
+    Later notebooks call this instead of choosing data themselves, so every stage sees
+    exactly the same images.
+    """
+    from .paths import manifest_path
+
+    path = manifest_path(dataset)
+    if not path.is_file():
+        raise DataError(f"no data manifest at {path}: run notebooks/00_data.ipynb with dataset={dataset!r} first")
+    manifest = Manifest.load(path)
+    if manifest.profile != profile:
+        raise DataError(
+            f"the data manifest {path} was written for profile={manifest.profile!r}, not {profile!r}: "
+            "rerun notebooks/00_data.ipynb with this profile"
+        )
+    full = load_dataset(dataset, manifest.source)
+    splits = {s: full.split(s).subset(np.asarray(manifest.subset_ids[s])) for s in SPLITS}
+    for s in SPLITS:
+        if split_checksum(splits[s]) != manifest.checksums[s]:
+            raise DataError(f"the {s} images differ from those recorded in {path}: rerun notebooks/00_data.ipynb")
+    return Dataset(full.info, full.classes, splits["train"], splits["test"], full.source), manifest

@@ -1,0 +1,186 @@
+"""Data layer: image-folder trees and archives that the tests build themselves."""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clxai_utils import data as D
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Extractions and caches go to a temporary data folder, never the repository's."""
+    monkeypatch.setenv("CLXAI_DATA_DIR", str(tmp_path / "datadir"))
+    monkeypatch.delenv(D.SOURCE_ENV, raising=False)
+
+
+def make_tree(root: Path, classes=("a", "b", "c"), per_class=(4, 2)) -> Path:
+    return D.write_synthetic_imagefolder(root, classes=classes, per_class=per_class, size=32, seed=1)
+
+
+def make_archive(tree: Path, archive: Path, wrap: str = "wrapped") -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tree, arcname=wrap)
+    return archive
+
+
+def test_imagefolder_loads_pixels_labels_and_ids(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    ds = D.load_dataset("cifar10", str(tree))
+    assert ds.classes == ("a", "b", "c")
+    assert ds.train.images.shape == (12, 3, 32, 32) and ds.train.images.dtype == torch.uint8
+    assert ds.train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert ds.test.ids.tolist() == list(range(6))
+    # pixel values are exactly the PNG's
+    expected = np.array(Image.open(tree / "train" / "b" / "0002.png").convert("RGB")).transpose(2, 0, 1)
+    assert torch.equal(ds.train.images[6], torch.from_numpy(expected))
+
+
+def test_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    first = D.load_dataset("cifar10", str(tree))
+    caches = sorted((tmp_path / "datadir" / "cache").glob("*.npz"))
+    assert len(caches) == 2
+    assert torch.equal(D.load_dataset("cifar10", str(tree)).train.images, first.train.images)
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(tree / "train" / "a" / "9999.png")
+    assert len(D.load_dataset("cifar10", str(tree)).train) == 13
+
+
+def test_archive_is_extracted_once_through_a_wrapping_folder(tmp_path: Path) -> None:
+    archive = make_archive(make_tree(tmp_path / "tree"), tmp_path / "data.tar.gz")
+    ds = D.load_dataset("cifar10", str(archive))
+    assert len(ds.train) == 12 and len(ds.test) == 6
+    (target,) = (tmp_path / "datadir" / "extracted").iterdir()
+    marker_time = (target / ".extracted.json").stat().st_mtime_ns
+    D.load_dataset("cifar10", str(archive))
+    assert (target / ".extracted.json").stat().st_mtime_ns == marker_time
+
+
+def test_interrupted_extraction_is_redone(tmp_path: Path) -> None:
+    archive = make_archive(make_tree(tmp_path / "tree"), tmp_path / "data.tar.gz")
+    target = D.extract_archive(archive)
+    (target / ".extracted.json").unlink()  # as if killed before the marker was written
+    shutil_leftover = target / "junk.txt"
+    shutil_leftover.write_text("partial")
+    again = D.extract_archive(archive)
+    assert again == target and (target / ".extracted.json").is_file() and not shutil_leftover.exists()
+
+
+def test_path_traversal_archive_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        payload = b"pwned"
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    with pytest.raises(D.DataError, match="outside"):
+        D.extract_archive(archive)
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not list((tmp_path / "datadir").rglob("escaped.txt"))
+
+
+def test_symlink_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "link.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("root/link")
+        info.type = tarfile.SYMTYPE
+        info.linkname = "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(D.DataError, match="only regular files"):
+        D.extract_archive(archive)
+
+
+def test_truncated_archive_is_reported_and_leaves_nothing(tmp_path: Path) -> None:
+    archive = make_archive(make_tree(tmp_path / "tree", per_class=(40, 10)), tmp_path / "data.tar.gz")
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(D.DataError, match="truncated or corrupt"):
+        D.load_dataset("cifar10", str(truncated))
+    extracted = tmp_path / "datadir" / "extracted"
+    assert not extracted.exists() or not any(extracted.iterdir())
+
+
+def test_missing_split_is_named(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    (tree / "test").rename(tree / "val")
+    with pytest.raises(D.DataError, match=r"lacks the split folder\(s\) \['test'\]"):
+        D.load_dataset("cifar10", str(tree))
+
+
+def test_class_folders_must_match_between_splits(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    (tree / "test" / "c").rename(tree / "test" / "d")
+    with pytest.raises(D.DataError, match=r"only in train \['c'\], only in test \['d'\]"):
+        D.load_dataset("cifar10", str(tree))
+
+
+def test_empty_class_is_named(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    for f in (tree / "train" / "b").iterdir():
+        f.unlink()
+    with pytest.raises(D.DataError, match=r"train/b holds no"):
+        D.load_dataset("cifar10", str(tree))
+
+
+def test_unreadable_image_is_named(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    bad = tree / "test" / "a" / "0001.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(D.DataError, match=r"cannot read image .*test/a/0001.png"):
+        D.load_dataset("cifar10", str(tree))
+
+
+def test_wrong_image_size_is_named(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    Image.new("RGB", (31, 32)).save(tree / "train" / "a" / "0000.png")
+    with pytest.raises(D.DataError, match=r"0000.png is 31x32 pixels"):
+        D.load_dataset("cifar10", str(tree))
+
+
+def test_missing_source_explains_how_to_provide_data(tmp_path: Path) -> None:
+    with pytest.raises(D.DataError, match="CLXAI_DATA_SOURCE") as err:
+        D.load_dataset("cifar10", str(tmp_path / "nowhere"))
+    assert "image-folder tree" in str(err.value) and "torchvision" in str(err.value)
+
+
+def test_environment_variable_selects_the_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = make_tree(tmp_path / "tree")
+    monkeypatch.setenv(D.SOURCE_ENV, str(tree))
+    assert D.resolve_source("auto") == str(tree.resolve())
+    assert D.load_dataset("cifar10", "auto").classes == ("a", "b", "c")
+
+
+def test_unknown_dataset_is_an_error() -> None:
+    with pytest.raises(ValueError, match="dataset='mnist'"):
+        D.load_dataset("mnist", "auto")
+
+
+def test_balanced_subset_is_deterministic_and_balanced() -> None:
+    labels = torch.arange(10).repeat_interleave(50)
+    a = D.balanced_subset(labels, 7, seed=0)
+    assert np.array_equal(a, D.balanced_subset(labels, 7, seed=0))
+    assert not np.array_equal(a, D.balanced_subset(labels, 7, seed=1))
+    assert np.bincount(labels[a].numpy()).tolist() == [7] * 10
+    assert np.all(np.diff(a) > 0)
+    assert len(D.balanced_subset(labels, None)) == 500
+    with pytest.raises(D.DataError, match="fewer than per_class=51"):
+        D.balanced_subset(labels, 51)
+
+
+def test_manifest_round_trip_and_checksum(tmp_path: Path) -> None:
+    ds = D.load_dataset("cifar10", str(make_tree(tmp_path / "tree")))
+    subsets = {"train": D.balanced_subset(ds.train.labels, 2), "test": D.balanced_subset(ds.test.labels, 1)}
+    manifest = D.build_manifest(ds, "smoke", subsets)
+    assert manifest.counts == {"train": [4, 4, 4], "test": [2, 2, 2]}
+    assert len(manifest.subset_ids["train"]) == 6
+    path = D.save_manifest(manifest, tmp_path / "out" / "manifest.json")
+    assert D.Manifest.load(path) == manifest
+    changed = ds.test.subset(subsets["test"])
+    changed.images[0, 0, 0, 0] ^= 1
+    assert D.split_checksum(changed) != manifest.checksums["test"]
