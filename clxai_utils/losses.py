@@ -1,0 +1,159 @@
+"""Metric-learning losses: supervised contrastive (SupCon) and semi-hard triplet.
+
+Both follow the paper's definitions (METHOD.md section 3) rather than the authors' code,
+which hard-coded two views in SupCon and, for the triplet loss, averaged every semi-hard
+triplet of the batch with a batch-wide fallback on raw backbone features. Mining is a
+separate function on a distance matrix so that it can be checked on hand-made distances.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+def _check_positive(name: str, value: float) -> None:
+    """Reject a hyper-parameter that is not a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+def _check_ndim(name: str, value: Tensor, ndim: int, layout: str) -> None:
+    """Require a tensor with `ndim` dimensions; `layout` names them in the error, e.g. "(N, D)"."""
+    if not isinstance(value, Tensor) or value.ndim != ndim:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{name} must be a tensor of shape {layout}, got {got}")
+
+
+def _check_labels(labels: Tensor, n: int, against: str) -> None:
+    """Require one label per row of `against` (shape (N,))."""
+    _check_ndim("labels", labels, 1, "(N,)")
+    if labels.shape[0] != n:
+        raise ValueError(f"labels has {labels.shape[0]} entries but {against} has N = {n} rows")
+
+
+def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.07) -> Tensor:
+    """Supervised contrastive loss of Khosla et al. (2020), the L_out form, for any V views.
+
+    `z` is (N, V, D): N images, V views each, L2-normalised projections (the caller
+    normalises; this function does not). Every one of the N*V views is an anchor i;
+    A(i) = all other views, P(i) = those with the label of i. Per anchor,
+    -1/|P(i)| sum_{p in P(i)} log softmax_{a in A(i)}(z_i.z_a / tau)[p], averaged over anchors.
+
+    With V >= 2 every anchor has a positive (its own other views). With V == 1 an image
+    whose label occurs once in the batch has |P(i)| = 0: such anchors are left out of the
+    mean (their term is undefined). If no anchor has a positive the loss is a zero that
+    still carries a gradient, so a training step never fails on a degenerate batch.
+
+    There is no `base_temperature` factor: the loss is exactly the paper's formula, i.e.
+    tau / base_tau = 1 in the reference implementation. The log-softmax is computed with
+    logsumexp over a row whose self-similarity is masked to -inf, which is stable at small tau.
+    """
+    _check_ndim("z", z, 3, "(N, V, D)")
+    n_images, n_views, dim = z.shape
+    if n_images * n_views < 2:
+        raise ValueError(f"z must hold at least 2 views in total (N * V >= 2), got N={n_images}, V={n_views}")
+    _check_labels(labels, n_images, "z")
+    _check_positive("temperature", temperature)
+
+    feats = z.reshape(n_images * n_views, dim)
+    view_labels = labels.repeat_interleave(n_views)
+    self_mask = torch.eye(feats.shape[0], dtype=torch.bool, device=z.device)
+    logits = (feats @ feats.T / temperature).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+
+    positives = (view_labels[:, None] == view_labels[None, :]) & ~self_mask
+    n_pos = positives.sum(dim=1)
+    # where(), not a product: the masked diagonal holds -inf and 0 * -inf would be NaN.
+    pos_log_prob = torch.where(positives, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        return z.sum() * 0.0
+    return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
+
+
+def pairwise_distances(emb: Tensor, eps: float = 1e-12) -> Tensor:
+    """Euclidean distance matrix (N, N) of the rows of `emb` (N, D).
+
+    Built from the Gram matrix (memory N^2, not N^2 * D, so ResNet-50's 2048-d features at
+    batch 512 still fit). sqrt has an infinite derivative at 0, so entries whose squared
+    distance is <= `eps` (the diagonal, duplicate points) are set to exactly 0 with a zero
+    gradient instead of producing NaN in backward.
+    """
+    _check_ndim("emb", emb, 2, "(N, D)")
+    sq_norms = (emb * emb).sum(dim=1)
+    sq = (sq_norms[:, None] + sq_norms[None, :] - 2.0 * emb @ emb.T).clamp_min(0.0)
+    eye = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
+    zero = (sq <= eps) | eye
+    return torch.sqrt(sq.masked_fill(zero, 1.0)).masked_fill(zero, 0.0)
+
+
+class Triplets(NamedTuple):
+    """Index tensors of mined triplets (all shape (T,)) and which were semi-hard."""
+
+    anchor: Tensor
+    positive: Tensor
+    negative: Tensor
+    semi_hard: Tensor
+
+
+def mine_semi_hard(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
+    """One negative per anchor-positive pair: the hardest semi-hard one, else the hardest.
+
+    For every pair (a, p), a != p with the same label, the semi-hard negatives are those n
+    of another label with d(a,p) < d(a,n) < d(a,p) + margin (Schroff et al. 2015); the one
+    with the smallest d(a,n) is taken. A pair without one falls back, on its own, to the
+    anchor's hardest negative (smallest d(a,n)), as in Hermans et al. (2017); other pairs of
+    the same anchor keep their semi-hard negative. Pairs whose anchor has no negative are
+    dropped. Only indices are returned, computed without gradient, on a (pairs x N) mask.
+    """
+    _check_ndim("dist", dist, 2, "(N, N)")
+    if dist.shape[0] != dist.shape[1]:
+        raise ValueError(f"dist must be a square (N, N) tensor, got {tuple(dist.shape)}")
+    _check_labels(labels, dist.shape[0], "dist")
+    _check_positive("margin", margin)
+
+    with torch.no_grad():
+        d = dist.detach()
+        same = labels[:, None] == labels[None, :]
+        eye = torch.eye(d.shape[0], dtype=torch.bool, device=d.device)
+        anchor, positive = (same & ~eye).nonzero(as_tuple=True)
+        d_ap = d[anchor, positive][:, None]  # (P, 1)
+        d_an = d[anchor]  # (P, N)
+        is_neg = ~same[anchor]  # (P, N)
+        in_band = is_neg & (d_an > d_ap) & (d_an < d_ap + margin)
+        inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+        semi_choice = torch.where(in_band, d_an, inf).argmin(dim=1)
+        hard_choice = torch.where(is_neg, d_an, inf).argmin(dim=1)
+        semi_hard = in_band.any(dim=1)
+        negative = torch.where(semi_hard, semi_choice, hard_choice)
+        keep = is_neg.any(dim=1)
+    return Triplets(anchor[keep], positive[keep], negative[keep], semi_hard[keep])
+
+
+def triplet_loss(emb: Tensor, labels: Tensor, margin: float = 0.3) -> Tensor:
+    """Triplet loss mean_{(a,p,n)} max(0, d(a,p) - d(a,n) + margin) over semi-hard-mined triplets.
+
+    `emb` (N, D) should be the L2-normalised 128-d projection-head output, as the paper's
+    head produces: on the unit sphere distances lie in [0, 2], so the fixed margin 0.3 has a
+    fixed meaning. (The authors' code used raw backbone features, where the network can grow
+    the feature norm until any margin is met.) Several views per image: flatten them into
+    rows and repeat the labels before calling. Triplets come from `mine_semi_hard`, one per
+    anchor-positive pair. A batch with no valid triplet (all labels distinct, or all equal)
+    gives a zero that still carries a gradient, so the training step needs no special case.
+    """
+    _check_ndim("emb", emb, 2, "(N, D)")
+    _check_labels(labels, emb.shape[0], "emb")
+    _check_positive("margin", margin)
+
+    dist = pairwise_distances(emb)
+    trip = mine_semi_hard(dist, labels, margin)
+    if trip.anchor.numel() == 0:
+        return emb.sum() * 0.0
+    d_ap = dist[trip.anchor, trip.positive]
+    d_an = dist[trip.anchor, trip.negative]
+    return torch.relu(d_ap - d_an + margin).mean()

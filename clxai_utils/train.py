@@ -1,0 +1,241 @@
+"""One training loop for the three losses, with resumable, atomic per-epoch checkpoints.
+
+* CE trains backbone + linear head on one CE-augmented view per image.
+* SupCon and the triplet loss train backbone + projection head on two independent
+  SupCon-augmented views per image; the triplet loss sees both views as separate
+  samples of the same label, so every anchor has at least one in-batch positive.
+
+After every epoch the model, optimiser, scheduler, both random generators (data order
+and augmentation) and the history go into `checkpoint.pt` atomically. Restarting with
+the same arguments resumes from it and ends with the same weights (on CPU) as an
+uninterrupted run. The last epoch's model is the result: no checkpoint is selected on
+test data (the authors chose CE checkpoints on the test set).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import augment
+from .artifacts import atomic_path, load_torch, save_torch
+from .config import LOSSES, TrainConfig, check_choice
+from .data import DatasetInfo, ImageSplit
+from .losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
+from .models import ModelSpec, build_training_model
+from .seeding import seed_everything
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+HISTORY = "history.csv"
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint exists for different settings; resuming from it would mix two runs."""
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """What must match for a checkpoint to be resumed (or reused once finished)."""
+
+    dataset: str
+    profile: str
+    seed: int
+    data_checksum: str
+    spec: dict[str, Any]
+    train: dict[str, Any]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimisers of the paper's Table 2."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, decoupled_weight_decay=True)
+    raise ValueError(f"optimizer={cfg.optimizer!r} is not one of: sgd, adamw, radam")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up from 0 to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule: warm-up for `cfg.warmup_epochs`, cosine for the rest."""
+    warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
+
+
+def compute_loss(model: nn.Module, loss: str, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one batch of already-augmented, normalised images ((N,C,H,W) for CE, (N,V,C,H,W) otherwise)."""
+    if loss == "ce":
+        logits = model(images)
+        value = F.cross_entropy(logits.float(), labels)
+        return value, {"train_acc": (logits.argmax(1) == labels).float().mean().item()}
+    n, v = images.shape[:2]
+    z = model(images.flatten(0, 1)).float().view(n, v, -1)  # losses in float32 even under autocast
+    if loss == "supcon":
+        return supcon_loss(z, labels, cfg.temperature), {}
+    emb, emb_labels = z.flatten(0, 1), labels.repeat_interleave(v)
+    with torch.no_grad():
+        semi = mine_semi_hard(pairwise_distances(emb), emb_labels, cfg.margin).semi_hard.float().mean().item()
+    return triplet_loss(emb, emb_labels, cfg.margin), {"semi_hard_frac": semi}
+
+
+def augment_batch(loss: str, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator, enabled: bool) -> torch.Tensor:
+    """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1)."""
+    if loss == "ce":
+        x = augment.ce_augment(x_uint8, generator) if enabled else augment.to_float_images(x_uint8)
+    else:
+        fn = augment.supcon_augment if enabled else augment.no_augment
+        views = augment.two_views(x_uint8, fn, generator)
+        return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
+    return augment.normalize(x, info.mean, info.std)
+
+
+def _identity(identity: RunIdentity) -> dict[str, Any]:
+    return asdict(identity)
+
+
+def _load_resumable(path: Path, identity: RunIdentity) -> dict[str, Any] | None:
+    """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
+    if not path.is_file():
+        return None
+    state = load_torch(path)
+    if state["identity"] != _identity(identity):
+        raise CheckpointMismatch(
+            f"{path} was written by a run with other settings:\n  saved: {state['identity']}\n  now:   {_identity(identity)}\n"
+            "Delete that folder to retrain, or use the parameters it was trained with."
+        )
+    return state
+
+
+def write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
+    """Write the per-epoch history table atomically and return it."""
+    table = pd.DataFrame(rows)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+@dataclass
+class TrainResult:
+    """A trained model, its history and where its files are."""
+
+    model: nn.Module
+    spec: ModelSpec
+    history: pd.DataFrame
+    out_dir: Path
+    resumed_from_epoch: int
+
+
+def train(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    split: ImageSplit,
+    info: DatasetInfo,
+    out_dir: str | Path,
+    *,
+    identity: RunIdentity,
+    seed: int,
+    augment_images: bool = True,
+    device: torch.device | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `spec` with `cfg` on `split`, resuming from `out_dir/checkpoint.pt` when present.
+
+    `stop_after_epoch` ends the call early (after that epoch's checkpoint), to simulate an
+    interruption or to spread a long run over several sessions.
+    """
+    check_choice("loss", spec.loss, LOSSES)
+    out_dir = Path(out_dir)
+    device = device or default_device()
+    shuffle_gen = seed_everything(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1_000_003)
+    model = build_training_model(spec).to(device)
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        model = model.to(memory_format=torch.channels_last)
+    steps_per_epoch = len(split) // cfg.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(split)} training images; lower it in the profile")
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if state := _load_resumable(out_dir / CHECKPOINT, identity):
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        shuffle_gen.set_state(state["shuffle_gen"])
+        aug_gen.set_state(state["aug_gen"])
+        history, start_epoch = state["history"], state["epoch"]
+    resumed_from = start_epoch
+    last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
+    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch, desc=f"{spec.loss} training", disable=not progress, unit="step")
+    for epoch in range(start_epoch, last_epoch):
+        model.train()
+        t0, total, extras = time.perf_counter(), 0.0, {}
+        order = torch.randperm(len(split), generator=shuffle_gen)
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            x = augment_batch(spec.loss, split.images[idx], info, aug_gen, augment_images).to(device, non_blocking=True)
+            y = split.labels[idx].to(device)
+            if on_gpu:
+                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+                value, stats = compute_loss(model, spec.loss, x, y, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            scheduler.step()
+            total += value.item()
+            for key, val in stats.items():
+                extras[key] = extras.get(key, 0.0) + val
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}")
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "lr": scheduler.get_last_lr()[0], "seconds": seconds,
+               "images_per_s": steps_per_epoch * cfg.batch_size / seconds}
+        history.append(row | {k: v / steps_per_epoch for k, v in extras.items()})
+        save_torch(out_dir / CHECKPOINT, {
+            "identity": _identity(identity), "epoch": epoch + 1, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "shuffle_gen": shuffle_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history,
+        })
+        write_history(history, out_dir / HISTORY)
+    bar.close()
+    if last_epoch == cfg.epochs:
+        save_torch(out_dir / MODEL, {"spec": spec.to_dict(), "identity": _identity(identity), "state_dict": model.state_dict()})
+    return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
+
+
+def load_trained(out_dir: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+    """The final model written by `train` (CE: classifier; SupCon/triplet: backbone + projection head)."""
+    path = Path(out_dir) / MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained model at {path}: run the training notebook for this loss and seed first")
+    state = load_torch(path)
+    spec = ModelSpec.from_dict(state["spec"])
+    model = build_training_model(spec)
+    model.load_state_dict(state["state_dict"])
+    return model.eval(), spec, state["identity"]
