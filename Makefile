@@ -20,7 +20,7 @@ SHARED_ARCHIVE := $(wildcard ../shared/data/cifar10_jpeg.tar.gz)
 # Data: CLXAI_DATA_SOURCE if set; else the shared JPEG CIFAR-10 beside the clone; else the official download.
 export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),torchvision)
 
-NOTEBOOKS := 00_data
+NOTEBOOKS := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe
 RUN_OUT := outputs/notebooks
 SMOKE_ROOT := outputs/smoke
 PAPERMILL := $(VENV)/bin/papermill --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING

@@ -77,7 +77,6 @@ class DatasetProfile:
     model: ModelConfig
     train: dict[str, TrainConfig]
     probe: ProbeConfig
-    augment: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "model", "train", "probe", "augment"}
+    allowed = {"subset", "model", "train", "probe"}
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -179,7 +178,6 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         model=_build(ModelConfig, data.get("model"), f"{where}.model"),
         train=train,
         probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),
-        augment=_coerce(data.get("augment", True), bool, f"{where}.augment"),
     )
 
 

@@ -52,3 +52,8 @@ def figures_dir(stage: str) -> Path:
 def model_dir(dataset: str, loss: str, seed: int) -> Path:
     """Checkpoint folder of one trained model: outputs/models/<dataset>/<loss>/seed<k>/."""
     return outputs_dir() / "models" / dataset / loss / f"seed{seed}"
+
+
+def results_dir(dataset: str) -> Path:
+    """Tables of results (accuracy, metrics) for one data set: outputs/results/<dataset>/."""
+    return outputs_dir() / "results" / dataset

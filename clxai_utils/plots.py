@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from .artifacts import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -40,5 +44,43 @@ def image_grid(
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
             if r == 0 and col_labels:
                 ax.set_title(col_labels[c], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: "pd.DataFrame", title: str) -> plt.Figure:
+    """Learning curves: training loss (and accuracy or semi-hard share when logged), learning rate, throughput."""
+    extra = [c for c in ("train_acc", "semi_hard_frac") if c in history]
+    panels = ["loss", *extra, "lr", "images_per_s"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    for ax, column in zip(axes, panels):
+        ax.plot(history["epoch"], history[column], marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_title(column.replace("_", " "))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pca_2d(features: torch.Tensor) -> torch.Tensor:
+    """Project features onto their first two principal components (centred SVD)."""
+    centred = features - features.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T
+
+
+def plot_embeddings(features: dict[str, torch.Tensor], labels: torch.Tensor, classes: list[str]) -> plt.Figure:
+    """One PCA scatter per model of the features its classifier head sees, coloured by true class."""
+    fig, axes = plt.subplots(1, len(features), figsize=(4 * len(features), 4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, feats) in zip(axes[0], features.items()):
+        xy = pca_2d(feats).numpy()
+        for c, cls in enumerate(classes):
+            sel = (labels == c).numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(c % 10), label=cls, alpha=0.6)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=3, fontsize=8)
     fig.tight_layout()
     return fig

@@ -100,15 +100,15 @@ def compute_loss(model: nn.Module, loss: str, images: torch.Tensor, labels: torc
     return triplet_loss(emb, emb_labels, cfg.margin), {"semi_hard_frac": semi}
 
 
-def augment_batch(loss: str, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator, enabled: bool) -> torch.Tensor:
-    """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1)."""
+def augment_batch(loss: str, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
+    """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1).
+
+    CE gets one CE-augmented view; SupCon/triplet get two independent SupCon views.
+    """
     if loss == "ce":
-        x = augment.ce_augment(x_uint8, generator) if enabled else augment.to_float_images(x_uint8)
-    else:
-        fn = augment.supcon_augment if enabled else augment.no_augment
-        views = augment.two_views(x_uint8, fn, generator)
-        return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
-    return augment.normalize(x, info.mean, info.std)
+        return augment.normalize(augment.ce_augment(x_uint8, generator), info.mean, info.std)
+    views = augment.two_views(x_uint8, augment.supcon_augment, generator)
+    return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
 def _identity(identity: RunIdentity) -> dict[str, Any]:
@@ -156,7 +156,6 @@ def train(
     *,
     identity: RunIdentity,
     seed: int,
-    augment_images: bool = True,
     device: torch.device | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
@@ -198,7 +197,7 @@ def train(
         order = torch.randperm(len(split), generator=shuffle_gen)
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment_batch(spec.loss, split.images[idx], info, aug_gen, augment_images).to(device, non_blocking=True)
+            x = augment_batch(spec.loss, split.images[idx], info, aug_gen).to(device, non_blocking=True)
             y = split.labels[idx].to(device)
             if on_gpu:
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -239,3 +238,23 @@ def load_trained(out_dir: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, A
     model = build_training_model(spec)
     model.load_state_dict(state["state_dict"])
     return model.eval(), spec, state["identity"]
+
+
+def run_training(loss: str, profile: str, dataset: str, seed: int, *, stop_after_epoch: int | None = None, progress: bool = True) -> TrainResult:
+    """The training notebooks' one call: profile settings + 00_data's subset -> outputs/models/<dataset>/<loss>/seed<k>/."""
+    from .config import load_profile
+    from .data import load_prepared
+    from .paths import model_dir
+
+    check_choice("loss", loss, LOSSES)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
+    if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
+        raise ValueError(f"stop_after_epoch must be None or an integer >= 1, got {stop_after_epoch!r}")
+    settings = load_profile(profile).for_dataset(dataset)
+    cfg = settings.train[loss]
+    data, manifest = load_prepared(dataset, profile)
+    spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
+    identity = RunIdentity(dataset, profile, seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
+    return train(spec, cfg, data.train, data.info, model_dir(dataset, loss, seed), identity=identity, seed=seed,
+                 stop_after_epoch=stop_after_epoch, progress=progress)

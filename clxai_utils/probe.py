@@ -1,0 +1,169 @@
+"""Linear probing and evaluation: the classifier every later stage explains.
+
+For SupCon and triplet models the projection head is discarded and a linear classifier
+is trained on the frozen backbone's pooled features, L2-normalised: exactly the
+features `ExplainableClassifier(normalize_features=True)` feeds its head. The probe is
+therefore evaluated and explained on the function it was trained on (the authors'
+evaluation applied it to unnormalised features). CE models keep their own head.
+
+The paper trains the probe for 100 epochs of SGD at lr 0.1; the authors' code did 100
+full-batch steps and only printed the accuracy. Here the probe is trained on
+mini-batches with a cosine schedule, and its accuracy is written to a table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import augment
+from .artifacts import atomic_path, load_torch, save_torch
+from .config import ProbeConfig
+from .data import DatasetInfo, ImageSplit
+from .models import ExplainableClassifier, ModelSpec, build_explainable, explainable_from_contrastive
+from .paths import model_dir
+from .train import load_trained, lr_factor
+
+PROBE = "probe.pt"
+
+
+@torch.no_grad()
+def batched_forward(fn: Any, split: ImageSplit, info: DatasetInfo, batch_size: int = 512, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Apply `fn` to the normalised, unaugmented images of `split` in batches; results on CPU."""
+    outputs = []
+    for start in range(0, len(split), batch_size):
+        x = augment.normalize(split.images[start : start + batch_size], info.mean, info.std).to(device)
+        outputs.append(fn(x).float().cpu())
+    return torch.cat(outputs)
+
+
+def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, seed: int, progress: bool = True) -> tuple[nn.Linear, pd.DataFrame]:
+    """Multinomial logistic regression on fixed features: SGD with momentum, cosine schedule, mini-batches.
+
+    L2-normalised ReLU features all point into one narrow cone, which makes plain SGD on
+    them badly conditioned. The probe is therefore fitted on per-dimension standardised
+    features and the standardisation is folded back into its weights afterwards:
+    the returned layer is an ordinary `nn.Linear` applied to the original features.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    standardised = (features - mean) / std
+    probe = nn.Linear(features.shape[1], num_classes)
+    optimizer = torch.optim.SGD(probe.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    steps = max(1, -(-len(labels) // cfg.batch_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 0, cfg.epochs * steps))
+    rows = []
+    for epoch in tqdm(range(cfg.epochs), desc="linear probe", disable=not progress, unit="epoch"):
+        order, total, correct = torch.randperm(len(labels), generator=generator), 0.0, 0
+        for step in range(steps):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            logits = probe(standardised[idx])
+            loss = F.cross_entropy(logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == labels[idx]).sum().item()
+        rows.append({"epoch": epoch + 1, "loss": total / len(labels), "train_acc": correct / len(labels)})
+    return fold_standardisation(probe, mean, std), pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def fold_standardisation(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """The linear layer x -> W((x - mean) / std) + b written as x -> W'x + b'."""
+    folded = nn.Linear(layer.in_features, layer.out_features)
+    folded.weight.copy_(layer.weight / std)
+    folded.bias.copy_(layer.bias - (layer.weight * (mean / std)).sum(1))
+    return folded
+
+
+def check_profile(identity: dict[str, Any], profile: str | None, out_dir: Path) -> None:
+    """Refuse a model trained under another profile (other data subset, other network)."""
+    if profile is not None and identity["profile"] != profile:
+        raise ValueError(f"the model in {out_dir} was trained with profile={identity['profile']!r}, not {profile!r}: retrain it")
+
+
+def fit_probe(out_dir: str | Path, split: ImageSplit, info: DatasetInfo, cfg: ProbeConfig, seed: int, progress: bool = True, profile: str | None = None) -> tuple[ExplainableClassifier, pd.DataFrame]:
+    """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`."""
+    model, spec, identity = load_trained(out_dir)
+    check_profile(identity, profile, Path(out_dir))
+    if spec.loss == "ce":
+        raise ValueError(f"{out_dir} holds a CE model: it is evaluated with its own head, not probed")
+    features = batched_forward(lambda x: F.normalize(model.features(x), dim=1), split, info)
+    probe, history = train_probe(features, split.labels, spec.num_classes, cfg, seed, progress)
+    save_torch(Path(out_dir) / PROBE, {"state_dict": probe.state_dict(), "identity": identity, "probe_config": cfg.__dict__, "history": history.to_dict("list")})
+    return explainable_from_contrastive(model, probe).eval(), history
+
+
+def load_classifier(dataset: str, loss: str, seed: int, profile: str | None = None) -> tuple[ExplainableClassifier, ModelSpec]:
+    """The explainable classifier of one trained model: CE with its head, SupCon/triplet with its probe.
+
+    With `profile`, refuses a model trained under another profile.
+    """
+    out_dir = model_dir(dataset, loss, seed)
+    model, spec, identity = load_trained(out_dir)
+    check_profile(identity, profile, out_dir)
+    if spec.loss == "ce":
+        return model, spec
+    probe_path = out_dir / PROBE
+    if not probe_path.is_file():
+        raise FileNotFoundError(f"no linear probe at {probe_path}: run notebooks/04_linear_probe.ipynb for loss={loss!r}, seed={seed} first")
+    state = load_torch(probe_path)
+    if state["identity"] != identity:
+        raise ValueError(f"the probe in {probe_path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb")
+    classifier = build_explainable(spec)
+    classifier.backbone.load_state_dict(model.backbone.state_dict())
+    classifier.head.load_state_dict(state["state_dict"])
+    return classifier.eval(), spec
+
+
+def accuracy(model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo) -> tuple[float, torch.Tensor]:
+    """Top-1 accuracy on `split` and the predictions, in eval mode."""
+    model.eval()
+    predictions = batched_forward(model, split, info).argmax(1)
+    return (predictions == split.labels).float().mean().item(), predictions
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a results table atomically as CSV (and JSON records beside it)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(table.to_json(orient="records", indent=2))
+    return path
+
+
+def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame]]:
+    """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
+
+    Returns the explainable classifiers, the accuracy table (also written to
+    outputs/results/<dataset>/accuracy_seed<k>.csv) and the probes' training histories.
+    """
+    from .config import LOSSES, load_profile
+    from .data import load_prepared
+    from .paths import results_dir
+
+    settings = load_profile(profile).for_dataset(dataset)
+    data, _ = load_prepared(dataset, profile)
+    classifiers, histories, rows = {}, {}, []
+    for loss in LOSSES:
+        out_dir = model_dir(dataset, loss, seed)
+        if loss == "ce":
+            classifiers[loss], _ = load_classifier(dataset, loss, seed, profile)
+        else:
+            classifiers[loss], histories[loss] = fit_probe(out_dir, data.train, data.info, settings.probe, seed, progress, profile)
+        acc, _ = accuracy(classifiers[loss], data.test, data.info)
+        rows.append({"dataset": dataset, "profile": profile, "loss": loss, "seed": seed,
+                     "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
+                     "test_images": len(data.test), "accuracy": acc})
+    table = pd.DataFrame(rows)
+    write_table(table, results_dir(dataset) / f"accuracy_seed{seed}.csv")
+    return classifiers, table, histories
+

@@ -1,0 +1,155 @@
+"""Trainer: schedule, optimisers, resumption and the notebooks' entry point."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from clxai_utils.config import ConfigError, ProbeConfig, TrainConfig
+from clxai_utils.data import DATASET_INFO, ImageSplit, load_dataset, write_synthetic_imagefolder
+from clxai_utils.models import ModelSpec
+from clxai_utils import probe as P
+from clxai_utils import train as T
+
+INFO = DATASET_INFO["cifar10"]
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> ImageSplit:
+    root = tmp_path_factory.mktemp("tree")
+    write_synthetic_imagefolder(root / "tree", classes=("a", "b", "c", "d"), per_class=(12, 4))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLXAI_DATA_DIR", str(root / "datadir"))
+        return load_dataset("cifar10", str(root / "tree")).train
+
+
+def cfg_for(loss: str, epochs: int = 4) -> TrainConfig:
+    extra = {"temperature": 0.1} if loss == "supcon" else {"margin": 0.3} if loss == "triplet" else {}
+    return TrainConfig(epochs=epochs, batch_size=16, optimizer="sgd", lr=0.05, weight_decay=1e-4, warmup_epochs=1, **extra)
+
+
+def run(split: ImageSplit, loss: str, out: Path, **kwargs) -> T.TrainResult:
+    spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, loss), cfg_for(loss)
+    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    return T.train(spec, cfg, split, INFO, out, identity=identity, seed=0, progress=False, **kwargs)
+
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    assert T.lr_factor(0, 4, 20) == pytest.approx(0.25)
+    assert T.lr_factor(3, 4, 20) == pytest.approx(1.0)
+    assert T.lr_factor(4, 4, 20) == pytest.approx(1.0)
+    assert T.lr_factor(12, 4, 20) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert T.lr_factor(20, 4, 20) == pytest.approx(0.0)
+    assert T.lr_factor(5, 0, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("name", "cls"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)])
+def test_optimisers_of_table_2(name: str, cls: type) -> None:
+    cfg = replace(cfg_for("ce"), optimizer=name)
+    opt = T.build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+    assert isinstance(opt, cls) and opt.defaults["lr"] == 0.05 and opt.defaults["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("loss", ["ce", "supcon", "triplet"])
+def test_interrupted_training_resumes_to_identical_weights(split: ImageSplit, tmp_path: Path, loss: str) -> None:
+    full = run(split, loss, tmp_path / "full")
+    first = run(split, loss, tmp_path / "resumed", stop_after_epoch=2)
+    assert len(first.history) == 2 and not (tmp_path / "resumed" / T.MODEL).exists()
+    second = run(split, loss, tmp_path / "resumed")
+    assert second.resumed_from_epoch == 2
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert full.history["loss"].tolist() == second.history["loss"].tolist()
+    # the history table is written next to the checkpoint and holds every epoch
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "resumed" / T.HISTORY)
+    assert table["epoch"].tolist() == [1, 2, 3, 4] and {"loss", "lr", "seconds", "images_per_s"} <= set(table)
+
+
+def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: ImageSplit, tmp_path: Path) -> None:
+    result = run(split, "ce", tmp_path / "ce")
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
+    again = run(split, "ce", tmp_path / "ce")
+    assert again.resumed_from_epoch == 4
+    state = torch.load(tmp_path / "ce" / T.CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 4 and set(state) >= {"model", "optimizer", "scheduler", "shuffle_gen", "aug_gen"}
+    model, spec, _ = T.load_trained(tmp_path / "ce")
+    assert spec.loss == "ce"
+    for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_of_other_settings_is_refused(split: ImageSplit, tmp_path: Path) -> None:
+    run(split, "ce", tmp_path / "ce", stop_after_epoch=1)
+    spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, "ce"), replace(cfg_for("ce"), lr=0.2)
+    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    with pytest.raises(T.CheckpointMismatch, match="other settings"):
+        T.train(spec, cfg, split, INFO, tmp_path / "ce", identity=identity, seed=0, progress=False)
+
+
+def test_probe_learns_separable_features() -> None:
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=gen) * 3
+    labels = torch.arange(3).repeat(40)
+    feats = centres[labels] + 0.3 * torch.randn(120, 8, generator=gen)
+    probe, history = P.train_probe(feats, labels, 3, ProbeConfig(epochs=20, batch_size=32, lr=0.1), seed=0, progress=False)
+    assert (probe(feats).argmax(1) == labels).float().mean() == 1.0
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+
+
+def test_run_training_rejects_bad_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="loss='softmax'"):
+        T.run_training("softmax", "smoke", "cifar10", 0)
+    with pytest.raises(TypeError, match="seed must be a non-negative integer, got '1'"):
+        T.run_training("ce", "smoke", "cifar10", "1")
+    with pytest.raises(ConfigError, match="profile='huge'"):
+        T.run_training("ce", "huge", "cifar10", 0)
+    with pytest.raises(ConfigError, match="dataset='svhn'"):
+        T.run_training("ce", "smoke", "svhn", 0)
+    with pytest.raises(Exception, match="run notebooks/00_data.ipynb"):
+        T.run_training("ce", "smoke", "cifar10", 0)
+
+
+def test_probe_without_trained_encoder_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="no trained model .*run the training notebook"):
+        P.load_classifier("cifar10", "supcon", 0)
+
+
+def test_probe_stage_end_to_end_on_smoke_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clxai_utils.config import load_profile
+    from clxai_utils.data import load_prepared, prepare_data
+    from clxai_utils.paths import model_dir
+
+    monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    monkeypatch.setenv("CLXAI_DATA_DIR", str(tmp_path / "datadir"))
+    prepare_data("smoke", "cifar10", str(write_synthetic_imagefolder(tmp_path / "tree")))
+    T.run_training("supcon", "smoke", "cifar10", 0, progress=False)
+    with pytest.raises(FileNotFoundError, match="no linear probe .*04_linear_probe"):
+        P.load_classifier("cifar10", "supcon", 0)
+    data, _ = load_prepared("cifar10", "smoke")
+    cfg = load_profile("smoke").for_dataset("cifar10").probe
+    fitted, history = P.fit_probe(model_dir("cifar10", "supcon", 0), data.train, data.info, cfg, seed=0, progress=False)
+    assert len(history) == cfg.epochs
+    loaded, spec = P.load_classifier("cifar10", "supcon", 0, profile="smoke")
+    assert loaded.normalize_features and spec.loss == "supcon"
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), fitted(x), atol=1e-6)
+    acc, predictions = P.accuracy(loaded, data.test, data.info)
+    assert acc == pytest.approx((predictions == data.test.labels).float().mean().item())
+    with pytest.raises(ValueError, match="trained with profile='smoke', not 'quick'"):
+        P.load_classifier("cifar10", "supcon", 0, profile="quick")
+
+
+def test_folded_standardisation_equals_the_standardised_probe() -> None:
+    gen = torch.Generator().manual_seed(1)
+    layer = torch.nn.Linear(5, 3)
+    x, mean, std = torch.randn(7, 5, generator=gen), torch.randn(5, generator=gen), torch.rand(5, generator=gen) + 0.5
+    with torch.no_grad():
+        assert torch.allclose(P.fold_standardisation(layer, mean, std)(x), layer((x - mean) / std), atol=1e-6)
