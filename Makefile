@@ -69,8 +69,8 @@ smoke-notebooks: $(STAMP)
 	fi; \
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb (profile=smoke, data=$$src)"; \
-	  CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PAPERMILL) notebooks/$$nb.ipynb $(SMOKE_ROOT)/notebooks/$$nb.ipynb \
-	    -p profile smoke -p data_source "$$src"; \
+	  params="-p profile smoke"; [ $$nb = 00_data ] && params="$$params -p data_source $$src"; \
+	  CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PAPERMILL) notebooks/$$nb.ipynb $(SMOKE_ROOT)/notebooks/$$nb.ipynb $$params; \
 	done
 
 # nbval re-executes each smoke-executed notebook (with its injected parameters) and compares
