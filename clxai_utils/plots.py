@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import torch
 
@@ -56,6 +57,7 @@ def plot_history(history: "pd.DataFrame", title: str) -> plt.Figure:
     for ax, column in zip(axes, panels):
         ax.plot(history["epoch"], history[column], marker="o")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(column.replace("_", " "))
     fig.suptitle(title)
     fig.tight_layout()
