@@ -27,6 +27,7 @@ from .config import ProbeConfig
 from .data import DatasetInfo, ImageSplit
 from .models import ExplainableClassifier, ModelSpec, build_explainable, explainable_from_contrastive
 from .paths import model_dir
+from .seeding import check_seed
 from .train import load_trained, lr_factor
 
 PROBE = "probe.pt"
@@ -150,6 +151,7 @@ def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = T
     from .data import load_prepared
     from .paths import results_dir
 
+    seed = check_seed(seed)
     settings = load_profile(profile).for_dataset(dataset)
     data, _ = load_prepared(dataset, profile)
     classifiers, histories, rows = {}, {}, []

@@ -8,17 +8,20 @@ import numpy as np
 import torch
 
 
+def check_seed(seed: object) -> int:
+    """`seed` as an int, or an error naming the parameter (notebook parameters arrive untyped)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
     """Seed `random`, NumPy and torch, and ask torch for deterministic kernels.
 
     Returns a CPU `torch.Generator` seeded with `seed`, for DataLoaders and samplers,
     so that data order does not depend on what else consumed the global RNG.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an integer, got {seed!r} ({type(seed).__name__})")
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = check_seed(seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA initialises
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -31,7 +31,7 @@ from .config import LOSSES, TrainConfig, check_choice
 from .data import DatasetInfo, ImageSplit
 from .losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
 from .models import ModelSpec, build_training_model
-from .seeding import seed_everything
+from .seeding import check_seed, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -247,8 +247,7 @@ def run_training(loss: str, profile: str, dataset: str, seed: int, *, stop_after
     from .paths import model_dir
 
     check_choice("loss", loss, LOSSES)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be None or an integer >= 1, got {stop_after_epoch!r}")
     settings = load_profile(profile).for_dataset(dataset)

@@ -153,3 +153,8 @@ def test_folded_standardisation_equals_the_standardised_probe() -> None:
     x, mean, std = torch.randn(7, 5, generator=gen), torch.randn(5, generator=gen), torch.rand(5, generator=gen) + 0.5
     with torch.no_grad():
         assert torch.allclose(P.fold_standardisation(layer, mean, std)(x), layer((x - mean) / std), atol=1e-6)
+
+
+def test_probe_stage_rejects_a_seed_that_is_not_an_integer() -> None:
+    with pytest.raises(TypeError, match="seed must be a non-negative integer, got 0.5"):
+        P.probe_and_evaluate("smoke", "cifar10", 0.5)
