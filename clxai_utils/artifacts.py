@@ -12,9 +12,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -42,6 +45,13 @@ def write_json(target: str | os.PathLike, obj: Any) -> Path:
 def read_json(source: str | os.PathLike) -> Any:
     """Read a JSON artefact."""
     return json.loads(Path(source).read_text())
+
+
+def write_csv(target: str | os.PathLike, table: "pd.DataFrame") -> Path:
+    """Write a table as CSV (no index), atomically."""
+    with atomic_path(target) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(target)
 
 
 def save_torch(target: str | os.PathLike, obj: Any) -> Path:

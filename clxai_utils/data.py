@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 from .artifacts import atomic_path, read_json, write_json
-from .config import DATASETS, check_choice
-from .paths import data_dir
+from .config import DATASETS, check_choice, load_profile
+from .paths import data_dir, manifest_path
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -403,9 +403,6 @@ def write_synthetic_imagefolder(
 
 def prepare_data(profile: str, dataset: str = "cifar10", data_source: str | None = "auto") -> tuple[Dataset, Manifest]:
     """Load `dataset`, draw the profile's class-balanced subsets and write the manifest (00_data's job)."""
-    from .config import load_profile
-    from .paths import manifest_path
-
     subset_cfg = load_profile(profile).for_dataset(dataset).subset
     data = load_dataset(dataset, data_source)
     subsets = {
@@ -423,8 +420,6 @@ def load_prepared(dataset: str, profile: str) -> tuple[Dataset, Manifest]:
     Later notebooks call this instead of choosing data themselves, so every stage sees
     exactly the same images.
     """
-    from .paths import manifest_path
-
     path = manifest_path(dataset)
     if not path.is_file():
         raise DataError(f"no data manifest at {path}: run notebooks/00_data.ipynb with dataset={dataset!r} first")

@@ -22,11 +22,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import augment
-from .artifacts import atomic_path, load_torch, save_torch
-from .config import ProbeConfig
-from .data import DatasetInfo, ImageSplit
-from .models import ExplainableClassifier, ModelSpec, build_explainable, explainable_from_contrastive
-from .paths import model_dir
+from .artifacts import atomic_path, load_torch, save_torch, write_csv
+from .config import LOSSES, ProbeConfig, load_profile
+from .data import Dataset, DatasetInfo, ImageSplit, load_prepared
+from .models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
+from .paths import model_dir, results_dir
 from .seeding import check_seed
 from .train import load_trained, lr_factor
 
@@ -118,10 +118,9 @@ def load_classifier(dataset: str, loss: str, seed: int, profile: str | None = No
     state = load_torch(probe_path)
     if state["identity"] != identity:
         raise ValueError(f"the probe in {probe_path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb")
-    classifier = build_explainable(spec)
-    classifier.backbone.load_state_dict(model.backbone.state_dict())
-    classifier.head.load_state_dict(state["state_dict"])
-    return classifier.eval(), spec
+    probe = nn.Linear(model.backbone.feature_dim, spec.num_classes)
+    probe.load_state_dict(state["state_dict"])
+    return explainable_from_contrastive(model, probe).eval(), spec
 
 
 def accuracy(model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo) -> tuple[float, torch.Tensor]:
@@ -133,39 +132,33 @@ def accuracy(model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo)
 
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write a results table atomically as CSV (and JSON records beside it)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
+    path = write_csv(path, table)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(table.to_json(orient="records", indent=2))
     return path
 
 
-def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame]]:
+def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
     """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
 
     Returns the explainable classifiers, the accuracy table (also written to
-    outputs/results/<dataset>/accuracy_seed<k>.csv) and the probes' training histories.
+    outputs/results/<dataset>/accuracy_seed<k>.csv), the probes' training histories and
+    the prepared data they were evaluated on.
     """
-    from .config import LOSSES, load_profile
-    from .data import load_prepared
-    from .paths import results_dir
-
     seed = check_seed(seed)
     settings = load_profile(profile).for_dataset(dataset)
     data, _ = load_prepared(dataset, profile)
     classifiers, histories, rows = {}, {}, []
     for loss in LOSSES:
-        out_dir = model_dir(dataset, loss, seed)
         if loss == "ce":
             classifiers[loss], _ = load_classifier(dataset, loss, seed, profile)
         else:
-            classifiers[loss], histories[loss] = fit_probe(out_dir, data.train, data.info, settings.probe, seed, progress, profile)
+            classifiers[loss], histories[loss] = fit_probe(model_dir(dataset, loss, seed), data.train, data.info, settings.probe, seed, progress, profile)
         acc, _ = accuracy(classifiers[loss], data.test, data.info)
         rows.append({"dataset": dataset, "profile": profile, "loss": loss, "seed": seed,
                      "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
                      "test_images": len(data.test), "accuracy": acc})
     table = pd.DataFrame(rows)
     write_table(table, results_dir(dataset) / f"accuracy_seed{seed}.csv")
-    return classifiers, table, histories
+    return classifiers, table, histories, data
 

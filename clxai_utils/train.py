@@ -26,11 +26,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import augment
-from .artifacts import atomic_path, load_torch, save_torch
-from .config import LOSSES, TrainConfig, check_choice
-from .data import DatasetInfo, ImageSplit
+from .artifacts import load_torch, save_torch, write_csv
+from .config import LOSSES, TrainConfig, check_choice, load_profile
+from .data import DatasetInfo, ImageSplit, load_prepared
 from .losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
 from .models import ModelSpec, build_training_model
+from .paths import model_dir
 from .seeding import check_seed, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -111,29 +112,17 @@ def augment_batch(loss: str, x_uint8: torch.Tensor, info: DatasetInfo, generator
     return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
-def _identity(identity: RunIdentity) -> dict[str, Any]:
-    return asdict(identity)
-
-
 def _load_resumable(path: Path, identity: RunIdentity) -> dict[str, Any] | None:
     """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
     if not path.is_file():
         return None
     state = load_torch(path)
-    if state["identity"] != _identity(identity):
+    if state["identity"] != asdict(identity):
         raise CheckpointMismatch(
-            f"{path} was written by a run with other settings:\n  saved: {state['identity']}\n  now:   {_identity(identity)}\n"
+            f"{path} was written by a run with other settings:\n  saved: {state['identity']}\n  now:   {asdict(identity)}\n"
             "Delete that folder to retrain, or use the parameters it was trained with."
         )
     return state
-
-
-def write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
-    """Write the per-epoch history table atomically and return it."""
-    table = pd.DataFrame(rows)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-    return table
 
 
 @dataclass
@@ -217,14 +206,14 @@ def train(
                "images_per_s": steps_per_epoch * cfg.batch_size / seconds}
         history.append(row | {k: v / steps_per_epoch for k, v in extras.items()})
         save_torch(out_dir / CHECKPOINT, {
-            "identity": _identity(identity), "epoch": epoch + 1, "model": model.state_dict(),
+            "identity": asdict(identity), "epoch": epoch + 1, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "shuffle_gen": shuffle_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history,
         })
-        write_history(history, out_dir / HISTORY)
+        write_csv(out_dir / HISTORY, pd.DataFrame(history))
     bar.close()
     if last_epoch == cfg.epochs:
-        save_torch(out_dir / MODEL, {"spec": spec.to_dict(), "identity": _identity(identity), "state_dict": model.state_dict()})
+        save_torch(out_dir / MODEL, {"spec": spec.to_dict(), "identity": asdict(identity), "state_dict": model.state_dict()})
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
 
@@ -242,10 +231,6 @@ def load_trained(out_dir: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, A
 
 def run_training(loss: str, profile: str, dataset: str, seed: int, *, stop_after_epoch: int | None = None, progress: bool = True) -> TrainResult:
     """The training notebooks' one call: profile settings + 00_data's subset -> outputs/models/<dataset>/<loss>/seed<k>/."""
-    from .config import load_profile
-    from .data import load_prepared
-    from .paths import model_dir
-
     check_choice("loss", loss, LOSSES)
     seed = check_seed(seed)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):

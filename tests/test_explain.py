@@ -1,11 +1,9 @@
 """Grad-CAM / Eigen-CAM maps against hand computations and pytorch-grad-cam itself."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from pytorch_grad_cam import EigenCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection

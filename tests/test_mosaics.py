@@ -76,7 +76,6 @@ def test_tile_draw_is_roughly_uniform():
 
 
 def test_target_correct():
-    images = torch.zeros(4, C, H, W)
     labels = torch.tensor([0, 1, 2, 3])
     src = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2]])
     mosaics = Mosaics(
