@@ -467,6 +467,14 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     return (x - m) / s
 
 
+def denormalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Inverse of `normalize` (float images, not clamped): for showing model inputs."""
+    channels = x.shape[1]
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, channels, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, channels, 1, 1)
+    return x * s + m
+
+
 AUGMENTATIONS: Mapping[str, AugmentFn] = MappingProxyType(
     {"none": no_augment, "ce": ce_augment, "supcon": supcon_augment}
 )

@@ -21,6 +21,7 @@ from .paths import repo_root
 LOSSES = ("ce", "supcon", "triplet")
 DATASETS = ("cifar10", "imagenet_s50")
 OPTIMIZERS = ("sgd", "adamw", "radam")
+BASELINES = ("black", "mean")
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,32 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class ExplainConfig:
+    """Which test images are explained (05_explanations) and in what chunks.
+
+    `images_per_class` picks a class-balanced subset of the profile's test split (the same
+    images for every loss and seed, so results pair by image id); null = all of it.
+    """
+
+    images_per_class: int | None
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The protocol settings of 06_metrics, recorded in the results' JSON sidecar.
+
+    `pixels_per_step` is the Pixel Flipping step; `noise_sigma` the continuity noise in
+    normalised input space; `batch_size` bounds the images (or flipped copies) per forward pass.
+    """
+
+    pixels_per_step: int
+    batch_size: int
+    baseline: str = "black"
+    noise_sigma: float = 0.02
+
+
+@dataclass(frozen=True)
 class DatasetProfile:
     """Everything a profile fixes for one data set."""
 
@@ -77,6 +104,8 @@ class DatasetProfile:
     model: ModelConfig
     train: dict[str, TrainConfig]
     probe: ProbeConfig
+    explain: ExplainConfig
+    metrics: MetricsConfig
 
 
 @dataclass(frozen=True)
@@ -109,6 +138,18 @@ def check_choice(name: str, value: Any, allowed: typing.Iterable[str]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
     return value
+
+
+def check_choices(name: str, values: typing.Iterable[str], allowed: tuple[str, ...]) -> list[str]:
+    """A non-empty list of distinct allowed values (a lone string is a common papermill slip)."""
+    if isinstance(values, str):
+        raise ConfigError(f"{name} must be a list such as {list(allowed)}, got the string {values!r}")
+    values = list(values)
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(f"{name} must be a non-empty list of distinct values from {list(allowed)}, got {values}")
+    for value in values:
+        check_choice(f"an entry of {name}", value, allowed)
+    return values
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -159,10 +200,25 @@ def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
         raise ConfigError(f"{where}.margin must be > 0 for the triplet loss")
 
 
+def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
+    if cfg.batch_size < 1 or (cfg.images_per_class is not None and cfg.images_per_class < 1):
+        raise ConfigError(f"{where}: need batch_size >= 1 and images_per_class >= 1 (or null); got {cfg}")
+    return cfg
+
+
+def _validate_metrics(cfg: MetricsConfig, where: str) -> MetricsConfig:
+    check_choice(f"{where}.baseline", cfg.baseline, BASELINES)
+    if cfg.pixels_per_step < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"{where}: need pixels_per_step >= 1 and batch_size >= 1; got {cfg}")
+    if not cfg.noise_sigma > 0:
+        raise ConfigError(f"{where}.noise_sigma must be > 0 (the continuity noise), got {cfg.noise_sigma}")
+    return cfg
+
+
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "model", "train", "probe"}
+    allowed = {"subset", "model", "train", "probe", "explain", "metrics"}
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -178,6 +234,8 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         model=_build(ModelConfig, data.get("model"), f"{where}.model"),
         train=train,
         probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),
+        explain=_validate_explain(_build(ExplainConfig, data.get("explain"), f"{where}.explain"), f"{where}.explain"),
+        metrics=_validate_metrics(_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"), f"{where}.metrics"),
     )
 
 

@@ -16,8 +16,11 @@ maps with the ids, labels, logits and targets needed to pair results across mode
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
+import itertools
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +28,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from pytorch_grad_cam import GradCAM
@@ -32,7 +36,14 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import augment
 from .artifacts import load_torch, save_torch
+from .config import LOSSES, ExplainConfig, check_choice, check_choices, load_profile
+from .data import Dataset, DatasetInfo, ImageSplit, balanced_subset, load_prepared
+from .mosaics import Mosaics, make_mosaics
+from .paths import explanation_path, model_dir, outputs_dir
+from .probe import load_classifier
+from .seeding import check_seed
 
 METHODS: tuple[str, ...] = ("gradcam", "eigencam")
 TARGET_RULES: tuple[str, ...] = ("predicted", "true")
@@ -393,3 +404,101 @@ def compute_explanations(
     if not parts["maps"]:
         raise ValueError("batches must yield at least one (x, y, image_id) batch")
     return ExplanationSet(**{name: torch.cat(p) for name, p in parts.items()}, method=method, meta=meta)
+
+
+# ----------------------------------------------------------------------------- stage
+
+#: The two kinds of stored explanations: the test images, and one 2x2 mosaic per test image.
+KINDS: tuple[str, ...] = ("test", "mosaics")
+
+
+def explained_split(data: Dataset, cfg: ExplainConfig) -> ImageSplit:
+    """The test images every model is explained on: class-balanced, the same for every loss and seed."""
+    return data.test.subset(balanced_subset(data.test.labels, cfg.images_per_class, seed=0))
+
+
+def normalised_images(split: ImageSplit, info: DatasetInfo) -> Tensor:
+    """The unaugmented images of `split` in the models' input space."""
+    return augment.normalize(split.images, info.mean, info.std)
+
+
+def explained_mosaics(split: ImageSplit, info: DatasetInfo, seed: int) -> Mosaics:
+    """The mosaic of every explained image (image i is the target of mosaic i), drawn from `seed`."""
+    return make_mosaics(normalised_images(split, info), split.labels, seed)
+
+
+def model_digest(dataset: str, loss: str, seed: int) -> str:
+    """SHA-256 of the files that define the explained function (weights, and the probe for SupCon/TL)."""
+    digest = hashlib.sha256()
+    folder = model_dir(dataset, loss, seed)
+    for name in ("model.pt", "probe.pt"):
+        if (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _batches(x: Tensor, labels: Tensor, ids: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], labels[start : start + batch_size], ids[start : start + batch_size]
+
+
+def _stage_meta(profile: str, dataset: str, seed: int, loss: str, kind: str, ids: Tensor) -> dict[str, Any]:
+    """What must match for stored maps to be reused: model files, images and protocol."""
+    id_digest = hashlib.sha256(ids.numpy().tobytes()).hexdigest()
+    return {"profile": profile, "dataset": dataset, "seed": seed, "loss": loss, "kind": kind,
+            "model_digest": model_digest(dataset, loss, seed), "image_ids_digest": id_digest}
+
+
+def _is_current(path: Path, meta: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    stored = ExplanationSet.load(path).meta
+    return all(stored.get(key) == value for key, value in meta.items())
+
+
+def run_explanations(
+    profile: str, dataset: str, seed: int, losses: Iterable[str], methods: Iterable[str] = METHODS, progress: bool = True
+) -> pd.DataFrame:
+    """05_explanations' work: the maps of every (loss, method, kind), computed once and stored.
+
+    Test images are explained for their predicted class; mosaic i for the true class of
+    its target image i. A file whose model, images and protocol match is reused, so a
+    rerun (or an interrupted run) only computes what is missing. Returns one row per file.
+    """
+    losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
+    seed = check_seed(seed)
+    settings = load_profile(profile).for_dataset(dataset)
+    data, _ = load_prepared(dataset, profile)
+    split = explained_split(data, settings.explain)
+    inputs = {"test": normalised_images(split, data.info), "mosaics": explained_mosaics(split, data.info, seed).images}
+    rows = []
+    for loss in losses:
+        model, _ = load_classifier(dataset, loss, seed, profile)
+        for method, kind in itertools.product(methods, KINDS):
+            path = explanation_path(dataset, loss, seed, method, kind)
+            meta = _stage_meta(profile, dataset, seed, loss, kind, split.ids)
+            start, reused = time.perf_counter(), _is_current(path, meta)
+            if not reused:
+                target = "predicted" if kind == "test" else "true"
+                batches = _batches(inputs[kind], split.labels, split.ids, settings.explain.batch_size)
+                compute_explanations(model, batches, method, target, batch_size=settings.explain.batch_size,
+                                     meta=meta, progress=progress).save(path)
+            seconds = time.perf_counter() - start
+            rows.append({"loss": loss, "method": method, "kind": kind, "images": len(split), "reused": reused,
+                         "seconds": round(seconds, 2), "images_per_s": None if reused else len(split) / seconds,
+                         "file": str(path.relative_to(outputs_dir()))})
+    return pd.DataFrame(rows)
+
+
+def load_explanations(dataset: str, loss: str, seed: int, method: str, kind: str = "test") -> ExplanationSet:
+    """Stored maps of one (model, method, kind), refusing maps of a model that has since changed."""
+    check_choice("method", method, METHODS)
+    check_choice("kind", kind, KINDS)
+    path = explanation_path(dataset, loss, seed, method, kind)
+    if not path.is_file():
+        raise FileNotFoundError(f"no stored maps at {path}: run notebooks/05_explanations.ipynb for seed={seed} first")
+    stored = ExplanationSet.load(path)
+    if stored.meta.get("model_digest") != model_digest(dataset, loss, seed):
+        raise ValueError(f"the maps in {path} were computed for another {loss!r} model: rerun notebooks/05_explanations.ipynb")
+    return stored
+

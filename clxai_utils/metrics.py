@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .config import BASELINES
+
 Model = Callable[[Tensor], Tensor]
 
 #: Offset quantus 0.6.0 `Sparseness` adds to every |E| before the Gini index.
 GINI_OFFSET = 1e-7
-
-BASELINES = ("black", "mean")
 
 
 # ----------------------------------------------------------------------------- checks

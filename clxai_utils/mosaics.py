@@ -1,10 +1,13 @@
 """2x2 mosaics: object masks for coherence metrics on CIFAR-10, which has none.
 
-A mosaic tiles four test images of four different classes; the explained class is the
-true class of one tile, so that tile's quadrant is the "object mask" against which the
-Pointing Game and Attribution Localisation score the map. Distinct classes matter: with
-a repeated class, attribution on the other tile of that class would be right, yet
-counted as outside the mask.
+Mosaic i is built around test image i: it is placed in a random quadrant (the "object
+mask") next to three test images of three other classes, all four classes distinct. The
+explained class is the true class of image i, so the Pointing Game and Attribution
+Localisation ask whether the map of that class points at image i's quadrant. Distinct
+classes matter: with a repeated class, attribution on the other tile of that class would be
+right, yet counted as outside the mask. One mosaic per image attaches the coherence scores
+to that image, so they pair across losses by image id like every other metric; the analysis
+scores only images the model classifies correctly on their own.
 """
 from __future__ import annotations
 
@@ -19,29 +22,32 @@ QUADRANTS = ("TL", "TR", "BL", "BR")
 
 @dataclass(frozen=True)
 class Mosaics:
-    """M mosaics built from an (N, C, H, W) batch; `source_index` points into that batch."""
+    """One mosaic per image of an (N, C, H, W) batch; `source_index` points into that batch."""
 
-    images: Tensor  # (M, C, 2H, 2W), same (normalised) space as the input images
-    masks: Tensor  # (M, 1, 2H, 2W) bool, True on the target quadrant
-    target_class: Tensor  # (M,) long, true class of the target tile = the class to explain
-    target_quadrant: Tensor  # (M,) long in 0..3, index into QUADRANTS
-    source_index: Tensor  # (M, 4) long, input index of the tiles in QUADRANTS order
+    images: Tensor  # (N, C, 2H, 2W), same (normalised) space as the input images
+    masks: Tensor  # (N, 1, 2H, 2W) bool, True on the quadrant of the target image
+    target_class: Tensor  # (N,) long, true class of the target image = the class to explain
+    target_quadrant: Tensor  # (N,) long in 0..3, index into QUADRANTS
+    source_index: Tensor  # (N, 4) long, input index of the tiles in QUADRANTS order; row i holds i
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
 
-def _draw_tiles(labels: Tensor, n_mosaics: int, generator: torch.Generator) -> Tensor:
-    """(M, 4) input indices: four distinct classes per row (random order), one random image of each."""
+def _draw_companions(labels: Tensor, generator: torch.Generator) -> Tensor:
+    """(N, 3) input indices: for image i, one random image from each of three random classes other than its own."""
     classes, counts = torch.unique(labels, return_counts=True)
     if classes.numel() < 4:
         raise ValueError(f"labels must contain at least 4 distinct classes, got {classes.tolist()}")
-    # Ranking i.i.d. uniforms gives a uniform random permutation; its first four entries
-    # are a uniform 4-subset of the classes in uniform random order.
-    picked = torch.rand(n_mosaics, classes.numel(), generator=generator).argsort(dim=1)[:, :4]
+    own = torch.searchsorted(classes, labels)
+    # Ranking i.i.d. uniforms gives a uniform random order; the own class is pushed last,
+    # so the first three entries are a uniform 3-subset of the other classes.
+    scores = torch.rand(len(labels), classes.numel(), generator=generator)
+    scores[torch.arange(len(labels)), own] = 2.0
+    picked = scores.argsort(dim=1)[:, :3]
     by_class = torch.argsort(labels, stable=True)  # input indices grouped by class, classes ascending
     starts = torch.cumsum(counts, dim=0) - counts
-    offset = (torch.rand(n_mosaics, 4, generator=generator) * counts[picked]).long()
+    offset = (torch.rand(len(labels), 3, generator=generator) * counts[picked]).long()
     offset = torch.minimum(offset, counts[picked] - 1)  # guards rand() * count rounding up to count
     return by_class[starts[picked] + offset]
 
@@ -52,12 +58,12 @@ def _tile(tiles: Tensor) -> Tensor:
     return tiles.view(m, 2, 2, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(m, c, 2 * h, 2 * w)
 
 
-def make_mosaics(images: Tensor, labels: Tensor, n_mosaics: int, seed: int) -> Mosaics:
-    """Build `n_mosaics` 2x2 mosaics of four different classes, fully determined by `seed`.
+def make_mosaics(images: Tensor, labels: Tensor, seed: int) -> Mosaics:
+    """One 2x2 mosaic per image, image i in a random quadrant of mosaic i; fully determined by `seed`.
 
-    Tiles, their quadrants and the target quadrant are drawn with a private
-    `torch.Generator` (the global RNG is untouched), so the same (images, labels,
-    n_mosaics, seed) always give the same mosaics. Images are reused across mosaics.
+    Companions and quadrants are drawn with a private `torch.Generator` (the global RNG is
+    untouched), so the same (images, labels, seed) always give the same mosaics, for every
+    model explained on them. Companion images are reused across mosaics.
     """
     if not isinstance(images, Tensor) or images.dim() != 4:
         raise ValueError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', images)}")
@@ -65,45 +71,27 @@ def make_mosaics(images: Tensor, labels: Tensor, n_mosaics: int, seed: int) -> M
         raise ValueError(
             f"labels must be an integer tensor of shape ({images.shape[0]},), got {getattr(labels, 'shape', labels)!r}"
         )
-    if isinstance(n_mosaics, bool) or not isinstance(n_mosaics, int) or n_mosaics < 1:
-        raise ValueError(f"n_mosaics must be an integer >= 1, got {n_mosaics!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
     generator = torch.Generator().manual_seed(seed)
     labels_cpu = labels.cpu().long()
-    source_index = _draw_tiles(labels_cpu, n_mosaics, generator)
-    target_quadrant = torch.randint(0, 4, (n_mosaics,), generator=generator)
-    target_class = labels_cpu[source_index].gather(1, target_quadrant[:, None]).squeeze(1)
+    n = len(labels_cpu)
+    companions = _draw_companions(labels_cpu, generator)
+    target_quadrant = torch.randint(0, 4, (n,), generator=generator)
+    # Quadrant q holds the target; the companions fill the other three quadrants in order.
+    slot = torch.arange(4).expand(n, 4)
+    companion_slot = (slot - (slot > target_quadrant[:, None]).long()).clamp(max=2)
+    source_index = torch.where(slot == target_quadrant[:, None], torch.arange(n)[:, None], companions.gather(1, companion_slot))
 
     _, _, h, w = images.shape
     quadrant_on = torch.nn.functional.one_hot(target_quadrant, 4).bool()
-    masks = quadrant_on.view(n_mosaics, 1, 2, 1, 2, 1).expand(-1, -1, -1, h, -1, w)
-    masks = masks.reshape(n_mosaics, 1, 2 * h, 2 * w)
+    masks = quadrant_on.view(n, 1, 2, 1, 2, 1).expand(-1, -1, -1, h, -1, w).reshape(n, 1, 2 * h, 2 * w)
     device = images.device
     return Mosaics(
         images=_tile(images[source_index.to(device)]),
         masks=masks.to(device),
-        target_class=target_class.to(device),
+        target_class=labels_cpu.to(device),
         target_quadrant=target_quadrant.to(device),
         source_index=source_index.to(device),
     )
-
-
-def target_correct(mosaics: Mosaics, tile_predictions: Tensor) -> Tensor:
-    """Bool (M,): the model, shown the target tile alone, predicts its true class.
-
-    `tile_predictions` are the model's predictions on the N input images the mosaics
-    were built from. Keeping only these mosaics scores coherence where the model is known
-    to recognise the target object, so a misrecognised tile does not count against the map.
-    """
-    if not isinstance(tile_predictions, Tensor) or tile_predictions.dim() != 1:
-        raise ValueError("tile_predictions must be a 1-D tensor of predictions on the mosaics' input images")
-    if len(tile_predictions) <= int(mosaics.source_index.max()):
-        raise ValueError(
-            f"tile_predictions has {len(tile_predictions)} entries but the mosaics use input index "
-            f"{int(mosaics.source_index.max())}"
-        )
-    source = mosaics.source_index.to(tile_predictions.device)
-    target_tile = source.gather(1, mosaics.target_quadrant.to(source.device)[:, None]).squeeze(1)
-    return tile_predictions[target_tile] == mosaics.target_class.to(tile_predictions.device)

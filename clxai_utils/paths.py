@@ -57,3 +57,9 @@ def model_dir(dataset: str, loss: str, seed: int) -> Path:
 def results_dir(dataset: str) -> Path:
     """Tables of results (accuracy, metrics) for one data set: outputs/results/<dataset>/."""
     return outputs_dir() / "results" / dataset
+
+
+def explanation_path(dataset: str, loss: str, seed: int, method: str, kind: str = "test") -> Path:
+    """Stored maps of one (model, method): outputs/explanations/<dataset>/<loss>/seed<k>/<method>[_mosaics].pt."""
+    suffix = "" if kind == "test" else f"_{kind}"
+    return outputs_dir() / "explanations" / dataset / loss / f"seed{seed}" / f"{method}{suffix}.pt"

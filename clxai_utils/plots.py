@@ -86,3 +86,32 @@ def plot_embeddings(features: dict[str, torch.Tensor], labels: torch.Tensor, cla
     axes[0, -1].legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=3, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def overlay_grid(
+    columns: list[tuple[str, torch.Tensor | None, torch.Tensor | None]], row_labels: list[str] | None = None, scale: float = 1.3
+) -> plt.Figure:
+    """Images with saliency overlays: each column is (title, images (N,3,H,W) in [0,1] or None, maps (N,H,W) or None).
+
+    A column with both shows the map (jet, alpha 0.5) over the image; with only maps, the
+    map alone on a fixed [0, 1] scale, so columns are comparable.
+    """
+    n_rows = len(next(t for _, i, m in columns for t in (i, m) if t is not None))
+    fig, axes = plt.subplots(n_rows, len(columns), figsize=(scale * len(columns), scale * n_rows), squeeze=False)
+    for c, (title, images, maps) in enumerate(columns):
+        shown = to_display(images) if images is not None else None
+        for r in range(n_rows):
+            ax = axes[r, c]
+            if shown is not None:
+                ax.imshow(shown[r], interpolation="nearest")
+            if maps is not None:
+                ax.imshow(maps[r].float().numpy(), cmap="jet", vmin=0, vmax=1, alpha=0.5 if shown is not None else 1.0,
+                          interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig

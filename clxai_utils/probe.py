@@ -13,7 +13,7 @@ mini-batches with a cosine schedule, and its accuracy is written to a table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 import torch
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import augment
 from .artifacts import atomic_path, load_torch, save_torch, write_csv
-from .config import LOSSES, ProbeConfig, load_profile
+from .config import LOSSES, ProbeConfig, check_choices, load_profile
 from .data import Dataset, DatasetInfo, ImageSplit, load_prepared
 from .models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
 from .paths import model_dir, results_dir
@@ -138,7 +138,7 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
+def probe_and_evaluate(profile: str, dataset: str, seed: int, losses: Iterable[str] = LOSSES, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
     """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
 
     Returns the explainable classifiers, the accuracy table (also written to
@@ -146,10 +146,11 @@ def probe_and_evaluate(profile: str, dataset: str, seed: int, progress: bool = T
     the prepared data they were evaluated on.
     """
     seed = check_seed(seed)
+    losses = check_choices("losses", losses, LOSSES)
     settings = load_profile(profile).for_dataset(dataset)
     data, _ = load_prepared(dataset, profile)
     classifiers, histories, rows = {}, {}, []
-    for loss in LOSSES:
+    for loss in losses:
         if loss == "ce":
             classifiers[loss], _ = load_classifier(dataset, loss, seed, profile)
         else:

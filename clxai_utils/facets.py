@@ -1,0 +1,244 @@
+"""The five quality facets of the stored explanations: one tidy per-image table (06_metrics).
+
+Every facet reads the maps 05_explanations stored; only the two facets that need *other*
+maps compute them here: continuity (maps of a noisy copy of each image) and contrastivity
+(Grad-CAM maps of another class). Each metric runs on whole batches (`metrics.py`).
+
+All-zero maps (no positive evidence at all) are explicit: `map_all_zero` marks them, and
+every metric of such a row is NaN by definition (there is no ranking to flip, no maximum
+to point with, no distribution to measure), never a silent NaN among valid rows.
+
+The table, the mean pixel-flipping curves and the JSON sidecar are written only after
+every facet of every model is computed, table last; stale files are removed first, so an
+interrupted run leaves no table, never a partial one.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .artifacts import write_csv, write_json
+from .augment import denormalize
+from .config import LOSSES, MetricsConfig, check_choices, load_profile
+from .data import load_prepared
+from .explain import (METHODS, ExplanationSet, explain, explained_mosaics, explained_split,
+                      load_explanations, normalised_images, package_versions)
+from .metrics import (MetricParams, add_input_noise, attribution_localisation, complexity_entropy,
+                      contrast_classes, pixel_flipping, pointing_game, sparseness_gini, ssim, zero_maps)
+from .paths import results_dir
+from .probe import load_classifier
+from .seeding import check_seed
+
+FACETS: tuple[str, ...] = ("faithfulness", "continuity", "contrastivity", "complexity", "coherence")
+
+#: Metric columns of the results table: (facet, better direction, meaning).
+METRIC_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "pf_auc": ("faithfulness", "lower", "Pixel Flipping AUC of the explained class's softmax probability"),
+    "continuity_ssim": ("continuity", "higher", "SSIM between the maps of the image and of its noisy copy"),
+    "contrastivity_ssim": ("contrastivity", "lower",
+                           "SSIM between the Grad-CAM maps of the predicted and of another class (Grad-CAM only)"),
+    "sparseness_gini": ("complexity", "higher", "Gini index of the map (Sparseness)"),
+    "complexity_entropy": ("complexity", "lower", "entropy of the map as a distribution (Complexity)"),
+    "pointing_game": ("coherence", "higher", "1 if the mosaic map's maximum lies in the image's quadrant"),
+    "attribution_localisation": ("coherence", "higher", "share of the mosaic map inside the image's quadrant"),
+}
+
+ID_COLUMNS: dict[str, str] = {
+    "dataset": "data set", "profile": "run profile", "seed": "training seed", "loss": "training loss",
+    "method": "explanation method", "image_id": "test image id (the pairing key)", "label": "true class",
+    "prediction": "predicted class (the explained class)", "correct": "prediction == label",
+    "map_all_zero": "the explained map is all zero: its metrics are NaN by definition",
+    "mosaic_map_all_zero": "the mosaic map is all zero: its coherence metrics are NaN by definition",
+}
+
+
+def table_paths(dataset: str, seed: int) -> dict[str, Any]:
+    """The three files 06_metrics writes for one seed."""
+    folder = results_dir(dataset)
+    return {"table": folder / f"facets_seed{seed}.csv", "sidecar": folder / f"facets_seed{seed}.json",
+            "curves": folder / f"pf_curves_seed{seed}.csv"}
+
+
+def metric_params(cfg: MetricsConfig, seed: int) -> MetricParams:
+    """The full protocol of one evaluation (the profile's settings + the seed), validated."""
+    return MetricParams(pixels_per_step=cfg.pixels_per_step, seed=seed, baseline=cfg.baseline,
+                        noise_sigma=cfg.noise_sigma, pf_batch_size=cfg.batch_size)
+
+
+@dataclass
+class FacetResults:
+    """What `evaluate_facets` returns (and wrote): the tables, throughput and a few worked examples."""
+
+    table: pd.DataFrame
+    curves: pd.DataFrame
+    throughput: pd.DataFrame
+    sidecar: dict[str, Any]
+    examples: dict[tuple[str, str], dict[str, Tensor]] = field(default_factory=dict)
+    inputs: dict[str, Tensor] = field(default_factory=dict)  # the example images, noisy copies, mosaics, masks (displayable)
+
+
+class _Clock:
+    """Seconds and images per facet, summed over models and methods."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.images: dict[str, int] = defaultdict(int)
+
+    def time(self, facet: str, n: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[facet] += time.perf_counter() - start
+        self.images[facet] += n
+        return out
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"facet": f, "images": self.images[f], "seconds": round(self.seconds[f], 2),
+                              "images_per_s": round(self.images[f] / self.seconds[f], 1)} for f in FACETS if f in self.seconds])
+
+
+def _faithfulness(model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, baseline: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    result = pixel_flipping(model, x, maps.maps.float(), maps.targets, pixels_per_step=params.pixels_per_step,
+                            baseline=baseline, batch_size=params.pf_batch_size)
+    return {"pf_auc": result.auc}, result.curves, result.fractions
+
+
+def _continuity(model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int) -> tuple[dict[str, Tensor], Tensor]:
+    """Same class, same method, on the noisy copy: only the input changes."""
+    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size)
+    return {"continuity_ssim": ssim(maps.maps.float(), noisy, **params.ssim_kwargs())}, noisy
+
+
+def _contrastivity(model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Grad-CAM of one other class per image, drawn from (seed, image id)."""
+    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], params.seed)
+    contrast = explain(model, x, "gradcam", others, batch_size)
+    return {"contrastivity_ssim": ssim(maps.maps.float(), contrast, **params.ssim_kwargs())}, contrast, others
+
+
+def _complexity(maps: ExplanationSet) -> dict[str, Tensor]:
+    return {"sparseness_gini": sparseness_gini(maps.maps.float()), "complexity_entropy": complexity_entropy(maps.maps.float())}
+
+
+def _coherence(mosaic_maps: ExplanationSet, masks: Tensor, scored: Tensor) -> dict[str, Tensor]:
+    """Pointing Game and Attribution Localisation, kept only where the model recognises the image alone."""
+    maps = mosaic_maps.maps.float()
+    out = {"pointing_game": pointing_game(maps, masks), "attribution_localisation": attribution_localisation(maps, masks)}
+    return {name: values.masked_fill(~scored, float("nan")) for name, values in out.items()}
+
+
+def _check_same_images(stored: ExplanationSet, ids: Tensor, what: str) -> None:
+    if not torch.equal(stored.image_ids, ids):
+        raise ValueError(f"the stored {what} maps cover other images than this profile explains: rerun notebooks/05_explanations.ipynb")
+
+
+def _rows(base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSet, values: dict[str, Tensor]) -> pd.DataFrame:
+    """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply)."""
+    zero = zero_maps(maps.maps)
+    columns: dict[str, Any] = {**base, "image_id": maps.image_ids.numpy(), "label": maps.labels.numpy(),
+                               "prediction": maps.predictions.numpy(), "correct": (maps.predictions == maps.labels).numpy(),
+                               "map_all_zero": zero.numpy(), "mosaic_map_all_zero": zero_maps(mosaic_maps.maps).numpy()}
+    for name, (facet, _, _) in METRIC_COLUMNS.items():
+        column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
+        if facet != "coherence":  # coherence reads the mosaic map, whose zeros its metrics already mark
+            column = column.masked_fill(zero, float("nan"))
+        columns[name] = column.numpy()
+    return pd.DataFrame(columns)
+
+
+def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.DataFrame:
+    valid = curves[~curves.isnan().any(dim=1)]
+    return pd.DataFrame({**base, "step": range(len(fractions)), "fraction": fractions.cpu().numpy(),
+                         "mean": valid.mean(0).numpy(), "std": valid.std(0).numpy(), "n": len(valid)})
+
+
+def _remove_stale(paths: dict[str, Any]) -> None:
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+
+
+def evaluate_facets(
+    profile: str, dataset: str, seed: int, losses: Iterable[str], methods: Iterable[str] = METHODS,
+    progress: bool = True, n_examples: int = 4,
+) -> FacetResults:
+    """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
+
+    The noisy inputs are drawn once from `seed`, so every model and method is scored on
+    the same perturbation. `n_examples` images per (loss, method) are returned with their
+    auxiliary maps for the notebook's figures.
+    """
+    losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
+    seed = check_seed(seed)
+    settings = load_profile(profile).for_dataset(dataset)
+    params = metric_params(settings.metrics, seed)
+    paths = table_paths(dataset, seed)
+    _remove_stale(paths)
+    data, _ = load_prepared(dataset, profile)
+    split = explained_split(data, settings.explain)
+    x = normalised_images(split, data.info)
+    x_noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed))
+    mosaics = explained_mosaics(split, data.info, seed)
+    masks = mosaics.masks
+    baseline = params.baseline_vector(data.info.mean, data.info.std)
+    batch = settings.explain.batch_size
+    clock, blocks, curve_blocks, examples = _Clock(), [], [], {}
+    bar = tqdm(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
+    for loss in losses:
+        model, _ = load_classifier(dataset, loss, seed, profile)
+        for method in methods:
+            maps = load_explanations(dataset, loss, seed, method, "test")
+            mosaic_maps = load_explanations(dataset, loss, seed, method, "mosaics")
+            _check_same_images(maps, split.ids, "test")
+            _check_same_images(mosaic_maps, split.ids, "mosaic")
+            n, values, example = len(maps), {}, {}
+            bar.set_description(f"{loss}/{method} faithfulness")
+            faithful, curves, fractions = clock.time("faithfulness", n, _faithfulness, model, x, maps, params, baseline)
+            values |= faithful
+            bar.update(1)
+            bar.set_description(f"{loss}/{method} continuity")
+            continuity, example["noisy_maps"] = clock.time("continuity", n, _continuity, model, x_noisy, maps, params, batch)
+            values |= continuity
+            bar.update(1)
+            if method == "gradcam":  # Eigen-CAM ignores the class: its contrastivity is undefined
+                bar.set_description(f"{loss}/{method} contrastivity")
+                contrast, example["contrast_maps"], example["contrast_classes"] = clock.time(
+                    "contrastivity", n, _contrastivity, model, x, maps, params, batch)
+                values |= contrast
+            bar.update(1)
+            values |= clock.time("complexity", n, _complexity, maps)
+            bar.update(1)
+            values |= clock.time("coherence", n, _coherence, mosaic_maps, masks, maps.predictions == maps.labels)
+            bar.update(1)
+            base = {"dataset": dataset, "profile": profile, "seed": seed, "loss": loss, "method": method}
+            blocks.append(_rows(base, maps, mosaic_maps, values))
+            curve_blocks.append(_mean_curves(base, curves, fractions))
+            examples[(loss, method)] = {k: v[:n_examples] for k, v in example.items()} | {
+                "maps": maps.maps[:n_examples].float(), "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
+                "curves": curves[:n_examples]}
+    bar.close()
+    table, curves_table, throughput = pd.concat(blocks, ignore_index=True), pd.concat(curve_blocks, ignore_index=True), clock.table()
+    sidecar = {
+        "dataset": dataset, "profile": profile, "seed": seed, "losses": losses, "methods": methods, "n_images": len(split),
+        "params": params.to_dict() | {"explain": vars(settings.explain), "noise_space": "normalised input, not clamped",
+                                      "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
+                                      "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly"},
+        "versions": package_versions(),
+        "columns": {name: desc for name, desc in ID_COLUMNS.items()}
+        | {name: f"{desc} ({facet}; {better} is better)" for name, (facet, better, desc) in METRIC_COLUMNS.items()},
+        "zero_maps": {f"{loss}/{method}": int(block["map_all_zero"].sum())
+                      for (loss, method), block in zip(itertools.product(losses, methods), blocks)},
+        "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},
+    }
+    write_json(paths["sidecar"], sidecar)
+    write_csv(paths["curves"], curves_table)
+    write_csv(paths["table"], table)
+    shown = {"images": x, "noisy_images": x_noisy, "mosaics": mosaics.images}
+    inputs = {name: denormalize(t[:n_examples], data.info.mean, data.info.std) for name, t in shown.items()}
+    return FacetResults(table, curves_table, throughput, sidecar, examples, inputs | {"masks": masks[:n_examples, 0].float()})
