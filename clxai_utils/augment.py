@@ -441,16 +441,18 @@ def supcon_augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return random_grayscale(x, p=0.2, generator=generator)
 
 
-def two_views(x: Tensor, augment: AugmentFn, generator: torch.Generator) -> Tensor:
-    """Two independently augmented views per image, shape (N, 2, C, H', W').
+def make_views(x: Tensor, augment: AugmentFn, generator: torch.Generator, n_views: int = 2) -> Tensor:
+    """`n_views` independently augmented views per image, shape (N, n_views, C, H', W').
 
-    The batch is duplicated and augmented in one call, so the 2N parameter sets are
+    The batch is repeated and augmented in one call, so the n_views * N parameter sets are
     independent draws and the work stays batched.
     """
     _check_generator(generator)
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}")
     x = to_float_images(x)
-    views = augment(torch.cat([x, x]), generator)
-    return views.view(2, x.shape[0], *views.shape[1:]).transpose(0, 1)
+    views = augment(torch.cat([x] * n_views), generator)
+    return views.view(n_views, x.shape[0], *views.shape[1:]).transpose(0, 1)
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -22,6 +22,7 @@ LOSSES = ("ce", "supcon", "triplet")
 DATASETS = ("cifar10", "imagenet_s50")
 OPTIMIZERS = ("sgd", "adamw", "radam")
 BASELINES = ("black", "mean")
+TRAIN_AUGMENTATIONS = ("ce", "supcon")
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,13 @@ class TrainConfig:
     momentum: float = 0.9
     temperature: float | None = None
     margin: float | None = None
+    views: int | None = None  # augmented views per image; null: the paper's (1 for CE, 2 for SupCon/TL)
+    augment: str | None = None  # "ce" or "supcon" augmentation; null: the paper's choice for the loss
+
+    def view_plan(self, loss: str) -> tuple[int, str]:
+        """(views per image, augmentation name) that `loss` trains on under these settings."""
+        paper = (1, "ce") if loss == "ce" else (2, "supcon")
+        return self.views or paper[0], self.augment or paper[1]
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,10 @@ def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
             raise ConfigError(f"{where}.{key} must be >= 1, got {getattr(cfg, key)}")
     if not 0 <= cfg.warmup_epochs < cfg.epochs or cfg.lr <= 0 or cfg.weight_decay < 0:
         raise ConfigError(f"{where}: need 0 <= warmup_epochs < epochs, lr > 0, weight_decay >= 0; got {cfg}")
+    views, augment = cfg.view_plan(loss)
+    check_choice(f"{where}.augment", augment, TRAIN_AUGMENTATIONS)
+    if views < 1 or (loss == "ce" and views != 1):
+        raise ConfigError(f"{where}.views must be >= 1 (and 1 for the ce loss), got {views}")
     if loss == "supcon" and (cfg.temperature is None or cfg.temperature <= 0):
         raise ConfigError(f"{where}.temperature must be > 0 for the supcon loss")
     if loss == "triplet" and (cfg.margin is None or cfg.margin <= 0):

@@ -101,14 +101,16 @@ def compute_loss(model: nn.Module, loss: str, images: torch.Tensor, labels: torc
     return triplet_loss(emb, emb_labels, cfg.margin), {"semi_hard_frac": semi}
 
 
-def augment_batch(loss: str, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(loss: str, cfg: TrainConfig, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
     """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1).
 
-    CE gets one CE-augmented view; SupCon/triplet get two independent SupCon views.
+    CE gets one CE-augmented view (N, C, H, W); SupCon/triplet get `views` independent
+    views (N, V, C, H, W), by default two SupCon views (`TrainConfig.view_plan`).
     """
+    n_views, name = cfg.view_plan(loss)
     if loss == "ce":
-        return augment.normalize(augment.ce_augment(x_uint8, generator), info.mean, info.std)
-    views = augment.two_views(x_uint8, augment.supcon_augment, generator)
+        return augment.normalize(augment.get_augment(name)(x_uint8, generator), info.mean, info.std)
+    views = augment.make_views(x_uint8, augment.get_augment(name), generator, n_views)
     return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
@@ -186,7 +188,7 @@ def train(
         order = torch.randperm(len(split), generator=shuffle_gen)
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = augment_batch(spec.loss, split.images[idx], info, aug_gen).to(device, non_blocking=True)
+            x = augment_batch(spec.loss, cfg, split.images[idx], info, aug_gen).to(device, non_blocking=True)
             y = split.labels[idx].to(device)
             if on_gpu:
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x

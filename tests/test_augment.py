@@ -214,14 +214,14 @@ def test_ce_augment_is_a_shifted_and_maybe_flipped_copy(images):
         assert any(torch.equal(out[n], c) for c in candidates)
 
 
-def test_two_views_are_independent_draws(images):
-    views = A.two_views(images, A.supcon_augment, gen(16))
+def test_make_views_are_independent_draws(images):
+    views = A.make_views(images, A.supcon_augment, gen(16))
     assert views.shape == (N, 2, 3, 32, 32)
     assert all(not torch.equal(views[n, 0], views[n, 1]) for n in range(N))
     stacked = A.supcon_augment(torch.cat([images, images]), gen(16))
     torch.testing.assert_close(views[:, 0], stacked[:N], atol=0, rtol=0)
     torch.testing.assert_close(views[:, 1], stacked[N:], atol=0, rtol=0)
-    plain = A.two_views(images, A.get_augment("none"), gen(16))
+    plain = A.make_views(images, A.get_augment("none"), gen(16))
     torch.testing.assert_close(plain[:, 1], images, atol=0, rtol=0)
 
 

@@ -69,6 +69,11 @@ def _write_variant(tmp_path: Path, edit) -> Path:
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"].pop("triplet"), r"lacks settings for loss\(es\) \['triplet'\]"),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["model"].pop("arch"), r"missing key 'arch'"),
         (lambda r: r["smoke"]["datasets"].update(mnist={}), r"dataset key .*='mnist'"),
+        (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(views=2), r"train\.ce\.views must be >= 1 \(and 1 for the ce loss\)"),
+        (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["supcon"].update(augment="strong"), r"augment='strong'"),
+        (lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(noise_sigma=0.0), r"metrics\.noise_sigma must be > 0"),
+        (lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(baseline="white"), r"baseline='white'"),
+        (lambda r: r["smoke"]["datasets"]["cifar10"]["explain"].update(images_per_class=0), r"images_per_class >= 1"),
     ],
 )
 def test_bad_profile_files_are_rejected(tmp_path: Path, edit, message: str) -> None:

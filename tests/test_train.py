@@ -158,3 +158,15 @@ def test_folded_standardisation_equals_the_standardised_probe() -> None:
 def test_probe_stage_rejects_a_seed_that_is_not_an_integer() -> None:
     with pytest.raises(TypeError, match="seed must be a non-negative integer, got 0.5"):
         P.probe_and_evaluate("smoke", "cifar10", 0.5)
+
+
+@pytest.mark.parametrize(("loss", "views", "augment", "shape"), [
+    ("ce", None, None, (5, 3, 32, 32)), ("supcon", None, None, (5, 2, 3, 32, 32)),
+    ("triplet", 1, "ce", (5, 1, 3, 32, 32)), ("supcon", 3, "supcon", (5, 3, 3, 32, 32))])
+def test_augment_batch_follows_the_view_plan(split: ImageSplit, loss: str, views: int | None, augment: str | None, shape: tuple) -> None:
+    cfg = replace(cfg_for(loss), views=views, augment=augment)
+    x = T.augment_batch(loss, cfg, split.images[:5], INFO, torch.Generator().manual_seed(0))
+    assert x.shape == shape
+    if augment == "ce":  # crop-with-padding + flip only: every view keeps the image's pixel values up to a shift/flip
+        raw = (split.images[:5].float() / 255 - torch.tensor(INFO.mean).view(1, 3, 1, 1)) / torch.tensor(INFO.std).view(1, 3, 1, 1)
+        assert torch.isclose(x[:, 0].flatten(1).sort().values[:, -1], raw.flatten(1).max(1).values, atol=1e-5).all()

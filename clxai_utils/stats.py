@@ -1,0 +1,364 @@
+"""Paired statistics behind the loss and method comparisons of 07_analysis (no file I/O).
+
+Every comparison is paired: two conditions (e.g. loss "supcon" vs "ce") are matched on
+the same test image of the same run (dataset, profile, seed, image_id), by a join on
+those keys, never by row order. The authors' script paired rows by position after
+dropping NaNs independently in each column, which silently mis-pairs images; it also
+used no multiple-comparison correction and a single seed. Here:
+
+- image level: two-sided Wilcoxon signed-rank test on the paired differences, with the
+  matched-pairs rank-biserial correlation as effect size (a t-test would assume normal
+  differences, which bounded scores such as SSIM or the 0/1 pointing game are not);
+- seed level: the per-seed means of both conditions, paired by seed, compared with a
+  paired t-test and an exact Wilcoxon test. The image-level test treats the trained
+  models as fixed; only the seed-level test speaks to the randomness of training;
+- Holm-Bonferroni over the whole family of comparisons a table reports.
+
+The image-level test pools the pairs of all seeds: it asks whether the trained models
+differ on these test images; with a single seed it is the only test available.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+KEYS = ("dataset", "profile", "seed", "image_id")
+RUN_KEYS = ("dataset", "profile", "seed")
+LOSS_PAIRS = (("supcon", "ce"), ("triplet", "ce"), ("supcon", "triplet"))
+METHOD_PAIRS = (("gradcam", "eigencam"),)
+CLASS_AGNOSTIC = {"eigencam": ("contrastivity_ssim",)}  # metrics that are NaN by design for a method
+# An exact two-sided Wilcoxon test on n non-zero pairs cannot give p below 2 / 2**n:
+# 0.0625 for n = 5, 0.03125 for n = 6, so fewer than 6 pairs can never reach p < 0.05.
+MIN_NONZERO_PAIRS = 6
+ZERO_METHOD = "wilcox"
+
+
+class Metric(NamedTuple):
+    """What a facets column measures and which direction is better."""
+
+    facet: str
+    label: str
+    better: Literal["lower", "higher"]
+
+
+METRICS: dict[str, Metric] = {
+    "pf_auc": Metric("faithfulness", "PF AUC", "lower"),
+    "continuity_ssim": Metric("continuity", "Continuity SSIM", "higher"),
+    "contrastivity_ssim": Metric("contrastivity", "Contrastivity SSIM", "lower"),
+    "sparseness_gini": Metric("complexity", "Sparseness (Gini)", "higher"),
+    "complexity_entropy": Metric("complexity", "Complexity (entropy)", "lower"),
+    "pointing_game": Metric("coherence", "Pointing game", "higher"),
+    "attribution_localisation": Metric("coherence", "Attribution localisation", "higher"),
+}
+
+
+@dataclass(frozen=True)
+class PairedSample:
+    """Values of one metric for conditions a and b on the same units, aligned row by row.
+
+    `keys` holds the key values of each pair in the order of `a` and `b`. `n_unmatched`
+    counts rows of either condition without a partner, `n_nan` matched pairs dropped
+    because either value is NaN (e.g. an all-zero map or an image not scored on coherence).
+    """
+
+    a: np.ndarray
+    b: np.ndarray
+    keys: pd.DataFrame
+    n_unmatched: int
+    n_nan: int
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.a)
+
+    @property
+    def n_dropped(self) -> int:
+        return self.n_unmatched + self.n_nan
+
+
+@dataclass(frozen=True)
+class WilcoxonResult:
+    """Two-sided Wilcoxon signed-rank test of x - y, with its effect size.
+
+    `statistic` is scipy's W = min(W+, W-); `r` is the matched-pairs rank-biserial
+    correlation (W+ - W-) / (W+ + W-): +1 when every x exceeds its y, -1 when every y
+    exceeds its x. `reason` says why `p` is NaN, and is empty otherwise.
+    """
+
+    n: int
+    n_nonzero: int
+    median_diff: float
+    mean_diff: float
+    statistic: float
+    p: float
+    r: float
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Per-seed means of a and b (over the paired images), compared across seeds.
+
+    With 3 seeds an exact two-sided Wilcoxon test cannot go below p = 2 / 2**3 = 0.25
+    (0.0625 with 5), so the paired t-test on the seed means is reported alongside it.
+    """
+
+    n_seeds: int
+    mean_diff: float
+    t: float
+    p_t: float
+    p_wilcoxon: float
+    reason: str = ""
+
+
+def _check_columns(table: pd.DataFrame, columns: Iterable[str], name: str = "table") -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lacks column(s) {missing}; it has {list(table.columns)}")
+
+
+def _subset(table: pd.DataFrame, where: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Rows of `table` whose columns equal the values in `where`."""
+    if not where:
+        return table
+    _check_columns(table, where, "table (for `where`)")
+    mask = np.logical_and.reduce([(table[col] == value).to_numpy() for col, value in where.items()])
+    return table[mask]
+
+
+def _condition(table: pd.DataFrame, by: str, value: Any, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """The key and metric columns of one condition; a repeated key is an error."""
+    rows = table.loc[table[by] == value, [*keys, *metrics]]
+    if rows.empty:
+        present = sorted(map(str, table[by].unique()))
+        raise ValueError(f"no rows with {by} == {value!r} in the selected subset; present: {present}")
+    duplicated = rows.duplicated(keys, keep=False)
+    if duplicated.any():
+        example = rows.loc[duplicated, keys].iloc[0].to_dict()
+        raise ValueError(f"{int(duplicated.sum())} rows with {by} == {value!r} share their keys {keys}, e.g. {example}")
+    return rows
+
+
+def _align(table: pd.DataFrame, metrics: list[str], by: str, a: Any, b: Any, keys: list[str],
+           where: Mapping[str, Any] | None) -> tuple[pd.DataFrame, int]:
+    """Rows of a and b joined on `keys` (columns <metric>_a, <metric>_b), sorted by key,
+    and the number of rows of either condition without a partner."""
+    _check_columns(table, [*keys, *metrics, by])
+    if a == b:
+        raise ValueError(f"a and b must be different conditions of {by!r}, got {a!r} twice")
+    subset = _subset(table, where)
+    left = _condition(subset, by, a, keys, metrics)
+    right = _condition(subset, by, b, keys, metrics)
+    # an outer merge sorts the keys lexicographically and tells which rows found a partner
+    merged = left.merge(right, on=keys, how="outer", suffixes=("_a", "_b"), indicator=True)
+    matched = merged[merged["_merge"] == "both"]
+    return matched, len(merged) - len(matched)
+
+
+def _sample(matched: pd.DataFrame, metric: str, keys: list[str], n_unmatched: int) -> PairedSample:
+    """The pairs of one metric from `_align`'s join, without those holding a NaN."""
+    values = matched[[f"{metric}_a", f"{metric}_b"]].to_numpy(dtype=float)
+    finite = ~np.isnan(values).any(axis=1)
+    return PairedSample(a=values[finite, 0], b=values[finite, 1], keys=matched.loc[finite, keys].reset_index(drop=True),
+                        n_unmatched=n_unmatched, n_nan=int((~finite).sum()))
+
+
+def paired(
+    table: pd.DataFrame,
+    metric: str,
+    by: str,
+    a: Any,
+    b: Any,
+    keys: Sequence[str] = KEYS,
+    where: Mapping[str, Any] | None = None,
+) -> PairedSample:
+    """Align `metric` of rows with `by == a` and `by == b` on `keys`, within the subset `where`.
+
+    Rows are matched by a join on the keys, so the order of the table is irrelevant; pairs
+    are sorted by key. Rows without a partner and pairs with a NaN value are dropped and
+    counted. A key repeated within a condition is an error.
+    """
+    keys = list(keys)
+    matched, n_unmatched = _align(table, [metric], by, a, b, keys, where)
+    return _sample(matched, metric, keys, n_unmatched)
+
+
+def rank_biserial(diff: np.ndarray) -> float:
+    """Matched-pairs rank-biserial correlation (W+ - W-) / (W+ + W-) of non-zero differences.
+
+    Zero differences are discarded, as in the Wilcoxon test with zero_method="wilcox";
+    tied |differences| get their average rank. NaN when every difference is zero.
+    """
+    diff = np.asarray(diff, dtype=float)
+    nonzero = diff[diff != 0]
+    if nonzero.size == 0:
+        return float("nan")
+    ranks = stats.rankdata(np.abs(nonzero))
+    w_plus, w_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
+    return float((w_plus - w_minus) / (w_plus + w_minus))
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def _as_pairs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-D and of equal length, got shapes {x.shape} and {y.shape}")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("x and y must not contain NaN; build them with `paired`, which drops NaN pairs")
+    return x, y
+
+
+def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
+    """Two-sided Wilcoxon signed-rank test of the paired differences x - y.
+
+    Zero differences are dropped before ranking (zero_method="wilcox"), and the
+    rank-biserial r is computed on the same non-zero differences, so test and effect size
+    agree. For the 0/1 pointing game this makes the test a sign test on the discordant
+    images (hit under one condition, miss under the other), like McNemar's test.
+    scipy picks the exact null distribution for small samples without ties and the
+    normal approximation otherwise. Fewer than MIN_NONZERO_PAIRS non-zero differences
+    give p = NaN with a reason rather than a p value that could never be small.
+    """
+    x, y = _as_pairs(x, y)
+    diff = x - y
+    n_nonzero = int(np.count_nonzero(diff))
+    base = dict(n=len(diff), n_nonzero=n_nonzero, median_diff=_median(diff),
+                mean_diff=float(diff.mean()) if len(diff) else float("nan"), r=rank_biserial(diff))
+    if n_nonzero < MIN_NONZERO_PAIRS:
+        reason = f"{n_nonzero} non-zero paired differences (< {MIN_NONZERO_PAIRS})" if len(diff) else "no pairs"
+        return WilcoxonResult(**base, statistic=float("nan"), p=float("nan"), reason=reason)
+    result = stats.wilcoxon(diff, zero_method=ZERO_METHOD, alternative="two-sided")
+    return WilcoxonResult(**base, statistic=float(result.statistic), p=float(result.pvalue))
+
+
+def seed_means(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> pd.DataFrame:
+    """Mean of a and b per run (one row per seed), over the images paired in that run."""
+    _check_columns(sample.keys, run_keys, "sample.keys")
+    frame = sample.keys[list(run_keys)].assign(a=sample.a, b=sample.b)
+    return frame.groupby(list(run_keys), as_index=False)[["a", "b"]].mean()
+
+
+def cross_seed(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> SeedComparison:
+    """Paired t-test and Wilcoxon test (exact for these few seeds) on the per-seed means of a and b."""
+    means = seed_means(sample, run_keys)
+    diff = (means["a"] - means["b"]).to_numpy()
+    n = len(diff)
+    nan = float("nan")
+    if n < 2:
+        return SeedComparison(n, float(diff.mean()) if n else nan, nan, nan, nan, "one seed" if n else "no pairs")
+    if np.allclose(diff, diff.mean(), rtol=1e-9, atol=1e-12):  # a t statistic would divide by ~0
+        return SeedComparison(n, float(diff.mean()), nan, nan, nan, "identical difference in every seed")
+    t = stats.ttest_rel(means["a"], means["b"])
+    w = stats.wilcoxon(diff, zero_method=ZERO_METHOD) if np.count_nonzero(diff) else None
+    return SeedComparison(n, float(diff.mean()), float(t.statistic), float(t.pvalue),
+                          float(w.pvalue) if w is not None else nan)
+
+
+def holm(pvalues: Any) -> np.ndarray:
+    """Holm-Bonferroni adjusted p values, in the input order.
+
+    The k-th smallest of m p values is multiplied by (m - k + 1), a running maximum keeps
+    the adjusted values monotone in the raw ones, and they are capped at 1. NaN entries
+    (untestable comparisons) stay NaN and do not count towards m.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be 1-D, got shape {p.shape}")
+    valid = ~np.isnan(p)
+    if ((p[valid] < 0) | (p[valid] > 1)).any():
+        raise ValueError("pvalues must lie in [0, 1] (or be NaN)")
+    adjusted = np.full_like(p, np.nan)
+    order = np.argsort(p[valid], kind="stable")
+    m = len(order)
+    scaled = p[valid][order] * (m - np.arange(m))
+    out = np.empty(m)
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    adjusted[valid] = out
+    return adjusted
+
+
+def _direction(r: float, better: str) -> str:
+    """'a better' / 'b better' from the sign of r (a - b) and the metric's better direction."""
+    if np.isnan(r) or r == 0:
+        return "no difference"
+    return "a better" if (r > 0) == (better == "higher") else "b better"
+
+
+def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: dict[str, Any]) -> dict[str, Any]:
+    test = wilcoxon_paired(sample.a, sample.b)
+    seeds = cross_seed(sample)
+    better = METRICS[metric].better
+    direction = _direction(test.r, better)
+    return {
+        **where, "metric": metric, "facet": METRICS[metric].facet, "better": better, "a": a, "b": b,
+        "n": sample.n_pairs, "n_dropped": sample.n_dropped, "median_a": _median(sample.a),
+        "median_b": _median(sample.b), "median_diff": test.median_diff, "mean_diff": test.mean_diff,
+        "W": test.statistic, "p": test.p, "r": test.r,
+        "direction": direction, "winner": {"a better": a, "b better": b}.get(direction, ""), "reason": test.reason,
+        "n_seeds": seeds.n_seeds, "seed_mean_diff": seeds.mean_diff, "seed_t": seeds.t,
+        "seed_p_t": seeds.p_t, "seed_p_wilcoxon": seeds.p_wilcoxon, "seed_reason": seeds.reason,
+    }
+
+
+def _check_metrics(metrics: Iterable[str]) -> list[str]:
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(METRICS)}")
+    return metrics
+
+
+def _compare(facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One comparison row per group of `within`, metric and pair present; Holm over all rows."""
+    _check_columns(facets, [*KEYS, by, *within, *metrics], "facets")
+    rows = []
+    for group, subset in facets.groupby(within, sort=True):
+        where = dict(zip(within, group))
+        present = set(subset[by])
+        for a, b in pairs:
+            if not {a, b} <= present:
+                continue
+            agnostic = {*CLASS_AGNOSTIC.get(where.get("method"), ()), *CLASS_AGNOSTIC.get(a, ()), *CLASS_AGNOSTIC.get(b, ())}
+            tested = [m for m in metrics if m not in agnostic]
+            matched, n_unmatched = _align(subset, tested, by, a, b, list(KEYS), None)
+            rows += [_comparison_row(_sample(matched, m, list(KEYS), n_unmatched), m, a, b, where) for m in tested]
+    if not rows:
+        raise ValueError(f"facets hold none of the {by} pairs {list(pairs)} to compare; "
+                         f"present: {sorted(map(str, facets[by].unique()))}")
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("p") + 1, "p_holm", holm(table["p"]))
+    return table
+
+
+def compare_losses(
+    facets: pd.DataFrame,
+    metrics: Iterable[str] = tuple(METRICS),
+    methods: Iterable[str] | None = None,
+    pairs: Sequence[tuple[str, str]] = LOSS_PAIRS,
+) -> pd.DataFrame:
+    """Loss a vs loss b, paired on (seed, image id), per (dataset, profile, method, metric, pair).
+
+    Differences, median_diff and r are of a - b (r > 0: a tends to be larger). Pairs whose
+    losses were not both run are skipped; p_holm is adjusted over every row returned.
+    `direction` reads "a better"/"b better" by the metric's better direction and the sign
+    of r (the median difference is 0 for most pointing-game pairs); `winner` names that
+    loss. The seed_* columns compare per-seed means (`cross_seed`).
+    """
+    selected = facets if methods is None else facets[facets["method"].isin(list(methods))]
+    return _compare(selected, "loss", pairs, ["dataset", "profile", "method"], _check_metrics(metrics))
+
+
+def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS)) -> pd.DataFrame:
+    """Grad-CAM vs Eigen-CAM, paired on image id, per (dataset, profile, loss, metric).
+
+    contrastivity_ssim is skipped: Eigen-CAM is class-agnostic, so it is NaN by design.
+    """
+    return _compare(facets, "method", METHOD_PAIRS, ["dataset", "profile", "loss"], _check_metrics(metrics))

@@ -1,0 +1,347 @@
+"""The papermill sweep runner, on toy notebooks that take a few seconds each.
+
+Each toy notebook writes `toy/<name>.json` (its seed and losses) under CLXAI_OUTPUTS and
+appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
+files make a notebook fail (`fail-<name>-seed<k>`) or hang until killed (`hold-<name>`).
+Real executions are kept to 11 in the whole file (papermill + kernel start costs seconds).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from clxai_utils.artifacts import read_json, write_json
+from clxai_utils.paths import repo_root
+from clxai_utils.sweep import (
+    EXPLANATION_METHODS,
+    Job,
+    JobResult,
+    Step,
+    check_pipeline,
+    format_plan,
+    format_summary,
+    job_environment,
+    main,
+    papermill_command,
+    plan,
+    run_sweep,
+)
+
+BASE = ("profile", "dataset", "seed")
+TOY_CODE = """\
+import json, os, pathlib, time
+out = pathlib.Path(os.environ["CLXAI_OUTPUTS"])
+ctl = pathlib.Path({ctl!r})
+if (ctl / f"fail-{name}-seed{{seed}}").exists():
+    raise RuntimeError("toy failure requested")
+if (ctl / "hold-{name}").exists():
+    time.sleep(60)
+with open(ctl / "executions.txt", "a") as f:
+    f.write(f"{{out.name}}/{name}\\n")
+target = out / "toy" / "{name}.json"
+target.parent.mkdir(parents=True, exist_ok=True)
+target.write_text(json.dumps({{"seed": seed, "losses": losses}}))
+"""
+
+
+@dataclass
+class Toy:
+    """Folders of one toy sweep: notebooks, control flags, runs root."""
+
+    notebooks: Path
+    ctl: Path
+    runs: Path
+
+    def write(self, *names: str) -> None:
+        for name in names:
+            params = nbformat.v4.new_code_cell('profile = ""\ndataset = ""\nseed = -1\nlosses = []')
+            params.metadata["tags"] = ["parameters"]
+            body = nbformat.v4.new_code_cell(TOY_CODE.format(ctl=str(self.ctl), name=name))
+            nb = nbformat.v4.new_notebook(cells=[params, body])
+            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+            nbformat.write(nb, self.notebooks / f"{name}.ipynb")
+
+    def flag(self, name: str) -> Path:
+        return self.ctl / name
+
+    def executions(self) -> Counter:
+        counter = self.ctl / "executions.txt"
+        return Counter(counter.read_text().split()) if counter.exists() else Counter()
+
+    def plan(self, pipeline: list[Step], seeds: list[int], losses: list[str]) -> list[Job]:
+        source = "torchvision"  # unused by the toy notebooks; fixed so $CLXAI_DATA_SOURCE cannot interfere
+        return plan("cifar10", "smoke", losses, seeds, runs_root=self.runs, data_source=source, pipeline=pipeline)
+
+
+def toy_step(name: str, needs: tuple[str, ...] = (), loss: str | None = None, params: tuple[str, ...] = BASE) -> Step:
+    return Step(name, params, lambda run: [f"toy/{name}.json"], needs, loss)
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Toy:
+    toy = Toy(tmp_path / "notebooks", tmp_path / "ctl", tmp_path / "runs")
+    toy.notebooks.mkdir()
+    toy.ctl.mkdir()
+    return toy
+
+
+def run_name(seed: int) -> str:
+    return f"cifar10-smoke-seed{seed}"
+
+
+def sweep(toy: Toy, jobs: list[Job], on_finish: Callable[[JobResult], None] | None = None):
+    return run_sweep(jobs, max_parallel=2, notebooks_dir=toy.notebooks, on_finish=on_finish)
+
+
+# ------------------------------------------------------------ real executions (11 in all)
+
+TRAIN_PIPELINE = [
+    toy_step("train_ce", loss="ce"),
+    toy_step("train_supcon", loss="supcon"),
+    toy_step("final", needs=("train_ce", "train_supcon"), params=(*BASE, "losses")),
+]
+
+
+def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_rest(
+    toy: Toy, capsys: pytest.CaptureFixture
+) -> None:
+    toy.write("train_ce", "final")  # supcon is not selected, so its notebook need not exist
+    toy.flag("fail-train_ce-seed0").touch()
+    jobs = toy.plan(TRAIN_PIPELINE, seeds=[0, 1], losses=["ce"])
+    s0, s1 = run_name(0), run_name(1)
+    assert [j.name for j in jobs] == [f"{s0}/train_ce", f"{s0}/final", f"{s1}/train_ce", f"{s1}/final"]
+    assert jobs[1].needs == (f"{s0}/train_ce",) and jobs[1].params["losses"] == ["ce"]
+
+    first = sweep(toy, jobs)
+    assert [first.statuses[j.name] for j in jobs] == ["failed", "skipped", "ok", "ok"]
+    assert first.exit_code == 1
+    assert toy.executions() == Counter({f"{s1}/train_ce": 1, f"{s1}/final": 1})
+    failed = jobs[0]
+    assert "toy failure requested" in failed.executed.read_text()  # the failed executed notebook is kept
+    assert "toy failure requested" in failed.log.read_text()
+    assert not failed.marker.exists()
+    printed = capsys.readouterr().out
+    assert f"[ok] {s1}/train_ce " in printed
+    assert f"[FAILED] {s0}/train_ce" in printed and str(failed.log) in printed
+    assert f"[skipped] {s0}/final (needs {s0}/train_ce)" in printed
+    summary = format_summary(first)
+    assert f"{s0}/train_ce  failed" in summary and str(failed.log) in summary
+
+    toy.flag("fail-train_ce-seed0").unlink()
+    second = sweep(toy, jobs)
+    assert f"[cached] {s1}/final" in capsys.readouterr().out
+    assert [second.statuses[j.name] for j in jobs] == ["ok", "ok", "cached", "cached"] and second.exit_code == 0
+    assert toy.executions() == Counter({f"{run}/{nb}": 1 for run in (s0, s1) for nb in ("train_ce", "final")})
+    for job in jobs:  # the notebooks got their parameters and CLXAI_OUTPUTS = their run root
+        seed = job.params["seed"]
+        assert job.root == toy.runs.resolve() / run_name(seed)
+        written = read_json(job.root / "toy" / f"{job.notebook}.json")
+        assert written == {"seed": seed, "losses": job.params.get("losses", [])}
+        assert read_json(job.marker)["parameters"] == job.params
+
+
+def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy) -> None:
+    toy.write("fast", "slow")
+    toy.flag("hold-slow").touch()
+    fast, slow = jobs = toy.plan([toy_step("fast"), toy_step("slow")], seeds=[0], losses=["ce"])
+
+    def stop_after_fast(result: JobResult) -> None:
+        if result.job is fast:
+            raise KeyboardInterrupt
+
+    start = time.monotonic()
+    stopped = sweep(toy, jobs, on_finish=stop_after_fast)
+    assert time.monotonic() - start < 40  # "slow" sleeps 60 s unless it is terminated
+    assert stopped.interrupted and stopped.exit_code == 130
+    assert stopped.statuses == {fast.name: "ok", slow.name: "interrupted"}
+    assert fast.marker.exists() and not slow.marker.exists()
+    assert toy.executions() == Counter({fast.name: 1})
+
+    toy.flag("hold-slow").unlink()
+    resumed = sweep(toy, jobs)
+    assert resumed.statuses == {fast.name: "cached", slow.name: "ok"} and resumed.exit_code == 0
+    assert toy.executions() == Counter({fast.name: 1, slow.name: 1})
+
+
+def test_cli_reruns_a_job_whose_parameters_changed_and_a_failed_rerun_never_looks_complete(
+    toy: Toy, capsys: pytest.CaptureFixture
+) -> None:
+    pipeline = [toy_step("prep"), toy_step("final", needs=("prep",), params=(*BASE, "losses"))]
+    toy.write("prep", "final")
+    argv = ["--profile", "smoke", "--seeds", "0", "--jobs", "2", "--data-source", "torchvision",
+            "--runs-root", str(toy.runs), "--notebooks-dir", str(toy.notebooks)]  # fmt: skip
+    assert main([*argv, "--losses", "ce"], pipeline=pipeline) == 0
+    assert "All 2 jobs done (2 run, 0 cached)." in capsys.readouterr().out
+    prep, final = jobs = toy.plan(pipeline, seeds=[0], losses=["supcon", "ce"])
+    assert final.params["losses"] == ["ce", "supcon"]  # canonical order, whatever order was asked
+    assert read_json(final.marker)["parameters"]["losses"] == ["ce"]
+    assert format_plan(jobs).splitlines()[1:] == [
+        f"cached  {prep.name}   {json.dumps(prep.params)}",
+        f"to run  {final.name}  {json.dumps(final.params)}",
+    ]
+
+    toy.flag("fail-final-seed0").touch()
+    assert main([*argv, "--losses", "supcon", "ce"], pipeline=pipeline) == 1
+    printed = capsys.readouterr().out
+    assert f"[cached] {prep.name}" in printed and f"[FAILED] {final.name}" in printed
+    assert "1 job(s) failed, 0 skipped" in printed and "re-run the same command" in printed
+    assert "toy failure requested" in final.executed.read_text()  # it really ran again
+    assert not final.marker.exists() and (final.root / "toy" / "final.json").exists()  # stale artefact, no marker
+    assert format_plan(jobs).splitlines()[2].startswith("to run")
+    assert toy.executions() == Counter({prep.name: 1, final.name: 1})
+
+
+# ------------------------------------------------------------ planning, state and CLI (no executions)
+
+
+def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    source = tmp_path / "cifar"
+    source.mkdir()
+    monkeypatch.setenv("CLXAI_DATA_SOURCE", str(source))
+    runs = tmp_path / "runs"
+    assert main(["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1",
+                 "--runs-root", str(runs)]) == 0  # fmt: skip
+    header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert header == "14 jobs, 0 cached, 14 to run"
+    base = {"profile": "quick", "dataset": "cifar10"}
+    losses = {"losses": ["ce", "supcon", "triplet"]}
+    expected = []
+    for seed in (0, 1):
+        run = f"cifar10-quick-seed{seed}"
+        expected.append(("to run", f"{run}/00_data", {**base, "seed": seed, "data_source": str(source)}))
+        for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
+            expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
+        for nb in ("04_linear_probe", "05_explanations", "06_metrics"):
+            expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
+    parsed = [(line[:6], line[8:].split()[0], json.loads(line[8:].split(maxsplit=1)[1])) for line in lines]
+    assert parsed == expected
+    assert not runs.exists()
+
+
+def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Path) -> None:
+    jobs = plan("cifar10", "quick", ["ce", "triplet"], [3], runs_root=tmp_path, data_source="torchvision")
+    run = "cifar10-quick-seed3"
+    relative = {j.notebook: [str(p.relative_to(tmp_path / run)) for p in j.artefacts] for j in jobs}
+    assert relative == {
+        "00_data": ["data/cifar10/manifest.json"],
+        "01_train_ce": ["models/cifar10/ce/seed3/model.pt"],
+        "03_train_triplet": ["models/cifar10/triplet/seed3/model.pt"],
+        "04_linear_probe": ["results/cifar10/accuracy_seed3.csv"],
+        "05_explanations": [
+            "explanations/cifar10/ce/seed3/gradcam.pt", "explanations/cifar10/ce/seed3/eigencam.pt",
+            "explanations/cifar10/triplet/seed3/gradcam.pt", "explanations/cifar10/triplet/seed3/eigencam.pt",
+        ],
+        "06_metrics": [
+            "results/cifar10/facets_seed3.csv", "results/cifar10/facets_seed3.json",
+            "results/cifar10/pf_curves_seed3.csv",
+        ],
+    }  # fmt: skip
+    needs = {j.notebook: [n.split("/")[1] for n in j.needs] for j in jobs}
+    assert needs == {
+        "00_data": [], "01_train_ce": ["00_data"], "03_train_triplet": ["00_data"],
+        "04_linear_probe": ["01_train_ce", "03_train_triplet"], "05_explanations": ["04_linear_probe"],
+        "06_metrics": ["05_explanations"],
+    }  # fmt: skip
+    assert {j.root for j in jobs} == {tmp_path.resolve() / run}
+
+
+def test_completion_needs_matching_marker_artefacts_and_cached_inputs(tmp_path: Path) -> None:
+    jobs = plan("cifar10", "smoke", ["ce"], [0], runs_root=tmp_path, data_source="torchvision")
+    data, train = jobs[0], jobs[1]
+
+    def states() -> list[str]:
+        return [line[:6] for line in format_plan(jobs).splitlines()[1:3]]
+
+    for job in (data, train):
+        for path in job.artefacts:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        write_json(job.marker, {"job": job.name, "parameters": job.params})
+    assert states() == ["cached", "cached"]
+    write_json(data.marker, {"job": data.name, "parameters": {**data.params, "data_source": "/elsewhere"}})
+    assert states() == ["to run", "to run"]  # a rebuilt input makes its dependents stale too
+    write_json(data.marker, {"job": data.name, "parameters": data.params})
+    train.artefacts[0].unlink()
+    assert states() == ["cached", "to run"]
+
+
+def test_papermill_command_passes_parameters_as_yaml(tmp_path: Path) -> None:
+    job = plan("cifar10", "smoke", ["ce", "supcon"], [2], runs_root=tmp_path, data_source="torchvision")[3]
+    cmd = papermill_command(job, tmp_path / "nbs")
+    assert cmd[1:4] == ["-m", "papermill", str(tmp_path / "nbs" / "04_linear_probe.ipynb")]
+    assert cmd[4] == str(tmp_path.resolve() / "cifar10-smoke-seed2" / "notebooks" / "04_linear_probe.ipynb")
+    nbs = str(tmp_path / "nbs")
+    assert cmd[5:-2] == ["--kernel", "python3", "--cwd", nbs, "--no-progress-bar", "--log-level", "WARNING"]
+    assert cmd[-2] == "-y"
+    assert yaml.safe_load(cmd[-1]) == {"profile": "smoke", "dataset": "cifar10", "seed": 2, "losses": ["ce", "supcon"]}
+
+
+def test_data_source_travels_in_the_environment_not_in_the_notebook(tmp_path: Path) -> None:
+    """A machine-specific path must not be injected into executed (and committed) notebooks."""
+    archive = tmp_path / "cifar.tar.gz"
+    archive.write_bytes(b"")
+    data_job = plan("cifar10", "smoke", ["ce"], [0], runs_root=tmp_path, data_source=str(archive))[0]
+    assert data_job.notebook == "00_data" and data_job.params["data_source"] == str(archive.resolve())
+    assert "data_source" not in yaml.safe_load(papermill_command(data_job, tmp_path)[-1])
+    env = job_environment(data_job)
+    assert env["CLXAI_DATA_SOURCE"] == str(archive.resolve()) and env["CLXAI_OUTPUTS"] == str(data_job.root)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--losses", "ce", "hinge"], "losses='hinge' is not allowed"),
+        (["--losses", "ce", "ce"], "losses must not repeat"),
+        (["--seeds", "0", "-1"], "argument --seeds: must be an integer >= 0"),
+        (["--seeds", "x"], "argument --seeds: must be an integer >= 0"),
+        (["--jobs", "0"], "argument --jobs: must be an integer >= 1"),
+        (["--profile", "nope"], "profile='nope' is not allowed"),
+        (["--dataset", "mnist"], "dataset='mnist' is not allowed"),
+        (["--dataset", "imagenet_s50", "--profile", "quick"], "defines no settings for dataset 'imagenet_s50'"),
+        (["--data-source", "/no/such/archive.tar.gz"], "data_source='/no/such/archive.tar.gz' does not exist"),
+    ],
+)
+def test_cli_rejects_bad_arguments_naming_them(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--dry-run", "--runs-root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_api_rejects_bad_seeds_pipelines_and_parallelism(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="seed must be a non-negative integer"):
+        plan("cifar10", "smoke", ["ce"], [True], runs_root=tmp_path, data_source="torchvision")
+    with pytest.raises(ValueError, match="which are not earlier steps"):
+        check_pipeline([toy_step("a", needs=("b",)), toy_step("b")])
+    with pytest.raises(ValueError, match="asks for"):
+        check_pipeline([toy_step("a", params=("epochs",))])
+    with pytest.raises(ValueError, match="max_parallel must be an integer >= 1"):
+        run_sweep([], max_parallel=0)
+    jobs = plan("cifar10", "smoke", ["ce"], [0], runs_root=tmp_path, data_source="torchvision")
+    with pytest.raises(FileNotFoundError, match="04_linear_probe.ipynb"):
+        run_sweep(jobs, notebooks_dir=tmp_path)
+    with pytest.raises(ValueError, match="not listed before it"):
+        format_plan(jobs[1:])
+
+
+def test_explanation_methods_match_the_explain_module() -> None:
+    """Checked from the source: importing clxai_utils.explain loads grad-cam and quantus (slow)."""
+    tree = ast.parse((repo_root() / "clxai_utils" / "explain.py").read_text())
+    methods = next(
+        ast.literal_eval(node.value) for node in ast.walk(tree)
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "METHODS"
+    )  # fmt: skip
+    assert EXPLANATION_METHODS == methods
