@@ -20,17 +20,28 @@ SHARED_ARCHIVE := $(wildcard ../shared/data/cifar10_jpeg.tar.gz)
 # Data: CLXAI_DATA_SOURCE if set; else the shared JPEG CIFAR-10 beside the clone; else the official download.
 export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),torchvision)
 
-NOTEBOOKS := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe
-RUN_OUT := outputs/notebooks
+PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics
+SEEDS ?= 1 2
+RUNS := outputs/runs
+REPORT := outputs/report
+RUN_ID = $(DATASET)-$(PROFILE)-seed0
 SMOKE_ROOT := outputs/smoke
+# The committed notebooks were executed by `make run` (quick profile, seed 0); nbval re-executes them there.
+COMMITTED_ROOT := $(abspath $(RUNS))/$(DATASET)-quick-seed0
 PAPERMILL := $(VENV)/bin/papermill --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
+SWEEP := $(PY) -m clxai_utils.sweep --dataset $(DATASET) --profile $(PROFILE)
+NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout 1800 \
+  --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help env run test unit-tests smoke-notebooks nbval clean-smoke
+.PHONY: help env run sweep report publish test unit-tests smoke-notebooks nbval nbval-committed
 
 help:
-	@echo "make run   - create the environment if needed, then run notebooks $(NOTEBOOKS) (PROFILE=$(PROFILE)) into $(RUN_OUT)/"
-	@echo "make test  - create the environment if needed, run unit tests and every notebook on the smoke profile (nbval)"
-	@echo "make env   - only create/update the environment (.venv from uv.lock)"
+	@echo "make run      - create the environment if needed, run the pipeline (00-06) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
+	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
+	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
+	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed)"
+	@echo "make test     - unit tests, every notebook on the smoke profile (nbval), then nbval on the committed notebooks"
+	@echo "make env      - only create/update the environment (.venv from uv.lock)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -46,14 +57,24 @@ env: $(STAMP)
 
 run: $(STAMP)
 	@echo "data source: $$CLXAI_DATA_SOURCE"
-	@mkdir -p $(RUN_OUT)
-	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb (profile=$(PROFILE))"; start=$$(date +%s); \
-	  $(PAPERMILL) notebooks/$$nb.ipynb $(RUN_OUT)/$$nb.ipynb -p profile $(PROFILE) -p dataset $(DATASET); \
-	  echo "   $$nb done in $$(( $$(date +%s) - start )) s"; \
-	done
+	$(SWEEP) --seeds 0
+	@$(MAKE) --no-print-directory report
 
-test: unit-tests nbval
+sweep: $(STAMP)
+	$(SWEEP) --seeds 0 $(SEEDS)
+	@$(MAKE) --no-print-directory report
+
+# 07 reads every run below $(RUNS) (its default parameters), whatever profile or seeds they used.
+report: $(STAMP)
+	@mkdir -p $(REPORT)
+	@echo "== 07_analysis over $(RUNS)/*"; start=$$(date +%s); \
+	$(PAPERMILL) notebooks/07_analysis.ipynb $(REPORT)/07_analysis.ipynb; \
+	echo "   07_analysis done in $$(( $$(date +%s) - start )) s; report in $(REPORT)/"
+
+publish: $(STAMP)
+	$(PY) -m clxai_utils.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
+
+test: unit-tests nbval nbval-committed
 
 unit-tests: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -67,14 +88,22 @@ smoke-notebooks: $(STAMP)
 	  $(PY) -c "from clxai_utils.data import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	for nb in $(NOTEBOOKS); do \
+	for nb in $(PIPELINE); do \
 	  echo "== $$nb (profile=smoke, data=$$src)"; \
-	  params="-p profile smoke"; [ $$nb = 00_data ] && params="$$params -p data_source $$src"; \
-	  CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PAPERMILL) notebooks/$$nb.ipynb $(SMOKE_ROOT)/notebooks/$$nb.ipynb $$params; \
-	done
+	  CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) \
+	    $(PAPERMILL) notebooks/$$nb.ipynb $(SMOKE_ROOT)/notebooks/$$nb.ipynb -p profile smoke; \
+	done; \
+	echo "== 07_analysis (smoke results)"; \
+	$(PAPERMILL) notebooks/07_analysis.ipynb $(SMOKE_ROOT)/notebooks/07_analysis.ipynb \
+	  -p results_root $(abspath $(SMOKE_ROOT))/results -p report_dir $(abspath $(SMOKE_ROOT))/report
 
 # nbval re-executes each smoke-executed notebook (with its injected parameters) and compares
 # the cells marked NBVAL_CHECK_OUTPUT with the papermill run: the smoke path must be deterministic.
 nbval: smoke-notebooks
-	CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(SMOKE_ROOT)/notebooks
+	CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(NBVAL) $(SMOKE_ROOT)/notebooks
+
+# The committed notebooks, re-executed as committed (quick profile, seed 0) and compared with their
+# stored outputs. A fresh clone trains the quick models first (~15 min on 2 cores); after `make run`
+# the finished models and maps are reused.
+nbval-committed: $(STAMP)
+	CLXAI_OUTPUTS=$(COMMITTED_ROOT) $(NBVAL) notebooks

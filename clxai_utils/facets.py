@@ -36,20 +36,9 @@ from .metrics import (MetricParams, add_input_noise, attribution_localisation, c
 from .paths import results_dir
 from .probe import load_classifier
 from .seeding import check_seed
+from .stats import METRICS
 
 FACETS: tuple[str, ...] = ("faithfulness", "continuity", "contrastivity", "complexity", "coherence")
-
-#: Metric columns of the results table: (facet, better direction, meaning).
-METRIC_COLUMNS: dict[str, tuple[str, str, str]] = {
-    "pf_auc": ("faithfulness", "lower", "Pixel Flipping AUC of the explained class's softmax probability"),
-    "continuity_ssim": ("continuity", "higher", "SSIM between the maps of the image and of its noisy copy"),
-    "contrastivity_ssim": ("contrastivity", "lower",
-                           "SSIM between the Grad-CAM maps of the predicted and of another class (Grad-CAM only)"),
-    "sparseness_gini": ("complexity", "higher", "Gini index of the map (Sparseness)"),
-    "complexity_entropy": ("complexity", "lower", "entropy of the map as a distribution (Complexity)"),
-    "pointing_game": ("coherence", "higher", "1 if the mosaic map's maximum lies in the image's quadrant"),
-    "attribution_localisation": ("coherence", "higher", "share of the mosaic map inside the image's quadrant"),
-}
 
 ID_COLUMNS: dict[str, str] = {
     "dataset": "data set", "profile": "run profile", "seed": "training seed", "loss": "training loss",
@@ -145,9 +134,9 @@ def _rows(base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSe
     columns: dict[str, Any] = {**base, "image_id": maps.image_ids.numpy(), "label": maps.labels.numpy(),
                                "prediction": maps.predictions.numpy(), "correct": (maps.predictions == maps.labels).numpy(),
                                "map_all_zero": zero.numpy(), "mosaic_map_all_zero": zero_maps(mosaic_maps.maps).numpy()}
-    for name, (facet, _, _) in METRIC_COLUMNS.items():
+    for name, metric in METRICS.items():
         column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
-        if facet != "coherence":  # coherence reads the mosaic map, whose zeros its metrics already mark
+        if metric.facet != "coherence":  # coherence reads the mosaic map, whose zeros its metrics already mark
             column = column.masked_fill(zero, float("nan"))
         columns[name] = column.numpy()
     return pd.DataFrame(columns)
@@ -231,7 +220,7 @@ def evaluate_facets(
                                       "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly"},
         "versions": package_versions(),
         "columns": {name: desc for name, desc in ID_COLUMNS.items()}
-        | {name: f"{desc} ({facet}; {better} is better)" for name, (facet, better, desc) in METRIC_COLUMNS.items()},
+        | {name: f"{m.description} ({m.facet}; {m.better} is better)" for name, m in METRICS.items()},
         "zero_maps": {f"{loss}/{method}": int(block["map_all_zero"].sum())
                       for (loss, method), block in zip(itertools.product(losses, methods), blocks)},
         "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},

@@ -44,16 +44,23 @@ class Metric(NamedTuple):
     facet: str
     label: str
     better: Literal["lower", "higher"]
+    description: str
 
 
+#: The metric columns of the per-image results table (written by `facets.evaluate_facets`).
 METRICS: dict[str, Metric] = {
-    "pf_auc": Metric("faithfulness", "PF AUC", "lower"),
-    "continuity_ssim": Metric("continuity", "Continuity SSIM", "higher"),
-    "contrastivity_ssim": Metric("contrastivity", "Contrastivity SSIM", "lower"),
-    "sparseness_gini": Metric("complexity", "Sparseness (Gini)", "higher"),
-    "complexity_entropy": Metric("complexity", "Complexity (entropy)", "lower"),
-    "pointing_game": Metric("coherence", "Pointing game", "higher"),
-    "attribution_localisation": Metric("coherence", "Attribution localisation", "higher"),
+    "pf_auc": Metric("faithfulness", "PF AUC", "lower", "Pixel Flipping AUC of the explained class's softmax probability"),
+    "continuity_ssim": Metric("continuity", "Continuity SSIM", "higher",
+                              "SSIM between the maps of the image and of its noisy copy"),
+    "contrastivity_ssim": Metric("contrastivity", "Contrastivity SSIM", "lower",
+                                 "SSIM between the Grad-CAM maps of the predicted and of another class (Grad-CAM only)"),
+    "sparseness_gini": Metric("complexity", "Sparseness (Gini)", "higher", "Gini index of the map (Sparseness)"),
+    "complexity_entropy": Metric("complexity", "Complexity (entropy)", "lower",
+                                 "entropy of the map as a distribution (Complexity)"),
+    "pointing_game": Metric("coherence", "Pointing game", "higher",
+                            "1 if the mosaic map's maximum lies in the image's quadrant"),
+    "attribution_localisation": Metric("coherence", "Attribution localisation", "higher",
+                                       "share of the mosaic map inside the image's quadrant"),
 }
 
 

@@ -1,9 +1,11 @@
 """One training loop for the three losses, with resumable, atomic per-epoch checkpoints.
 
 * CE trains backbone + linear head on one CE-augmented view per image.
-* SupCon and the triplet loss train backbone + projection head on two independent
-  SupCon-augmented views per image; the triplet loss sees both views as separate
-  samples of the same label, so every anchor has at least one in-batch positive.
+* SupCon and the triplet loss train backbone + projection head on, as in the paper, two
+  independent SupCon-augmented views per image; the triplet loss sees the views as
+  separate samples of the same label, so every anchor has an in-batch positive. A profile
+  may set another plan (`TrainConfig.views`, `.augment`): the CPU-sized quick profile uses
+  one CE-augmented view, where the positives are the other images of the class.
 
 After every epoch the model, optimiser, scheduler, both random generators (data order
 and augmentation) and the history go into `checkpoint.pt` atomically. Restarting with

@@ -16,6 +16,7 @@ from clxai_utils.explain import ExplanationSet, explain, explained_split, load_e
 from clxai_utils.metrics import contrast_classes, pixel_flipping, ssim
 from clxai_utils.paths import explanation_path, model_dir
 from clxai_utils.probe import load_classifier, probe_and_evaluate
+from clxai_utils.stats import METRICS
 from clxai_utils.train import run_training
 
 LOSSES = ["ce", "supcon"]
@@ -70,13 +71,13 @@ def results(outputs: Path) -> FA.FacetResults:
 def test_results_table_layout_and_files(results: FA.FacetResults) -> None:
     table, n = results.table, results.sidecar["n_images"]
     assert len(table) == len(LOSSES) * 2 * n and not table.duplicated(["loss", "method", "image_id"]).any()
-    assert list(table.columns) == [*FA.ID_COLUMNS, *FA.METRIC_COLUMNS]
+    assert list(table.columns) == [*FA.ID_COLUMNS, *METRICS]
     paths = FA.table_paths("cifar10", 0)
     on_disk = pd.read_csv(paths["table"])
     pd.testing.assert_frame_equal(on_disk, results.table, check_dtype=False)
     sidecar = json.loads(paths["sidecar"].read_text())
     assert sidecar["params"]["pixels_per_step"] == 128 and sidecar["params"]["noise_sigma"] == 0.02
-    assert set(sidecar["columns"]) >= set(FA.METRIC_COLUMNS) and "grad-cam" in sidecar["versions"]
+    assert set(sidecar["columns"]) >= set(METRICS) and "grad-cam" in sidecar["versions"]
     curves = pd.read_csv(paths["curves"])
     assert len(curves) == len(LOSSES) * 2 * (1024 // 128 + 1)
     assert curves["fraction"].min() == 0 and curves["fraction"].max() == 1

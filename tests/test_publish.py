@@ -1,0 +1,52 @@
+"""Publishing executed notebooks: papermill metadata dropped, errors and oversize refused, all-or-nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from clxai_utils.publish import PublishError, publish
+
+
+def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["x"], "papermill": {"duration": 1.5},
+                                                           "execution": {"iopub.status.busy": "2026-11-22T10:00"}})
+    output = (nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]) if error
+              else nbformat.v4.new_output("stream", name="stdout", text="1\n" + "x" * padding))
+    cell.outputs = [output]
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"input_path": "/home/someone/notebooks/a.ipynb", "duration": 3.0}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_published_notebook_keeps_outputs_and_tags_but_no_papermill_metadata(tmp_path: Path) -> None:
+    dest = tmp_path / "notebooks"
+    _executed(dest / "a.ipynb", padding=0)
+    source = _executed(tmp_path / "run" / "a.ipynb")
+    assert publish([source], dest) == [dest / "a.ipynb"]
+    nb = json.loads((dest / "a.ipynb").read_text())
+    assert "papermill" not in nb["metadata"] and nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert nb["cells"][0]["metadata"] == {"tags": ["x"]}
+    assert "".join(nb["cells"][0]["outputs"][0]["text"]) == "1\n"
+    assert "/home/someone" not in (dest / "a.ipynb").read_text()
+
+
+def test_errors_oversize_and_unknown_names_are_refused_before_anything_is_replaced(tmp_path: Path) -> None:
+    dest = tmp_path / "notebooks"
+    for name in ("a", "b"):
+        _executed(dest / f"{name}.ipynb")
+    before = (dest / "a.ipynb").read_text()
+    good = _executed(tmp_path / "run" / "a.ipynb", padding=10)
+    with pytest.raises(PublishError, match="b.ipynb has an error output \\(ValueError\\)"):
+        publish([good, _executed(tmp_path / "run" / "b.ipynb", error=True)], dest)
+    with pytest.raises(PublishError, match="b.ipynb is 2 KB, above max_kb=1"):
+        publish([_executed(tmp_path / "run" / "b.ipynb", padding=2000)], dest, max_kb=1)
+    with pytest.raises(PublishError, match="c.ipynb does not replace a notebook"):
+        publish([good, _executed(tmp_path / "run" / "c.ipynb")], dest)
+    assert (dest / "a.ipynb").read_text() == before
