@@ -14,7 +14,6 @@ interrupted run leaves no table, never a partial one.
 """
 from __future__ import annotations
 
-import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -153,6 +152,58 @@ def _remove_stale(paths: dict[str, Any]) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass
+class _Inputs:
+    """What every (model, method) is scored on: the same images, noise, masks and settings."""
+
+    x: Tensor
+    x_noisy: Tensor
+    masks: Tensor
+    baseline: Tensor
+    params: MetricParams
+    batch_size: int
+
+
+def _score(model: nn.Module, maps: ExplanationSet, mosaic_maps: ExplanationSet, inputs: _Inputs, clock: _Clock,
+           step: Any) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+    """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps.
+
+    `step(facet)` is called before each facet (progress reporting).
+    """
+    n, values, extra = len(maps), {}, {}
+    step("faithfulness")
+    faithful, curves, fractions = clock.time("faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline)
+    step("continuity")
+    continuity, extra["noisy_maps"] = clock.time("continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size)
+    values |= faithful | continuity
+    step("contrastivity")
+    if maps.method == "gradcam":  # Eigen-CAM ignores the class: its contrastivity is undefined
+        contrast, extra["contrast_maps"], extra["contrast_classes"] = clock.time(
+            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size)
+        values |= contrast
+    step("complexity")
+    values |= clock.time("complexity", n, _complexity, maps)
+    step("coherence")
+    values |= clock.time("coherence", n, _coherence, mosaic_maps, inputs.masks, maps.predictions == maps.labels)
+    return values, curves, fractions, extra
+
+
+def _sidecar(dataset: str, profile: str, seed: int, losses: list[str], methods: list[str], n_images: int,
+             params: MetricParams, settings: Any, table: pd.DataFrame, throughput: pd.DataFrame) -> dict[str, Any]:
+    """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
+    return {
+        "dataset": dataset, "profile": profile, "seed": seed, "losses": losses, "methods": methods, "n_images": n_images,
+        "params": params.to_dict() | {"explain": vars(settings.explain), "noise_space": "normalised input, not clamped",
+                                      "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
+                                      "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly"},
+        "versions": package_versions(),
+        "columns": dict(ID_COLUMNS) | {name: f"{m.description} ({m.facet}; {m.better} is better)" for name, m in METRICS.items()},
+        "zero_maps": {f"{loss}/{method}": int(group["map_all_zero"].sum())
+                      for (loss, method), group in table.groupby(["loss", "method"], sort=False)},
+        "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},
+    }
+
+
 def evaluate_facets(
     profile: str, dataset: str, seed: int, losses: Iterable[str], methods: Iterable[str] = METHODS,
     progress: bool = True, n_examples: int = 4,
@@ -172,11 +223,9 @@ def evaluate_facets(
     data, _ = load_prepared(dataset, profile)
     split = explained_split(data, settings.explain)
     x = normalised_images(split, data.info)
-    x_noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed))
     mosaics = explained_mosaics(split, data.info, seed)
-    masks = mosaics.masks
-    baseline = params.baseline_vector(data.info.mean, data.info.std)
-    batch = settings.explain.batch_size
+    inputs = _Inputs(x, add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed)), mosaics.masks,
+                     params.baseline_vector(data.info.mean, data.info.std), params, settings.explain.batch_size)
     clock, blocks, curve_blocks, examples = _Clock(), [], [], {}
     bar = tqdm(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
     for loss in losses:
@@ -186,48 +235,25 @@ def evaluate_facets(
             mosaic_maps = load_explanations(dataset, loss, seed, method, "mosaics")
             _check_same_images(maps, split.ids, "test")
             _check_same_images(mosaic_maps, split.ids, "mosaic")
-            n, values, example = len(maps), {}, {}
-            bar.set_description(f"{loss}/{method} faithfulness")
-            faithful, curves, fractions = clock.time("faithfulness", n, _faithfulness, model, x, maps, params, baseline)
-            values |= faithful
-            bar.update(1)
-            bar.set_description(f"{loss}/{method} continuity")
-            continuity, example["noisy_maps"] = clock.time("continuity", n, _continuity, model, x_noisy, maps, params, batch)
-            values |= continuity
-            bar.update(1)
-            if method == "gradcam":  # Eigen-CAM ignores the class: its contrastivity is undefined
-                bar.set_description(f"{loss}/{method} contrastivity")
-                contrast, example["contrast_maps"], example["contrast_classes"] = clock.time(
-                    "contrastivity", n, _contrastivity, model, x, maps, params, batch)
-                values |= contrast
-            bar.update(1)
-            values |= clock.time("complexity", n, _complexity, maps)
-            bar.update(1)
-            values |= clock.time("coherence", n, _coherence, mosaic_maps, masks, maps.predictions == maps.labels)
+
+            def step(facet: str) -> None:
+                bar.set_description(f"{loss}/{method} {facet}")
+                bar.update(facet != "faithfulness")  # counts the facet just finished
+
+            values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)
             bar.update(1)
             base = {"dataset": dataset, "profile": profile, "seed": seed, "loss": loss, "method": method}
             blocks.append(_rows(base, maps, mosaic_maps, values))
             curve_blocks.append(_mean_curves(base, curves, fractions))
-            examples[(loss, method)] = {k: v[:n_examples] for k, v in example.items()} | {
+            examples[(loss, method)] = {k: v[:n_examples] for k, v in extra.items()} | {
                 "maps": maps.maps[:n_examples].float(), "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
                 "curves": curves[:n_examples]}
     bar.close()
     table, curves_table, throughput = pd.concat(blocks, ignore_index=True), pd.concat(curve_blocks, ignore_index=True), clock.table()
-    sidecar = {
-        "dataset": dataset, "profile": profile, "seed": seed, "losses": losses, "methods": methods, "n_images": len(split),
-        "params": params.to_dict() | {"explain": vars(settings.explain), "noise_space": "normalised input, not clamped",
-                                      "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
-                                      "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly"},
-        "versions": package_versions(),
-        "columns": {name: desc for name, desc in ID_COLUMNS.items()}
-        | {name: f"{m.description} ({m.facet}; {m.better} is better)" for name, m in METRICS.items()},
-        "zero_maps": {f"{loss}/{method}": int(block["map_all_zero"].sum())
-                      for (loss, method), block in zip(itertools.product(losses, methods), blocks)},
-        "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},
-    }
+    sidecar = _sidecar(dataset, profile, seed, losses, methods, len(split), params, settings, table, throughput)
     write_json(paths["sidecar"], sidecar)
     write_csv(paths["curves"], curves_table)
-    write_csv(paths["table"], table)
-    shown = {"images": x, "noisy_images": x_noisy, "mosaics": mosaics.images}
-    inputs = {name: denormalize(t[:n_examples], data.info.mean, data.info.std) for name, t in shown.items()}
-    return FacetResults(table, curves_table, throughput, sidecar, examples, inputs | {"masks": masks[:n_examples, 0].float()})
+    write_csv(paths["table"], table)  # last: its presence means the other two are complete
+    shown = {"images": inputs.x, "noisy_images": inputs.x_noisy, "mosaics": mosaics.images}
+    displayed = {name: denormalize(t[:n_examples], data.info.mean, data.info.std) for name, t in shown.items()}
+    return FacetResults(table, curves_table, throughput, sidecar, examples, displayed | {"masks": mosaics.masks[:n_examples, 0].float()})

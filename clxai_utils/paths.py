@@ -63,3 +63,13 @@ def explanation_path(dataset: str, loss: str, seed: int, method: str, kind: str 
     """Stored maps of one (model, method): outputs/explanations/<dataset>/<loss>/seed<k>/<method>[_mosaics].pt."""
     suffix = "" if kind == "test" else f"_{kind}"
     return outputs_dir() / "explanations" / dataset / loss / f"seed{seed}" / f"{method}{suffix}.pt"
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """`path` relative to the repository (e.g. `outputs/...`, `../shared/...`) for printing in notebooks.
+
+    Executed notebooks are committed and read on other machines: absolute paths would say
+    nothing there. Non-path sources such as "torchvision" pass through unchanged.
+    """
+    text = os.fspath(path)
+    return os.path.relpath(text, repo_root()) if os.path.isabs(text) else text

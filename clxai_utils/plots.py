@@ -14,6 +14,10 @@ from .artifacts import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
+# Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
+# the files written by `save_figure` keep their own, higher resolution.
+plt.rcParams["figure.dpi"] = 72
+
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save `fig` as PNG atomically (a killed run leaves no truncated image)."""

@@ -11,22 +11,41 @@ published notebooks with nbval and compares the cells marked NBVAL_CHECK_OUTPUT.
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from .artifacts import atomic_path
 from .paths import repo_root
 
 MAX_KB = 600  # a published notebook above this embeds too much (figures at too high a resolution)
+MAX_WIDTH = 640  # embedded PNG figures wider than this are scaled down (the saved figure files keep full size)
 
 
 class PublishError(ValueError):
     """An executed notebook that must not be published as is."""
 
 
+def shrink_png(encoded: str, max_width: int = MAX_WIDTH) -> str:
+    """A base64 PNG at most `max_width` pixels wide with a 256-colour palette, or the input if that is smaller."""
+    image = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.quantize(256).save(buffer, format="PNG", optimize=True)
+    smaller = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return smaller if len(smaller) < len(encoded) else encoded
+
+
 def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
-    """The notebook without papermill's machine-specific metadata; an error output is refused."""
+    """The notebook without papermill's machine-specific metadata, with figures at most MAX_WIDTH wide.
+
+    An error output is refused.
+    """
     notebook = json.loads(json.dumps(notebook))  # a deep copy of plain JSON
     notebook["metadata"].pop("papermill", None)
     for cell in notebook["cells"]:
@@ -35,6 +54,9 @@ def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if errors:
             raise PublishError(f"{name} has an error output ({errors[0].get('ename')}): fix the run before publishing it")
+        for output in cell.get("outputs", []):
+            if "image/png" in output.get("data", {}):
+                output["data"]["image/png"] = shrink_png("".join(output["data"]["image/png"]))
     return notebook
 
 

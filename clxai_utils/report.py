@@ -35,7 +35,6 @@ LOSS_ORDER = ("ce", "supcon", "triplet")
 METHOD_ORDER = ("gradcam", "eigencam")
 PAPER_PROFILE = "paper"
 PAPER_SEEDS = 5
-FIG_DPI = 100
 ARROWS = {"lower": "↓", "higher": "↑"}
 
 
@@ -346,7 +345,7 @@ def _select(frame: pd.DataFrame, dataset: str | None, profile: str | None) -> pd
 
 def _grid(n: int, ncols: int = 4, size: float = 2.4) -> tuple[plt.Figure, np.ndarray]:
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(size * min(n, ncols), size * nrows), dpi=FIG_DPI,
+    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(size * min(n, ncols), size * nrows),
                              squeeze=False)
     for ax in axes.flat[n:]:
         ax.remove()
@@ -391,7 +390,7 @@ def plot_pf_curves(pf_curves: pd.DataFrame, dataset: str | None = None, profile:
     """
     data = _select(pf_curves, dataset, profile)
     methods = _ordered(data["method"], METHOD_ORDER)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), dpi=FIG_DPI, sharey=True,
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), sharey=True,
                              squeeze=False)
     for ax, method in zip(axes[0], methods):
         sns.lineplot(data=data[data["method"] == method], x="fraction", y="mean", hue="loss",

@@ -500,7 +500,7 @@ def run_sweep(
     if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
         raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
     folder = check_notebooks(jobs, notebooks_dir)
-    with tqdm(total=len(jobs), unit="job", dynamic_ncols=True) as bar:
+    with tqdm(total=len(jobs), unit="job", dynamic_ncols=True, disable=None) as bar:  # no bar in logs: the lines below suffice
 
         def report(result: JobResult) -> None:
             bar.update()

@@ -50,3 +50,22 @@ def test_errors_oversize_and_unknown_names_are_refused_before_anything_is_replac
     with pytest.raises(PublishError, match="c.ipynb does not replace a notebook"):
         publish([good, _executed(tmp_path / "run" / "c.ipynb")], dest)
     assert (dest / "a.ipynb").read_text() == before
+
+
+def test_wide_figures_are_scaled_down_and_narrow_ones_kept() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from clxai_utils.publish import shrink_png
+
+    def png(width: int, height: int) -> str:
+        buffer = io.BytesIO()
+        Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    narrow = Image.open(io.BytesIO(base64.b64decode(shrink_png(png(300, 100), max_width=640))))
+    assert narrow.size == (300, 100)
+    shrunk = Image.open(io.BytesIO(base64.b64decode(shrink_png(png(1280, 400), max_width=640)))).convert("RGB")
+    assert shrunk.size == (640, 200) and shrunk.getpixel((10, 10)) == (200, 30, 30)
