@@ -55,6 +55,10 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
     standardised = (features - mean) / std
     probe = nn.Linear(features.shape[1], num_classes)
+    # The problem is convex: a zero start is as good as a random one and, unlike nn.Linear's
+    # default init (global RNG), does not depend on what ran before in the process.
+    nn.init.zeros_(probe.weight)
+    nn.init.zeros_(probe.bias)
     optimizer = torch.optim.SGD(probe.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = max(1, -(-len(labels) // cfg.batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 0, cfg.epochs * steps))

@@ -170,3 +170,16 @@ def test_augment_batch_follows_the_view_plan(split: ImageSplit, loss: str, views
     if augment == "ce":  # crop-with-padding + flip only: every view keeps the image's pixel values up to a shift/flip
         raw = (split.images[:5].float() / 255 - torch.tensor(INFO.mean).view(1, 3, 1, 1)) / torch.tensor(INFO.std).view(1, 3, 1, 1)
         assert torch.isclose(x[:, 0].flatten(1).sort().values[:, -1], raw.flatten(1).max(1).values, atol=1e-5).all()
+
+
+def test_probe_does_not_depend_on_the_global_rng() -> None:
+    """Same features, labels and seed give the same probe whatever the global RNG state (the old init drew from it)."""
+    gen = torch.Generator().manual_seed(2)
+    features, labels = torch.randn(64, 6, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    cfg = ProbeConfig(epochs=3, batch_size=16, lr=0.1)
+    torch.manual_seed(0)
+    first, _ = P.train_probe(features, labels, 3, cfg, seed=5, progress=False)
+    torch.manual_seed(12345)
+    torch.rand(1000)
+    second, _ = P.train_probe(features, labels, 3, cfg, seed=5, progress=False)
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
