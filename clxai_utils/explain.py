@@ -442,13 +442,6 @@ def _batches(x: Tensor, labels: Tensor, ids: Tensor, batch_size: int) -> Iterato
         yield x[start : start + batch_size], labels[start : start + batch_size], ids[start : start + batch_size]
 
 
-def _stage_meta(profile: str, dataset: str, seed: int, loss: str, kind: str, ids: Tensor) -> dict[str, Any]:
-    """What must match for stored maps to be reused: model files, images and protocol."""
-    id_digest = hashlib.sha256(ids.numpy().tobytes()).hexdigest()
-    return {"profile": profile, "dataset": dataset, "seed": seed, "loss": loss, "kind": kind,
-            "model_digest": model_digest(dataset, loss, seed), "image_ids_digest": id_digest}
-
-
 def _is_current(path: Path, meta: dict[str, Any]) -> bool:
     if not path.is_file():
         return False
@@ -471,12 +464,16 @@ def run_explanations(
     data, _ = load_prepared(dataset, profile)
     split = explained_split(data, settings.explain)
     inputs = {"test": normalised_images(split, data.info), "mosaics": explained_mosaics(split, data.info, seed).images}
+    ids_digest = hashlib.sha256(split.ids.numpy().tobytes()).hexdigest()
     rows = []
     for loss in losses:
         model, _ = load_classifier(dataset, loss, seed, profile)
+        # What must match for stored maps to be reused: model files, images and protocol (hashed once per model).
+        source = {"profile": profile, "dataset": dataset, "seed": seed, "loss": loss,
+                  "model_digest": model_digest(dataset, loss, seed), "image_ids_digest": ids_digest}
         for method, kind in itertools.product(methods, KINDS):
             path = explanation_path(dataset, loss, seed, method, kind)
-            meta = _stage_meta(profile, dataset, seed, loss, kind, split.ids)
+            meta = source | {"kind": kind}
             start, reused = time.perf_counter(), _is_current(path, meta)
             if not reused:
                 target = "predicted" if kind == "test" else "true"
