@@ -183,7 +183,9 @@ def train(
         history, start_epoch = state["history"], state["epoch"]
     resumed_from = start_epoch
     last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
-    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch, desc=f"{spec.loss} training", disable=not progress, unit="step")
+    # One redraw a second at most: a redraw per step floods a notebook's output channel (nbval lost messages).
+    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch, desc=f"{spec.loss} training",
+               disable=not progress, unit="step", mininterval=1.0)
     for epoch in range(start_epoch, last_epoch):
         model.train()
         t0, total, extras = time.perf_counter(), 0.0, {}
@@ -204,7 +206,7 @@ def train(
             for key, val in stats.items():
                 extras[key] = extras.get(key, 0.0) + val
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}", refresh=False)
         seconds = time.perf_counter() - t0
         row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "lr": scheduler.get_last_lr()[0], "seconds": seconds,
                "images_per_s": steps_per_epoch * cfg.batch_size / seconds}
