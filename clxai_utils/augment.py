@@ -33,6 +33,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .config import check_positive_int
+
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 
 GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision
@@ -448,8 +450,7 @@ def make_views(x: Tensor, augment: AugmentFn, generator: torch.Generator, n_view
     independent draws and the work stays batched.
     """
     _check_generator(generator)
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ValueError(f"n_views must be an integer >= 1, got {n_views!r}")
+    check_positive_int("n_views", n_views)
     x = to_float_images(x)
     views = augment(torch.cat([x] * n_views), generator)
     return views.view(n_views, x.shape[0], *views.shape[1:]).transpose(0, 1)

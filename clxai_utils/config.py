@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .paths import repo_root
@@ -146,6 +147,13 @@ def check_choice(name: str, value: Any, allowed: typing.Iterable[str]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
     return value
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """`value` as an int >= 1, or an error naming the parameter (papermill parameters arrive untyped)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def check_choices(name: str, values: typing.Iterable[str], allowed: tuple[str, ...]) -> list[str]:

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import BASELINES
+from .config import BASELINES, check_positive_int
+from .seeding import check_seed
 
 Model = Callable[[Tensor], Tensor]
 
@@ -61,18 +62,6 @@ def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
             f"got {tuple(masks.shape)}"
         )
     return masks != 0
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_non_negative_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
 
 
 def zero_maps(maps: Tensor) -> Tensor:
@@ -190,9 +179,9 @@ def pixel_flipping(
         )
     if baseline.shape != (c,):
         raise ValueError(f"baseline must have shape ({c},), one per channel, got {tuple(baseline.shape)}")
-    pixels_per_step = _check_positive_int(pixels_per_step, "pixels_per_step")
+    pixels_per_step = check_positive_int("pixels_per_step", pixels_per_step)
     if batch_size is not None:
-        batch_size = _check_positive_int(batch_size, "batch_size")
+        batch_size = check_positive_int("batch_size", batch_size)
 
     n_pixels = h * w
     n_steps = math.ceil(n_pixels / pixels_per_step)
@@ -233,7 +222,7 @@ def ssim(
     _check_maps(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    win_size = _check_positive_int(win_size, "win_size")
+    win_size = check_positive_int("win_size", win_size)
     if win_size % 2 == 0 or win_size > min(a.shape[1:]):
         raise ValueError(f"win_size must be odd and <= min(H, W) = {min(a.shape[1:])}, got {win_size}")
     if not data_range > 0:
@@ -286,10 +275,10 @@ def contrast_classes(predictions: Tensor, image_ids: Tensor, num_classes: int, s
     prediction: not on batch composition, order or which metrics ran before (the authors'
     draw from the global RNG did). Modulo bias is < num_classes / 2**64.
     """
-    num_classes = _check_positive_int(num_classes, "num_classes")
+    num_classes = check_positive_int("num_classes", num_classes)
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 to have a contrast class, got {num_classes}")
-    seed = _check_non_negative_int(seed, "seed")
+    seed = check_seed(seed)
     for name, t in (("predictions", predictions), ("image_ids", image_ids)):
         if not isinstance(t, Tensor) or t.dim() != 1 or t.is_floating_point() or t.is_complex():
             raise ValueError(f"{name} must be a 1-D integer tensor")
@@ -393,14 +382,14 @@ class MetricParams:
     pf_batch_size: int | None = 1024
 
     def __post_init__(self) -> None:
-        _check_positive_int(self.pixels_per_step, "pixels_per_step")
-        _check_non_negative_int(self.seed, "seed")
+        check_positive_int("pixels_per_step", self.pixels_per_step)
+        check_seed(self.seed)
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         sigma = self.noise_sigma
         if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"noise_sigma must be a finite number > 0, got {sigma!r}")
-        win = _check_positive_int(self.ssim_win_size, "ssim_win_size")
+        win = check_positive_int("ssim_win_size", self.ssim_win_size)
         if win % 2 == 0 or win < 3:
             raise ValueError(f"ssim_win_size must be odd and >= 3, got {win}")
         for name in ("ssim_k1", "ssim_k2", "ssim_data_range"):
@@ -408,7 +397,7 @@ class MetricParams:
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
         if self.pf_batch_size is not None:
-            _check_positive_int(self.pf_batch_size, "pf_batch_size")
+            check_positive_int("pf_batch_size", self.pf_batch_size)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict of every setting, for the results JSON."""

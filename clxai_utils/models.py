@@ -36,6 +36,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from .config import check_positive_int
+
 ARCHS: tuple[str, ...] = ("resnet18_cifar", "resnet50")
 LOSSES: tuple[str, ...] = ("ce", "supcon", "triplet")
 EMBEDDING_DIM = 128
@@ -45,12 +47,6 @@ _CIFAR_BLOCKS = (2, 2, 2, 2)
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
 
 
 def _check_width(arch: str, width: Any) -> float:
@@ -189,9 +185,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int | None = None, out_dim: int = EMBEDDING_DIM) -> None:
         super().__init__()
-        in_dim = _check_positive_int("in_dim", in_dim)
-        hidden_dim = in_dim if hidden_dim is None else _check_positive_int("hidden_dim", hidden_dim)
-        out_dim = _check_positive_int("out_dim", out_dim)
+        in_dim = check_positive_int("in_dim", in_dim)
+        hidden_dim = in_dim if hidden_dim is None else check_positive_int("hidden_dim", hidden_dim)
+        out_dim = check_positive_int("out_dim", out_dim)
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,7 +285,7 @@ class ModelSpec:
     def __post_init__(self) -> None:
         _check_arch(self.arch)
         object.__setattr__(self, "width", _check_width(self.arch, self.width))
-        _check_positive_int("num_classes", self.num_classes)
+        check_positive_int("num_classes", self.num_classes)
         _check_loss(self.loss)
 
     @property

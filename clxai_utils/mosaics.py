@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .seeding import check_seed
+
 #: Tile order inside a mosaic, as indices 0..3 (row-major).
 QUADRANTS = ("TL", "TR", "BL", "BR")
 
@@ -71,8 +73,7 @@ def make_mosaics(images: Tensor, labels: Tensor, seed: int) -> Mosaics:
         raise ValueError(
             f"labels must be an integer tensor of shape ({images.shape[0]},), got {getattr(labels, 'shape', labels)!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    seed = check_seed(seed)
 
     generator = torch.Generator().manual_seed(seed)
     labels_cpu = labels.cpu().long()

@@ -10,8 +10,10 @@ import torch
 
 def check_seed(seed: object) -> int:
     """`seed` as an int, or an error naming the parameter (notebook parameters arrive untyped)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 

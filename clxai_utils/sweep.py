@@ -19,13 +19,15 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .artifacts import read_json, write_json
-from .config import DATASETS, LOSSES, check_choice, load_profile
+from .config import DATASETS, LOSSES, check_choice, check_choices, check_positive_int, load_profile
 from .paths import repo_root
 from .seeding import check_seed
 
@@ -188,23 +190,15 @@ def resolve_data_source(value: str | None) -> str:
     return str(path)
 
 
-def _unique(name: str, values: Sequence[Any]) -> None:
-    if not values:
-        raise ValueError(f"{name} must not be empty")
-    if len(set(values)) != len(values):
-        raise ValueError(f"{name} must not repeat values, got {list(values)}")
-
-
 def _check_losses(losses: Sequence[str]) -> tuple[str, ...]:
     """Validated losses in canonical LOSSES order, so `supcon ce` and `ce supcon` share markers."""
-    _unique("losses", losses)
-    for loss in losses:
-        check_choice("losses", loss, LOSSES)
-    return tuple(loss for loss in LOSSES if loss in losses)
+    chosen = check_choices("losses", losses, LOSSES)
+    return tuple(loss for loss in LOSSES if loss in chosen)
 
 
 def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
-    _unique("seeds", seeds)
+    if isinstance(seeds, (str, int)) or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
     return tuple(check_seed(seed) for seed in seeds)
 
 
@@ -483,6 +477,23 @@ def check_notebooks(jobs: Iterable[Job], notebooks_dir: str | os.PathLike | None
     return folder
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (`kill`, a batch system's stop) like Ctrl-C, so papermill children are stopped too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_sweep(
     jobs: Sequence[Job],
     *,
@@ -493,12 +504,12 @@ def run_sweep(
     """Run every job not cached, `max_parallel` at a time, and report each as it finishes.
 
     `on_finish` is called in this thread after each finished job (cached ones included); a
-    KeyboardInterrupt raised there is treated like Ctrl-C, which makes interruption testable.
+    KeyboardInterrupt raised there is treated like Ctrl-C, which makes interruption testable;
+    so is SIGTERM.
     Markers of jobs about to run are removed first, so an interrupted or failed re-run can
     never leave a job looking complete from an older run.
     """
-    if isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1:
-        raise ValueError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
+    check_positive_int("max_parallel", max_parallel)
     folder = check_notebooks(jobs, notebooks_dir)
     with tqdm(total=len(jobs), unit="job", dynamic_ncols=True, disable=None) as bar:  # no bar in logs: the lines below suffice
 
@@ -512,7 +523,7 @@ def run_sweep(
         for job in jobs:
             if scheduler.results[job.name].status != "cached":
                 job.marker.unlink(missing_ok=True)
-        with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+        with ThreadPoolExecutor(max_workers=max_parallel) as pool, _sigterm_as_interrupt():
             try:
                 scheduler.run(pool, max_parallel, bar)
             except KeyboardInterrupt:

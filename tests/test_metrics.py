@@ -304,7 +304,7 @@ def test_contrast_classes_rejects_bad_arguments():
         M.contrast_classes(torch.zeros(3, dtype=torch.long), ids, 1, seed=0)
     with pytest.raises(ValueError, match="predictions"):
         M.contrast_classes(torch.tensor([0, 1, 10]), ids, 10, seed=0)
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         M.contrast_classes(torch.zeros(3, dtype=torch.long), ids, 10, seed=-1)
 
 

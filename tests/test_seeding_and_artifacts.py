@@ -22,9 +22,9 @@ def test_same_seed_same_numbers_other_seed_other_numbers() -> None:
     assert draws(3) != draws(4)
 
 
-@pytest.mark.parametrize("bad", [-1, 1.0, "0", True, None])
-def test_seed_must_be_a_non_negative_integer(bad: object) -> None:
-    with pytest.raises(TypeError, match="seed must be a non-negative integer"):
+@pytest.mark.parametrize(("bad", "error"), [(-1, ValueError), (1.0, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)])
+def test_seed_must_be_a_non_negative_integer(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="seed must be a non-negative integer"):
         check_seed(bad)
     assert check_seed(np.int64(2)) == 2
 

@@ -3,12 +3,14 @@
 Each toy notebook writes `toy/<name>.json` (its seed and losses) under CLXAI_OUTPUTS and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
 files make a notebook fail (`fail-<name>-seed<k>`) or hang until killed (`hold-<name>`).
-Real executions are kept to 11 in the whole file (papermill + kernel start costs seconds).
+Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
 """
 from __future__ import annotations
 
 import ast
 import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -102,7 +104,7 @@ def sweep(toy: Toy, jobs: list[Job], on_finish: Callable[[JobResult], None] | No
     return run_sweep(jobs, max_parallel=2, notebooks_dir=toy.notebooks, on_finish=on_finish)
 
 
-# ------------------------------------------------------------ real executions (11 in all)
+# ------------------------------------------------------------ real executions (14 in all)
 
 TRAIN_PIPELINE = [
     toy_step("train_ce", loss="ce"),
@@ -149,17 +151,33 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
         assert read_json(job.marker)["parameters"] == job.params
 
 
-def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str) -> None:
     toy.write("fast", "slow")
     toy.flag("hold-slow").touch()
     fast, slow = jobs = toy.plan([toy_step("fast"), toy_step("slow")], seeds=[0], losses=["ce"])
 
     def stop_after_fast(result: JobResult) -> None:
-        if result.job is fast:
+        if result.job is not fast:
+            return
+        if stop == "sigterm":  # `kill <pid>`: the sweep's handler raises KeyboardInterrupt here
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
             raise KeyboardInterrupt
 
-    start = time.monotonic()
-    stopped = sweep(toy, jobs, on_finish=stop_after_fast)
+    outer_hits: list[int] = []  # the handler in place before the sweep: must not see the signal, and comes back
+
+    def outer(signum: int, frame: object) -> None:
+        outer_hits.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, outer)
+    try:
+        start = time.monotonic()
+        stopped = sweep(toy, jobs, on_finish=stop_after_fast)
+        assert signal.getsignal(signal.SIGTERM) is outer
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert outer_hits == []
     assert time.monotonic() - start < 40  # "slow" sleeps 60 s unless it is terminated
     assert stopped.interrupted and stopped.exit_code == 130
     assert stopped.statuses == {fast.name: "ok", slow.name: "interrupted"}
@@ -302,7 +320,7 @@ def test_data_source_travels_in_the_environment_not_in_the_notebook(tmp_path: Pa
     ("argv", "message"),
     [
         (["--losses", "ce", "hinge"], "losses='hinge' is not allowed"),
-        (["--losses", "ce", "ce"], "losses must not repeat"),
+        (["--losses", "ce", "ce"], "losses must be a non-empty list of distinct values"),
         (["--seeds", "0", "-1"], "argument --seeds: must be an integer >= 0"),
         (["--seeds", "x"], "argument --seeds: must be an integer >= 0"),
         (["--jobs", "0"], "argument --jobs: must be an integer >= 1"),
