@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import write_csv, write_json
 from .augment import denormalize
-from .config import LOSSES, MetricsConfig, check_choices, load_profile
+from .config import LOSSES, MetricsConfig, check_choices, check_positive_int, load_profile
 from .data import load_prepared
 from .explain import (METHODS, ExplanationSet, explain, explained_mosaics, explained_split,
                       load_explanations, normalised_images, package_versions)
@@ -216,6 +216,7 @@ def evaluate_facets(
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     seed = check_seed(seed)
+    n_examples = check_positive_int("n_examples", n_examples)
     settings = load_profile(profile).for_dataset(dataset)
     params = metric_params(settings.metrics, seed)
     paths = table_paths(dataset, seed)

@@ -10,9 +10,14 @@ import numpy as np
 import torch
 
 from .artifacts import atomic_path
+from .config import check_positive_int
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .explain import ExplanationSet
+
+SHORT_NAMES = {"ce": "CE", "supcon": "SCL", "triplet": "TL", "gradcam": "Grad-CAM", "eigencam": "Eigen-CAM"}
 
 # Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
 # the files written by `save_figure` keep their own, higher resolution.
@@ -119,3 +124,23 @@ def overlay_grid(
                 ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def explanation_gallery(
+    images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
+    maps: dict[tuple[str, str], ExplanationSet], n_rows: int,
+) -> plt.Figure:
+    """The paper's Figure 2: the first test image of each of the first `n_rows` classes, then its
+    map for every (loss, method) in `maps`; row labels give the true class and each loss's prediction.
+
+    `images` (N, 3, H, W) in [0, 1] and `labels` (N,) are the explained split, in the order of the maps.
+    """
+    if check_positive_int("n_gallery", n_rows) > len(class_names):
+        raise ValueError(f"n_gallery must be at most the number of classes ({len(class_names)}), got {n_rows}")
+    rows = torch.stack([(labels == c).nonzero()[0, 0] for c in range(n_rows)])
+    columns = [("image", images[rows], None)] + [
+        (f"{SHORT_NAMES[loss]} · {SHORT_NAMES[method]}", images[rows], m.maps[rows]) for (loss, method), m in maps.items()]
+    predicted = {loss: m.predictions[rows] for (loss, _), m in maps.items()}  # the same for both methods of a loss
+    row_labels = [f"{class_names[int(labels[r])]}\n(" + ", ".join(class_names[int(p[i])][:5] for p in predicted.values()) + ")"
+                  for i, r in enumerate(rows)]
+    return overlay_grid(columns, row_labels)

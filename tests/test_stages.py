@@ -5,14 +5,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from clxai_utils import facets as FA
+from clxai_utils import plots
 from clxai_utils.config import ConfigError, MetricsConfig, load_profile
 from clxai_utils.data import load_prepared, prepare_data, write_synthetic_imagefolder
-from clxai_utils.explain import ExplanationSet, explain, explained_split, load_explanations, normalised_images, run_explanations
+from clxai_utils.explain import METHODS, ExplanationSet, explain, explained_split, load_explanations, normalised_images, run_explanations
 from clxai_utils.metrics import contrast_classes, pixel_flipping, ssim
 from clxai_utils.paths import explanation_path, model_dir
 from clxai_utils.probe import load_classifier, probe_and_evaluate
@@ -154,3 +157,25 @@ def test_bad_parameters_are_named(outputs: Path) -> None:
         probe.with_suffix(".bak").rename(probe)
     with pytest.raises(ValueError, match="noise_sigma must be"):
         FA.metric_params(MetricsConfig(32, 64, "black", 0.0), 0)
+    with pytest.raises(ValueError, match="n_examples must be an integer >= 1, got 0"):
+        FA.evaluate_facets("smoke", "cifar10", 0, LOSSES, progress=False, n_examples=0)
+
+
+def test_gallery_shows_the_first_image_of_each_class_its_maps_and_every_prediction(outputs: Path) -> None:
+    data, _ = load_prepared("cifar10", "smoke")
+    split = explained_split(data, load_profile("smoke").for_dataset("cifar10").explain)
+    maps = {(loss, method): load_explanations("cifar10", loss, 0, method) for loss in LOSSES for method in METHODS}
+    fig = plots.explanation_gallery(split.images, split.labels, data.classes, maps, n_rows=3)
+    axes = np.array(fig.axes).reshape(3, 1 + len(maps))
+    for c in range(3):
+        first = int((split.labels == c).nonzero()[0, 0])
+        np.testing.assert_array_equal(axes[c, 0].images[0].get_array(), plots.to_display(split.images[first : first + 1])[0])
+        predicted = [data.classes[int(maps[(loss, "gradcam")].predictions[first])][:5] for loss in LOSSES]
+        assert axes[c, 0].get_ylabel() == f"{data.classes[c]}\n({', '.join(predicted)})"
+        for j, m in enumerate(maps.values(), start=1):
+            np.testing.assert_array_equal(axes[c, j].images[1].get_array(), m.maps[first].float().numpy())
+    assert [ax.get_title() for ax in axes[0]] == ["image", "CE · Grad-CAM", "CE · Eigen-CAM", "SCL · Grad-CAM", "SCL · Eigen-CAM"]
+    plt.close(fig)
+    for bad, message in ((0, "n_gallery must be an integer >= 1, got 0"), (11, r"at most the number of classes \(10\), got 11")):
+        with pytest.raises(ValueError, match=message):
+            plots.explanation_gallery(split.images, split.labels, data.classes, maps, n_rows=bad)
