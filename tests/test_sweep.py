@@ -342,6 +342,8 @@ def test_cli_rejects_bad_arguments_naming_them(
 def test_api_rejects_bad_seeds_pipelines_and_parallelism(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="seed must be a non-negative integer"):
         plan("cifar10", "smoke", ["ce"], [True], runs_root=tmp_path, data_source="torchvision")
+    with pytest.raises(ValueError, match=r"seeds must be a non-empty list of distinct integers >= 0, got \[0, 0\]"):
+        plan("cifar10", "smoke", ["ce"], [0, 0], runs_root=tmp_path, data_source="torchvision")
     with pytest.raises(ValueError, match="which are not earlier steps"):
         check_pipeline([toy_step("a", needs=("b",)), toy_step("b")])
     with pytest.raises(ValueError, match="asks for"):
