@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import torch
@@ -165,7 +165,7 @@ class _Inputs:
 
 
 def _score(model: nn.Module, maps: ExplanationSet, mosaic_maps: ExplanationSet, inputs: _Inputs, clock: _Clock,
-           step: Any) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+           step: Callable[[str], None]) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
     """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps.
 
     `step(facet)` is called before each facet (progress reporting).

@@ -36,10 +36,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .config import check_positive_int
+from .config import LOSSES, check_positive_int
 
 ARCHS: tuple[str, ...] = ("resnet18_cifar", "resnet50")
-LOSSES: tuple[str, ...] = ("ce", "supcon", "triplet")
 EMBEDDING_DIM = 128
 _CIFAR_WIDTHS = (64, 128, 256, 512)
 _CIFAR_STRIDES = (1, 2, 2, 2)

@@ -28,10 +28,10 @@ import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 
 from .artifacts import atomic_path, write_csv
+from .config import LOSSES
 from .plots import save_figure
 from .stats import METRICS
 
-LOSS_ORDER = ("ce", "supcon", "triplet")
 METHOD_ORDER = ("gradcam", "eigencam")
 PAPER_PROFILE = "paper"
 PAPER_SEEDS = 5
@@ -121,7 +121,7 @@ def _ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
 
 def _paper_order(column: pd.Series) -> pd.Series:
     """Sort key: losses and methods in the paper's order, any other column as it is."""
-    known = {"loss": LOSS_ORDER, "method": METHOD_ORDER}.get(column.name)
+    known = {"loss": LOSSES, "method": METHOD_ORDER}.get(column.name)
     if known is None:
         return column
     return column.map({v: i for i, v in enumerate(_ordered(column, known))})
@@ -360,7 +360,7 @@ def plot_metric_distributions(facets: pd.DataFrame, dataset: str | None = None, 
     """
     data = _select(facets, dataset, profile)
     metrics = [m for m in METRICS if data[m].notna().any()]
-    losses, methods = _ordered(data["loss"], LOSS_ORDER), _ordered(data["method"], METHOD_ORDER)
+    losses, methods = _ordered(data["loss"], LOSSES), _ordered(data["method"], METHOD_ORDER)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
         common = dict(data=data, x="loss", y=metric, hue="method", order=losses, hue_order=methods, ax=ax)
@@ -394,7 +394,7 @@ def plot_pf_curves(pf_curves: pd.DataFrame, dataset: str | None = None, profile:
                              squeeze=False)
     for ax, method in zip(axes[0], methods):
         sns.lineplot(data=data[data["method"] == method], x="fraction", y="mean", hue="loss",
-                     hue_order=_ordered(data["loss"], LOSS_ORDER), estimator="mean", errorbar="sd", ax=ax)
+                     hue_order=_ordered(data["loss"], LOSSES), estimator="mean", errorbar="sd", ax=ax)
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("fraction of pixels removed")
         ax.set_ylabel("softmax of explained class")
@@ -422,7 +422,7 @@ def plot_accuracy_vs_metric(results: Results, method: str = "gradcam", dataset: 
     metrics = [m for m in METRICS if data[m].notna().any()]
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
-        sns.scatterplot(data=data, x="accuracy", y=metric, hue="loss", hue_order=_ordered(data["loss"], LOSS_ORDER),
+        sns.scatterplot(data=data, x="accuracy", y=metric, hue="loss", hue_order=_ordered(data["loss"], LOSSES),
                         ax=ax, s=30)
         ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
         ax.set_ylabel("")
@@ -492,7 +492,7 @@ def describe_provenance(results: Results) -> str:
         images = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}-{counts.max()}"
         lines.append(
             f"- {dataset}, profile '{profile}': seeds {', '.join(map(str, seeds))}; "
-            f"losses {', '.join(_ordered(group['loss'], LOSS_ORDER))}; "
+            f"losses {', '.join(_ordered(group['loss'], LOSSES))}; "
             f"methods {', '.join(_ordered(group['method'], METHOD_ORDER))}; "
             f"{images} test images per run; "
             f"{int(group['map_all_zero'].sum())} of {len(group)} maps all zero (their metrics are NaN)."
