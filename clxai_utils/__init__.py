@@ -1,0 +1,44 @@
+"""clxai_utils: the code the numbered notebooks run, one subpackage per stage of the pipeline.
+
+    data -> train -> explain -> evaluate -> analysis, driven by pipeline (sweeps), on core
+
+Every stage function takes a `core.run.Run` (dataset, profile, seed) first; the run knows
+where each artefact lives, and the next stage reads what the previous one wrote there.
+
+| notebook               | stage function                                   | reads -> writes (below the run folder)        |
+|------------------------|--------------------------------------------------|-----------------------------------------------|
+| 00_data                | `data.prepare.prepare_data(run, data_source)`    | data source -> data/manifest.json              |
+| 01/02/03_train_<loss>  | `train.trainer.run_training(run, loss)`          | manifest -> models/<loss>/                     |
+| 04_linear_probe        | `train.probe.probe_and_evaluate(run, losses)`    | models -> models/<loss>/probe.pt, results/accuracy.csv |
+| 05_explanations        | `explain.store.run_explanations(run, losses)`    | models -> explanations/<loss>/<method>[_mosaics].pt |
+| 06_metrics             | `evaluate.facets.evaluate_facets(run, losses)`   | explanations -> results/facets.csv, .json, pf_curves.csv |
+| 07_analysis            | `analysis.tables.load_results()` and the report  | every run's results -> outputs/report/         |
+
+Subpackages:
+
+* `core`: the run and its paths, profiles (`config`), registries of losses, methods and
+  metrics, validation, seeding, atomic artefacts, progress bars;
+* `data`: sources and the image cache (`sources`), the run's subsets and manifest
+  (`prepare`), batched augmentations (`augment`);
+* `train`: networks (`models`), SupCon and triplet losses (`losses`), the resumable
+  trainer (`trainer`), linear probes and accuracy (`probe`);
+* `explain`: Grad-CAM and Eigen-CAM (`cams`), stored maps (`store`), 2x2 mosaics (`mosaics`);
+* `evaluate`: the batched metrics (`metrics`) and the per-image facets table (`facets`);
+* `analysis`: Table 4 (`tables`), paired tests (`stats`), the paper's claims (`claims`),
+  the report files (`report`);
+* `pipeline`: sweeps over seeds with papermill (`plan`, `execute`, `sweep`), publishing
+  executed notebooks (`publish`);
+* `figures`: every figure the notebooks draw.
+"""
+
+#: Each pipeline notebook and the stage function it runs (dotted path below clxai_utils).
+NOTEBOOK_STAGES: dict[str, str] = {
+    "00_data": "data.prepare.prepare_data",
+    "01_train_ce": "train.trainer.run_training",
+    "02_train_supcon": "train.trainer.run_training",
+    "03_train_triplet": "train.trainer.run_training",
+    "04_linear_probe": "train.probe.probe_and_evaluate",
+    "05_explanations": "explain.store.run_explanations",
+    "06_metrics": "evaluate.facets.evaluate_facets",
+    "07_analysis": "analysis.tables.load_results",
+}

@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 
-from clxai_utils import augment as A
+from clxai_utils.data import augment as A
 
 N = 24
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clxai_utils.config import ConfigError, load_profile, load_profiles, profiles_path
+from clxai_utils.core.config import load_profile, load_profiles, profiles_path
+from clxai_utils.core.validate import ConfigError
 
 # The paper's Table 2 (METHOD.md): epochs, batch, optimiser, lr, weight decay, warm-up, temperature, margin.
 TABLE2 = {

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clxai_utils import data as D
+from clxai_utils.data import prepare as prep
+from clxai_utils.data import sources as D
 
 
 @pytest.fixture(autouse=True)
@@ -163,24 +164,24 @@ def test_unknown_dataset_is_an_error() -> None:
 
 def test_balanced_subset_is_deterministic_and_balanced() -> None:
     labels = torch.arange(10).repeat_interleave(50)
-    a = D.balanced_subset(labels, 7, seed=0)
-    assert np.array_equal(a, D.balanced_subset(labels, 7, seed=0))
-    assert not np.array_equal(a, D.balanced_subset(labels, 7, seed=1))
+    a = prep.balanced_subset(labels, 7, seed=0)
+    assert np.array_equal(a, prep.balanced_subset(labels, 7, seed=0))
+    assert not np.array_equal(a, prep.balanced_subset(labels, 7, seed=1))
     assert np.bincount(labels[a].numpy()).tolist() == [7] * 10
     assert np.all(np.diff(a) > 0)
-    assert len(D.balanced_subset(labels, None)) == 500
+    assert len(prep.balanced_subset(labels, None)) == 500
     with pytest.raises(D.DataError, match="fewer than per_class=51"):
-        D.balanced_subset(labels, 51)
+        prep.balanced_subset(labels, 51)
 
 
 def test_manifest_round_trip_and_checksum(tmp_path: Path) -> None:
     ds = D.load_dataset("cifar10", str(make_tree(tmp_path / "tree")))
-    subsets = {"train": D.balanced_subset(ds.train.labels, 2), "test": D.balanced_subset(ds.test.labels, 1)}
-    manifest = D.build_manifest(ds, "smoke", subsets)
+    subsets = {"train": prep.balanced_subset(ds.train.labels, 2), "test": prep.balanced_subset(ds.test.labels, 1)}
+    manifest = prep.build_manifest(ds, "smoke", subsets)
     assert manifest.counts == {"train": [4, 4, 4], "test": [2, 2, 2]}
     assert len(manifest.subset_ids["train"]) == 6
-    path = D.save_manifest(manifest, tmp_path / "out" / "manifest.json")
-    assert D.Manifest.load(path) == manifest
+    path = prep.save_manifest(manifest, tmp_path / "out" / "manifest.json")
+    assert prep.Manifest.load(path) == manifest
     changed = ds.test.subset(subsets["test"])
     changed.images[0, 0, 0, 0] ^= 1
-    assert D.split_checksum(changed) != manifest.checksums["test"]
+    assert prep.split_checksum(changed) != manifest.checksums["test"]

@@ -9,8 +9,10 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 
-from clxai_utils import explain as ex
-from clxai_utils.models import ExplainableClassifier, build_backbone
+from clxai_utils.explain import cams
+from clxai_utils.explain import cams as cam_module
+from clxai_utils.explain import store as ex
+from clxai_utils.train.models import ExplainableClassifier, build_backbone
 
 NUM_CLASSES = 5
 
@@ -90,9 +92,9 @@ def hand_grad_cam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> n
 def test_grad_cam_batched_equals_single_and_is_varied() -> None:
     model, x = tiny_model(), images(6)
     targets = torch.tensor([0, 3, 1, 4, 2, 0])  # varied classes, each with positive evidence
-    full = ex.grad_cam(model, x, targets, batch_size=6)
-    single = ex.grad_cam(model, x, targets, batch_size=1)
-    uneven = ex.grad_cam(model, x, targets, batch_size=4)
+    full = cams.grad_cam(model, x, targets, batch_size=6)
+    single = cams.grad_cam(model, x, targets, batch_size=1)
+    uneven = cams.grad_cam(model, x, targets, batch_size=4)
     assert full.shape == (6, 16, 24) and full.dtype == torch.float32
     torch.testing.assert_close(single, full, atol=1e-5, rtol=0)
     torch.testing.assert_close(uneven, full, atol=1e-5, rtol=0)
@@ -110,7 +112,7 @@ def test_grad_cam_matches_hand_computation(make_model) -> None:
         predicted = model(x).argmax(dim=1)
     other = (predicted + 1) % model.num_classes
     expected = hand_grad_cam(model, x, predicted)
-    got = ex.grad_cam(model, x, predicted, batch_size=3).numpy()
+    got = cams.grad_cam(model, x, predicted, batch_size=3).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
     # The tolerance is tight enough to tell a wrong target apart.
     wrong = hand_grad_cam(model, x, other)
@@ -119,22 +121,22 @@ def test_grad_cam_matches_hand_computation(make_model) -> None:
 
 def test_grad_cam_explains_the_requested_class() -> None:
     model, x = tiny_model(), images(5)
-    a = ex.grad_cam(model, x, torch.zeros(5, dtype=torch.long), batch_size=5)
-    b = ex.grad_cam(model, x, torch.full((5,), 3), batch_size=5)
+    a = cams.grad_cam(model, x, torch.zeros(5, dtype=torch.long), batch_size=5)
+    b = cams.grad_cam(model, x, torch.full((5,), 3), batch_size=5)
     assert (a - b).abs().amax(dim=(1, 2)).min() > 0.05
 
 
 def test_grad_cam_frozen_backbone_and_state_restored() -> None:
     model, x = real_model(), images(3, 32, 32)
     targets = torch.tensor([1, 4, 7])
-    reference = ex.grad_cam(model, x, targets, batch_size=3)
+    reference = cams.grad_cam(model, x, targets, batch_size=3)
     model.train()
     model.backbone.eval()  # a probe set-up: frozen backbone in eval mode, head training
     for p in model.backbone.parameters():
         p.requires_grad_(False)
     modes = {name: m.training for name, m in model.named_modules()}
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    got = ex.grad_cam(model, x, targets, batch_size=2)
+    got = cams.grad_cam(model, x, targets, batch_size=2)
     torch.testing.assert_close(got, reference, atol=1e-5, rtol=0)
     assert {name: m.training for name, m in model.named_modules()} == modes
     assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
@@ -142,14 +144,14 @@ def test_grad_cam_frozen_backbone_and_state_restored() -> None:
     assert not model.target_layer._forward_hooks  # hooks released
     for p in model.parameters():  # fully frozen model: still works
         p.requires_grad_(False)
-    torch.testing.assert_close(ex.grad_cam(model, x, targets, batch_size=3), reference, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cams.grad_cam(model, x, targets, batch_size=3), reference, atol=1e-5, rtol=0)
 
 
 def test_grad_cam_propagates_exceptions_and_releases_hooks() -> None:
     model = tiny_model().train()
     model.head = Raising()
     with pytest.raises(IndexError, match="boom"):
-        ex.grad_cam(model, images(2), torch.tensor([0, 1]), batch_size=2)
+        cams.grad_cam(model, images(2), torch.tensor([0, 1]), batch_size=2)
     assert not model.target_layer._forward_hooks
     assert model.training and model.stem.training
 
@@ -157,17 +159,17 @@ def test_grad_cam_propagates_exceptions_and_releases_hooks() -> None:
 def test_grad_cam_rejects_bad_arguments() -> None:
     model, x = tiny_model(), images(2)
     with pytest.raises(ValueError, match=r"targets must lie in \[0, 5\)"):
-        ex.grad_cam(model, x, torch.tensor([0, 5]), batch_size=2)
+        cams.grad_cam(model, x, torch.tensor([0, 5]), batch_size=2)
     with pytest.raises(ValueError, match="targets must have shape"):
-        ex.grad_cam(model, x, torch.tensor([0]), batch_size=2)
+        cams.grad_cam(model, x, torch.tensor([0]), batch_size=2)
     with pytest.raises(TypeError, match="targets must be an integer tensor"):
-        ex.grad_cam(model, x, torch.tensor([0.0, 1.0]), batch_size=2)
+        cams.grad_cam(model, x, torch.tensor([0.0, 1.0]), batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
-        ex.grad_cam(model, x, torch.tensor([0, 1]), batch_size=0)
+        cams.grad_cam(model, x, torch.tensor([0, 1]), batch_size=0)
     with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\)"):
-        ex.eigen_cam(model, x[0], batch_size=2)
+        cams.eigen_cam(model, x[0], batch_size=2)
     with pytest.raises(TypeError, match="x must be a floating-point"):
-        ex.eigen_cam(model, x.to(torch.uint8), batch_size=2)
+        cams.eigen_cam(model, x.to(torch.uint8), batch_size=2)
 
 
 # --------------------------------------------------------------------------- post-processing
@@ -179,7 +181,7 @@ def test_postprocess_matches_library_scaling() -> None:
     cams[1] = 0.0  # all zero
     cams[2] = 0.7  # constant
     cams[3] = -cams[3].abs()  # no positive evidence
-    got = ex.postprocess_cam(cams, (16, 24))
+    got = cam_module.postprocess_cam(cams, (16, 24))
     np.testing.assert_allclose(got.numpy(), cv2_pipeline(cams.numpy(), 16, 24), atol=1e-6)
     assert torch.all(got[1:4] == 0)
 
@@ -208,7 +210,7 @@ def conventional_eigen_cam(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarra
 def test_eigen_cam_matches_library_up_to_sign(make_model) -> None:
     model = make_model()
     x = images(6, 32, 32) if isinstance(model, ExplainableClassifier) else images(6)
-    got = ex.eigen_cam(model, x, batch_size=4).numpy()
+    got = cams.eigen_cam(model, x, batch_size=4).numpy()
     library = EigenCAM(model=model, target_layers=[model.target_layer])
     try:
         lib_maps = library(input_tensor=x, targets=None)
@@ -225,7 +227,7 @@ def test_eigen_cam_matches_library_up_to_sign(make_model) -> None:
 
 def test_eigen_cam_sign_is_invariant_to_svd_sign(monkeypatch: pytest.MonkeyPatch) -> None:
     model, x = tiny_model(), images(6)
-    reference = ex.eigen_cam(model, x, batch_size=6)
+    reference = cams.eigen_cam(model, x, batch_size=6)
     svd = torch.linalg.svd
 
     def flipped(a, full_matrices=True):
@@ -233,12 +235,12 @@ def test_eigen_cam_sign_is_invariant_to_svd_sign(monkeypatch: pytest.MonkeyPatch
         return -u, s, -vh
 
     monkeypatch.setattr(torch.linalg, "svd", flipped)
-    torch.testing.assert_close(ex.eigen_cam(model, x, batch_size=6), reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(cams.eigen_cam(model, x, batch_size=6), reference, atol=1e-6, rtol=0)
 
 
 def test_eigen_cam_batched_equals_single_and_restores_state() -> None:
     model, x = tiny_model().train(), images(5)
-    torch.testing.assert_close(ex.eigen_cam(model, x, 1), ex.eigen_cam(model, x, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cams.eigen_cam(model, x, 1), cams.eigen_cam(model, x, 5), atol=1e-5, rtol=0)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert not model.target_layer._forward_hooks
 
@@ -247,11 +249,11 @@ def test_oriented_projection_closed_form() -> None:
     """Two channels, one spatial pattern: the projection is the pattern itself, up to scale."""
     pattern = torch.tensor([[0.0, 1.0, 2.0], [3.0, 0.0, 1.0]])
     acts = torch.stack([pattern, 2 * pattern])[None]  # (1, K=2, 2, 3), rank one
-    proj = ex._oriented_projection(acts)[0]
+    proj = cams._oriented_projection(acts)[0]
     centred = pattern - pattern.mean()
     expected = centred * (5**0.5)  # ||(1, 2)|| = sqrt(5): coordinates along v = (1, 2)/sqrt(5)
     torch.testing.assert_close(proj, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ex._oriented_projection(-acts)[0], -expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cams._oriented_projection(-acts)[0], -expected, atol=1e-5, rtol=0)
 
 
 # --------------------------------------------------------------------------- degenerate maps and dispatch
@@ -268,8 +270,8 @@ def test_zero_activations_give_zero_maps(method: str) -> None:
 
 def test_explain_dispatches() -> None:
     model, x, t = tiny_model(), images(3), torch.tensor([2, 0, 1])
-    assert torch.equal(ex.explain(model, x, "gradcam", t, 2), ex.grad_cam(model, x, t, 2))
-    assert torch.equal(ex.explain(model, x, "eigencam", None, 2), ex.eigen_cam(model, x, 2))
+    assert torch.equal(ex.explain(model, x, "gradcam", t, 2), cams.grad_cam(model, x, t, 2))
+    assert torch.equal(ex.explain(model, x, "eigencam", None, 2), cams.eigen_cam(model, x, 2))
     with pytest.raises(ValueError, match=r"method must be one of \['gradcam', 'eigencam'\], got 'gradcm'"):
         ex.explain(model, x, "gradcm", t, 2)
     with pytest.raises(ValueError, match="targets must be given"):
@@ -343,7 +345,7 @@ def test_compute_explanations() -> None:
     torch.testing.assert_close(result.logits, logits)
     assert torch.equal(result.predictions, logits.argmax(1)) and torch.equal(result.targets, result.predictions)
     assert torch.equal(result.labels, y) and torch.equal(result.image_ids, ids)
-    torch.testing.assert_close(result.maps, ex.grad_cam(model, x, result.predictions, 7), atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.maps, cams.grad_cam(model, x, result.predictions, 7), atol=1e-5, rtol=0)
     assert result.meta["seed"] == 3 and result.meta["target_rule"] == "predicted"
     assert result.meta["versions"]["grad-cam"] == "1.5.7"
 
@@ -351,7 +353,7 @@ def test_compute_explanations() -> None:
                                    maps_dtype=torch.float16)
     assert torch.equal(true.targets, y) and true.maps.dtype == torch.float16
     assert "sign_convention" in true.meta
-    torch.testing.assert_close(true.maps.float(), ex.eigen_cam(model, x, 4), atol=1e-3, rtol=0)
+    torch.testing.assert_close(true.maps.float(), cams.eigen_cam(model, x, 4), atol=1e-3, rtol=0)
 
     with pytest.raises(ValueError, match=r"target must be one of \['predicted', 'true'\], got 'label'"):
         ex.compute_explanations(model, batches, "gradcam", "label", batch_size=2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clxai_utils.losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
+from clxai_utils.train.losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
 
 
 # ---------------------------------------------------------------- reference implementations

@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from clxai_utils import metrics as M
+from clxai_utils.evaluate import metrics as M
 
 quantus = pytest.importorskip("quantus")
 

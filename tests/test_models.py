@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from clxai_utils.models import (
+from clxai_utils.train.models import (
     Backbone,
     ContrastiveModel,
     ExplainableClassifier,

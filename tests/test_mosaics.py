@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clxai_utils.mosaics import make_mosaics
+from clxai_utils.explain.mosaics import make_mosaics
 
 H, W, C = 4, 5, 3  # non-square tiles catch swapped axes
 

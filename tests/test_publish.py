@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clxai_utils.publish import PublishError, publish
+from clxai_utils.pipeline.publish import PublishError, publish
 
 
 def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
@@ -58,7 +58,7 @@ def test_wide_figures_are_scaled_down_and_narrow_ones_kept() -> None:
 
     from PIL import Image
 
-    from clxai_utils.publish import shrink_png
+    from clxai_utils.pipeline.publish import shrink_png
 
     def png(width: int, height: int) -> str:
         buffer = io.BytesIO()

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clxai_utils import report, stats
-from clxai_utils.report import Results
-from clxai_utils.stats import METRICS
+from clxai_utils import figures
+from clxai_utils.analysis import claims, report, stats, tables
+from clxai_utils.analysis.tables import Results
+from clxai_utils.core.registry import METRICS
+from clxai_utils.core.run import Run
 
 
 def facets_rows(seed: int, loss: str, method: str, metrics: dict[str, np.ndarray], profile: str = "quick") -> pd.DataFrame:
@@ -55,7 +57,7 @@ def small_results() -> Results:
 
 
 def test_table4_numbers_by_hand() -> None:
-    numeric = report.table4_numeric(small_results()).set_index(["loss", "metric"])
+    numeric = tables.table4_numeric(small_results()).set_index(["loss", "metric"])
     ce, supcon = numeric.loc[("ce", "pf_auc")], numeric.loc[("supcon", "pf_auc")]
     # CE pooled [.1 .2 .3 .5 .6 .7]: mean .4, squares of deviations sum to .28 -> std sqrt(.28/5); seed means .2, .6
     assert ce["mean"] == pytest.approx(0.4) and ce["std_images"] == pytest.approx(np.sqrt(0.28 / 5))
@@ -68,7 +70,7 @@ def test_table4_numbers_by_hand() -> None:
     acc = numeric.loc[("ce", "accuracy")]
     assert acc["mean"] == pytest.approx(0.85) and acc["std_seeds"] == pytest.approx(np.sqrt(0.005))
 
-    display = report.table4(small_results()).set_index("loss")
+    display = tables.table4(small_results()).set_index("loss")
     assert display.loc["supcon", "PF AUC ↓"] == "**0.200 ± 0.110 (± 0.141)**"
     assert display.loc["ce", "PF AUC ↓"] == "0.400 ± 0.237 (± 0.283)"
     assert display.loc["ce", "Accuracy (%) ↑"] == "**85.0 (± 7.1)**"
@@ -112,7 +114,7 @@ def claims_facets(n: int = 60) -> pd.DataFrame:
 
 def test_claims_verdicts_on_built_data() -> None:
     facets = claims_facets()
-    table = report.claims(stats.compare_losses(facets), stats.compare_methods(facets))
+    table = claims.claims(stats.compare_losses(facets), stats.compare_methods(facets))
     gradcam = table[table["method"] == "gradcam"].set_index("metric")
     expected = {
         "pf_auc": "supported", "continuity_ssim": "not supported", "complexity_entropy": "inconclusive",
@@ -138,7 +140,7 @@ def test_method_claim_majority_rule() -> None:
     same = pd.concat([facets[facets["method"] == "gradcam"],
                       facets[facets["method"] == "gradcam"].assign(method="eigencam")], ignore_index=True)
     for data, verdict in ((swapped, "not supported"), (same, "inconclusive")):
-        table = report.claims(stats.compare_losses(data, metrics=["pf_auc"]), stats.compare_methods(data))
+        table = claims.claims(stats.compare_losses(data, metrics=["pf_auc"]), stats.compare_methods(data))
         row = table[table["claim"] == "Grad-CAM better than Eigen-CAM"].iloc[0]
         assert row["verdict"] == verdict
 
@@ -150,46 +152,46 @@ def test_method_claim_majority_rule() -> None:
      (0.2, "ce", None, "supported"), (0.01, "ce", None, "not supported"), (np.nan, "", None, "inconclusive")],
 )
 def test_verdict_rule(p: float, winner: str, expected: str | None, verdict: str) -> None:
-    assert report.verdict(p, winner, expected, alpha=0.05) == verdict
+    assert claims.verdict(p, winner, expected, alpha=0.05) == verdict
 
 
 def write_run(root: Path, seed: int) -> Path:
     """One run root as 04_linear_probe and 06_metrics leave it."""
-    results_dir = root / f"cifar10-quick-seed{seed}" / "results" / "cifar10"
+    results_dir = Run("cifar10", "quick", seed, root=root / f"cifar10-quick-seed{seed}").accuracy_path.parent
     results_dir.mkdir(parents=True)
     facets = pd.concat([facets_rows(seed, loss, method, {m: np.full(3, seed + 0.5) for m in METRICS})
                         for loss, method in itertools.product(("ce", "supcon"), ("gradcam", "eigencam"))])
-    facets.to_csv(results_dir / f"facets_seed{seed}.csv", index=False)
-    accuracy_rows(seed, {"ce": 0.9, "supcon": 0.8}).to_csv(results_dir / f"accuracy_seed{seed}.csv", index=False)
-    pf_rows(seed, {("ce", "gradcam"): [1, 0.4, 0.1]}).to_csv(results_dir / f"pf_curves_seed{seed}.csv", index=False)
+    facets.to_csv(results_dir / "facets.csv", index=False)
+    accuracy_rows(seed, {"ce": 0.9, "supcon": 0.8}).to_csv(results_dir / "accuracy.csv", index=False)
+    pf_rows(seed, {("ce", "gradcam"): [1, 0.4, 0.1]}).to_csv(results_dir / "pf_curves.csv", index=False)
     return results_dir
 
 
 def test_load_results_concatenates_run_roots_and_rejects_duplicates(tmp_path: Path) -> None:
     dirs = [write_run(tmp_path / "runs", seed) for seed in (0, 1)]
-    results = report.load_results(tmp_path / "runs")
+    results = tables.load_results(tmp_path / "runs")
     assert len(results.facets) == 2 * 12 and len(results.accuracy) == 4 and len(results.pf_curves) == 6
     assert len(results.files) == 6
     by_seed = results.facets.groupby("seed")["pf_auc"].unique().to_dict()
     assert {k: list(v) for k, v in by_seed.items()} == {0: [0.5], 1: [1.5]}
     assert results.facets["correct"].dtype == bool and results.facets["image_id"].dtype == np.int64
 
-    copy = tmp_path / "runs" / "rerun" / "results" / "cifar10"
+    copy = tmp_path / "runs" / "rerun" / "results"
     copy.mkdir(parents=True)
-    shutil.copy(dirs[0] / "facets_seed0.csv", copy / "facets_seed0.csv")
+    shutil.copy(dirs[0] / "facets.csv", copy / "facets.csv")
     with pytest.raises(ValueError, match="found twice") as error:
-        report.load_results(tmp_path / "runs")
-    assert str(dirs[0] / "facets_seed0.csv") in str(error.value) and str(copy / "facets_seed0.csv") in str(error.value)
+        tables.load_results(tmp_path / "runs")
+    assert str(dirs[0] / "facets.csv") in str(error.value) and str(copy / "facets.csv") in str(error.value)
 
 
 def test_load_results_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="06_metrics"):
-        report.load_results(tmp_path / "empty")
+        tables.load_results(tmp_path / "empty")
     results_dir = write_run(tmp_path / "runs", 0)
-    pd.read_csv(results_dir / "facets_seed0.csv").drop(columns="pf_auc").to_csv(results_dir / "facets_seed0.csv")
+    pd.read_csv(results_dir / "facets.csv").drop(columns="pf_auc").to_csv(results_dir / "facets.csv")
     with pytest.raises(ValueError, match=r"lacks the facets column\(s\) \['pf_auc'\]"):
-        report.load_results(tmp_path / "runs")
+        tables.load_results(tmp_path / "runs")
 
 
 def test_markdown_table_by_hand() -> None:
@@ -223,7 +225,7 @@ def test_pf_curve_figure_averages_seeds() -> None:
                                     ("ce", "eigencam"): [1, 0.6, 0.1]}),
                         pf_rows(1, {("ce", "gradcam"): [0.8, 0.3, 0.2], ("supcon", "gradcam"): [0.6, 0.2, 0.0],
                                     ("ce", "eigencam"): [1, 0.6, 0.1]})])
-    fig = report.plot_pf_curves(curves)
+    fig = figures.plot_pf_curves(curves)
     gradcam, eigencam = fig.axes
     assert gradcam.get_title() == "gradcam" and eigencam.get_title() == "eigencam"
     np.testing.assert_allclose(gradcam.lines[0].get_ydata(), [0.9, 0.4, 0.1])  # CE, mean of the two seeds
@@ -234,15 +236,15 @@ def test_pf_curve_figure_averages_seeds() -> None:
 
 def test_distribution_and_accuracy_figures() -> None:
     results = small_results()
-    fig = report.plot_metric_distributions(results.facets)
+    fig = figures.plot_metric_distributions(results.facets)
     assert len(fig.axes) == 6  # pointing game has no values in these results
     plt.close(fig)
-    fig = report.plot_accuracy_vs_metric(results)
+    fig = figures.plot_accuracy_vs_metric(tables.seed_level(results), "gradcam")
     points = fig.axes[0].collections[0].get_offsets()
     assert sorted(map(tuple, np.round(points, 6))) == [(0.7, 0.1), (0.7, 0.3), (0.8, 0.6), (0.9, 0.2)]
     plt.close(fig)
     with pytest.raises(ValueError, match="must select exactly one"):
-        report.plot_metric_distributions(results.facets, dataset="imagenet_s50")
+        figures.plot_metric_distributions(results.facets, dataset="imagenet_s50")
 
 
 def test_provenance_flags_non_paper_profiles() -> None:

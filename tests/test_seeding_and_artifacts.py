@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from clxai_utils.artifacts import atomic_path, load_torch, read_json, save_torch, write_json
-from clxai_utils.seeding import check_seed, seed_everything
+from clxai_utils.core.artifacts import atomic_path, load_torch, read_json, save_torch, write_json
+from clxai_utils.core.seeding import seed_everything
+from clxai_utils.core.validate import check_seed
 
 
 def draws(seed: int) -> tuple:

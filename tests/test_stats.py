@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from clxai_utils import stats
-from clxai_utils.stats import METRICS
+from clxai_utils.analysis import stats
+from clxai_utils.core.registry import METRICS
 
 
 def facets_table(values: dict[tuple[int, str, str], np.ndarray], n_images: int) -> pd.DataFrame:

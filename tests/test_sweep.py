@@ -1,13 +1,13 @@
 """The papermill sweep runner, on toy notebooks that take a few seconds each.
 
-Each toy notebook writes `toy/<name>.json` (its seed and losses) under CLXAI_OUTPUTS and
+Each toy notebook writes `toy/<name>.json` (its seed and losses) in its run's folder (the
+`Run` it builds from its parameters, below the CLXAI_RUNS the sweep hands it) and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
 files make a notebook fail (`fail-<name>-seed<k>`) or hang until killed (`hold-<name>`).
 Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 import signal
@@ -21,27 +21,16 @@ import nbformat
 import pytest
 import yaml
 
-from clxai_utils.artifacts import read_json, write_json
-from clxai_utils.paths import repo_root
-from clxai_utils.sweep import (
-    EXPLANATION_METHODS,
-    Job,
-    JobResult,
-    Step,
-    check_pipeline,
-    format_plan,
-    format_summary,
-    job_environment,
-    main,
-    papermill_command,
-    plan,
-    run_sweep,
-)
+from clxai_utils.core.artifacts import read_json, write_json
+from clxai_utils.pipeline.execute import JobResult, job_environment, papermill_command, run_sweep
+from clxai_utils.pipeline.plan import Job, Step, check_pipeline, format_plan, plan
+from clxai_utils.pipeline.sweep import format_summary, main
 
 BASE = ("profile", "dataset", "seed")
 TOY_CODE = """\
-import json, os, pathlib, time
-out = pathlib.Path(os.environ["CLXAI_OUTPUTS"])
+import json, pathlib, time
+from clxai_utils.core.run import Run
+out = Run(dataset, profile, seed).root
 ctl = pathlib.Path({ctl!r})
 if (ctl / f"fail-{name}-seed{{seed}}").exists():
     raise RuntimeError("toy failure requested")
@@ -85,7 +74,7 @@ class Toy:
 
 
 def toy_step(name: str, needs: tuple[str, ...] = (), loss: str | None = None, params: tuple[str, ...] = BASE) -> Step:
-    return Step(name, params, lambda run: [f"toy/{name}.json"], needs, loss)
+    return Step(name, params, lambda plan: [plan.run.root / "toy" / f"{name}.json"], needs, loss)
 
 
 @pytest.fixture
@@ -143,10 +132,10 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
     assert f"[cached] {s1}/final" in capsys.readouterr().out
     assert [second.statuses[j.name] for j in jobs] == ["ok", "ok", "cached", "cached"] and second.exit_code == 0
     assert toy.executions() == Counter({f"{run}/{nb}": 1 for run in (s0, s1) for nb in ("train_ce", "final")})
-    for job in jobs:  # the notebooks got their parameters and CLXAI_OUTPUTS = their run root
+    for job in jobs:  # the notebooks got their parameters and CLXAI_RUNS, so their Run has the sweep's root
         seed = job.params["seed"]
-        assert job.root == toy.runs.resolve() / run_name(seed)
-        written = read_json(job.root / "toy" / f"{job.notebook}.json")
+        assert job.run.root == toy.runs.resolve() / run_name(seed)
+        written = read_json(job.run.root / "toy" / f"{job.notebook}.json")
         assert written == {"seed": seed, "losses": job.params.get("losses", [])}
         assert read_json(job.marker)["parameters"] == job.params
 
@@ -213,7 +202,7 @@ def test_cli_reruns_a_job_whose_parameters_changed_and_a_failed_rerun_never_look
     assert f"[cached] {prep.name}" in printed and f"[FAILED] {final.name}" in printed
     assert "1 job(s) failed, 0 skipped" in printed and "re-run the same command" in printed
     assert "toy failure requested" in final.executed.read_text()  # it really ran again
-    assert not final.marker.exists() and (final.root / "toy" / "final.json").exists()  # stale artefact, no marker
+    assert not final.marker.exists() and (final.run.root / "toy" / "final.json").exists()  # stale artefact, no marker
     assert format_plan(jobs).splitlines()[2].startswith("to run")
     assert toy.executions() == Counter({prep.name: 1, final.name: 1})
 
@@ -252,18 +241,15 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
     run = "cifar10-quick-seed3"
     relative = {j.notebook: [str(p.relative_to(tmp_path / run)) for p in j.artefacts] for j in jobs}
     assert relative == {
-        "00_data": ["data/cifar10/manifest.json"],
-        "01_train_ce": ["models/cifar10/ce/seed3/model.pt"],
-        "03_train_triplet": ["models/cifar10/triplet/seed3/model.pt"],
-        "04_linear_probe": ["results/cifar10/accuracy_seed3.csv"],
+        "00_data": ["data/manifest.json"],
+        "01_train_ce": ["models/ce/model.pt"],
+        "03_train_triplet": ["models/triplet/model.pt"],
+        "04_linear_probe": ["results/accuracy.csv"],
         "05_explanations": [
-            "explanations/cifar10/ce/seed3/gradcam.pt", "explanations/cifar10/ce/seed3/eigencam.pt",
-            "explanations/cifar10/triplet/seed3/gradcam.pt", "explanations/cifar10/triplet/seed3/eigencam.pt",
+            "explanations/ce/gradcam.pt", "explanations/ce/eigencam.pt",
+            "explanations/triplet/gradcam.pt", "explanations/triplet/eigencam.pt",
         ],
-        "06_metrics": [
-            "results/cifar10/facets_seed3.csv", "results/cifar10/facets_seed3.json",
-            "results/cifar10/pf_curves_seed3.csv",
-        ],
+        "06_metrics": ["results/facets.csv", "results/facets.json", "results/pf_curves.csv"],
     }  # fmt: skip
     needs = {j.notebook: [n.split("/")[1] for n in j.needs] for j in jobs}
     assert needs == {
@@ -271,7 +257,7 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
         "04_linear_probe": ["01_train_ce", "03_train_triplet"], "05_explanations": ["04_linear_probe"],
         "06_metrics": ["05_explanations"],
     }  # fmt: skip
-    assert {j.root for j in jobs} == {tmp_path.resolve() / run}
+    assert {j.run.root for j in jobs} == {tmp_path.resolve() / run}
 
 
 def test_completion_needs_matching_marker_artefacts_and_cached_inputs(tmp_path: Path) -> None:
@@ -313,7 +299,7 @@ def test_data_source_travels_in_the_environment_not_in_the_notebook(tmp_path: Pa
     assert data_job.notebook == "00_data" and data_job.params["data_source"] == str(archive.resolve())
     assert "data_source" not in yaml.safe_load(papermill_command(data_job, tmp_path)[-1])
     env = job_environment(data_job)
-    assert env["CLXAI_DATA_SOURCE"] == str(archive.resolve()) and env["CLXAI_OUTPUTS"] == str(data_job.root)
+    assert env["CLXAI_DATA_SOURCE"] == str(archive.resolve()) and env["CLXAI_RUNS"] == str(tmp_path.resolve())
 
 
 @pytest.mark.parametrize(
@@ -357,11 +343,10 @@ def test_api_rejects_bad_seeds_pipelines_and_parallelism(tmp_path: Path) -> None
         format_plan(jobs[1:])
 
 
-def test_explanation_methods_match_the_explain_module() -> None:
-    """Checked from the source: importing clxai_utils.explain loads grad-cam and quantus (slow)."""
-    tree = ast.parse((repo_root() / "clxai_utils" / "explain.py").read_text())
-    methods = next(
-        ast.literal_eval(node.value) for node in ast.walk(tree)
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "METHODS"
-    )  # fmt: skip
-    assert EXPLANATION_METHODS == methods
+def test_the_sweep_takes_its_method_names_from_the_registry(tmp_path: Path) -> None:
+    """The explanation artefacts the sweep waits for are those of every registered method."""
+    from clxai_utils.core.registry import METHODS
+
+    jobs = plan("cifar10", "smoke", ["ce"], [0], runs_root=tmp_path, data_source="torchvision")
+    job = next(j for j in jobs if j.notebook == "05_explanations")
+    assert [p.stem for p in job.artefacts] == list(METHODS)

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from clxai_utils.config import ConfigError, ProbeConfig, TrainConfig
-from clxai_utils.data import DATASET_INFO, ImageSplit, load_dataset, write_synthetic_imagefolder
-from clxai_utils.models import ModelSpec
-from clxai_utils import probe as P
-from clxai_utils import train as T
+from clxai_utils.core.config import ProbeConfig, TrainConfig
+from clxai_utils.core.run import Run
+from clxai_utils.core.validate import ConfigError
+from clxai_utils.data.sources import DATASET_INFO, ImageSplit, load_dataset, write_synthetic_imagefolder
+from clxai_utils.train import probe as P
+from clxai_utils.train import trainer as T
+from clxai_utils.train.models import ModelSpec
 
 INFO = DATASET_INFO["cifar10"]
 
@@ -103,48 +105,48 @@ def test_probe_learns_separable_features() -> None:
 
 def test_run_training_rejects_bad_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    run = Run("cifar10", "smoke", 0)
     with pytest.raises(ConfigError, match="loss='softmax'"):
-        T.run_training("softmax", "smoke", "cifar10", 0)
+        T.run_training(run, "softmax")
     with pytest.raises(TypeError, match="seed must be a non-negative integer, got '1'"):
-        T.run_training("ce", "smoke", "cifar10", "1")
+        Run("cifar10", "smoke", "1")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="profile='huge'"):
-        T.run_training("ce", "huge", "cifar10", 0)
+        Run("cifar10", "huge", 0)
     with pytest.raises(ConfigError, match="dataset='svhn'"):
-        T.run_training("ce", "smoke", "svhn", 0)
+        Run("svhn", "smoke", 0)
     with pytest.raises(Exception, match="run notebooks/00_data.ipynb"):
-        T.run_training("ce", "smoke", "cifar10", 0)
+        T.run_training(run, "ce")
 
 
 def test_probe_without_trained_encoder_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="no trained model .*run the training notebook"):
-        P.load_classifier("cifar10", "supcon", 0)
+        P.load_classifier(Run("cifar10", "smoke", 0), "supcon")
 
 
 def test_probe_stage_end_to_end_on_smoke_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from clxai_utils.config import load_profile
-    from clxai_utils.data import load_prepared, prepare_data
-    from clxai_utils.paths import model_dir
+    from clxai_utils.data.prepare import load_prepared, prepare_data
 
     monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
     monkeypatch.setenv("CLXAI_DATA_DIR", str(tmp_path / "datadir"))
-    prepare_data("smoke", "cifar10", str(write_synthetic_imagefolder(tmp_path / "tree")))
-    T.run_training("supcon", "smoke", "cifar10", 0, progress=False)
+    run = Run("cifar10", "smoke", 0)
+    prepare_data(run, str(write_synthetic_imagefolder(tmp_path / "tree")))
+    T.run_training(run, "supcon", progress=False)
     with pytest.raises(FileNotFoundError, match="no linear probe .*04_linear_probe"):
-        P.load_classifier("cifar10", "supcon", 0)
-    data, _ = load_prepared("cifar10", "smoke")
-    cfg = load_profile("smoke").for_dataset("cifar10").probe
-    fitted, history = P.fit_probe(model_dir("cifar10", "supcon", 0), data.train, data.info, cfg, seed=0, progress=False)
+        P.load_classifier(run, "supcon")
+    data, _ = load_prepared(run)
+    cfg = run.settings.probe
+    fitted, history = P.fit_probe(run.model_dir("supcon"), data.train, data.info, cfg, seed=0, progress=False)
     assert len(history) == cfg.epochs
-    loaded, spec = P.load_classifier("cifar10", "supcon", 0, profile="smoke")
+    loaded, spec = P.load_classifier(run, "supcon")
     assert loaded.normalize_features and spec.loss == "supcon"
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(x), fitted(x), atol=1e-6)
     acc, predictions = P.accuracy(loaded, data.test, data.info)
     assert acc == pytest.approx((predictions == data.test.labels).float().mean().item())
-    with pytest.raises(ValueError, match="trained with profile='smoke', not 'quick'"):
-        P.load_classifier("cifar10", "supcon", 0, profile="quick")
+    with pytest.raises(ValueError, match="trained with profile='smoke', not 'quick'"):  # a quick run pointed at this folder
+        P.load_classifier(Run("cifar10", "quick", 0, root=run.root), "supcon")
 
 
 def test_folded_standardisation_equals_the_standardised_probe() -> None:
@@ -155,9 +157,10 @@ def test_folded_standardisation_equals_the_standardised_probe() -> None:
         assert torch.allclose(P.fold_standardisation(layer, mean, std)(x), layer((x - mean) / std), atol=1e-6)
 
 
-def test_probe_stage_rejects_a_seed_that_is_not_an_integer() -> None:
-    with pytest.raises(TypeError, match="seed must be a non-negative integer, got 0.5"):
-        P.probe_and_evaluate("smoke", "cifar10", 0.5)
+def test_probe_stage_rejects_losses_that_are_not_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    with pytest.raises(ConfigError, match="losses must be a list"):
+        P.probe_and_evaluate(Run("cifar10", "smoke", 0), "supcon")
 
 
 @pytest.mark.parametrize(("loss", "views", "augment", "shape"), [

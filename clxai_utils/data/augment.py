@@ -23,6 +23,7 @@ Differences from torchvision's per-image transforms, by design:
 - Brightness/contrast/saturation strengths are single floats (ranges [max(0, 1-s), 1+s]),
   not torchvision's optional (min, max) tuples.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .config import check_positive_int
+from clxai_utils.core.validate import check_positive_int
 
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -99,9 +100,7 @@ def to_float_images(x: Tensor, rgb: bool = False) -> Tensor:
     return x
 
 
-def _uniform(
-    n: int, low: float, high: float, generator: torch.Generator, dtype: torch.dtype = torch.float32
-) -> Tensor:
+def _uniform(n: int, low: float, high: float, generator: torch.Generator, dtype: torch.dtype = torch.float32) -> Tensor:
     """n draws of U[low, high) from `generator`, on the generator's device."""
     u = torch.rand(n, generator=generator, device=generator.device, dtype=dtype)
     return low + (high - low) * u

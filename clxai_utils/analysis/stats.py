@@ -17,51 +17,27 @@ used no multiple-comparison correction and a single seed. Here:
 The image-level test pools the pairs of all seeds: it asks whether the trained models
 differ on these test images; with a single seed it is the only test available.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from clxai_utils.core.registry import METHOD_REGISTRY, METRICS, undefined_metrics
+
 KEYS = ("dataset", "profile", "seed", "image_id")
 RUN_KEYS = ("dataset", "profile", "seed")
 LOSS_PAIRS = (("supcon", "ce"), ("triplet", "ce"), ("supcon", "triplet"))
 METHOD_PAIRS = (("gradcam", "eigencam"),)
-CLASS_AGNOSTIC = {"eigencam": ("contrastivity_ssim",)}  # metrics that are NaN by design for a method
 # An exact two-sided Wilcoxon test on n non-zero pairs cannot give p below 2 / 2**n:
 # 0.0625 for n = 5, 0.03125 for n = 6, so fewer than 6 pairs can never reach p < 0.05.
 MIN_NONZERO_PAIRS = 6
 ZERO_METHOD = "wilcox"
-
-
-class Metric(NamedTuple):
-    """What a facets column measures and which direction is better."""
-
-    facet: str
-    label: str
-    better: Literal["lower", "higher"]
-    description: str
-
-
-#: The metric columns of the per-image results table (written by `facets.evaluate_facets`).
-METRICS: dict[str, Metric] = {
-    "pf_auc": Metric("faithfulness", "PF AUC", "lower", "Pixel Flipping AUC of the explained class's softmax probability"),
-    "continuity_ssim": Metric("continuity", "Continuity SSIM", "higher",
-                              "SSIM between the maps of the image and of its noisy copy"),
-    "contrastivity_ssim": Metric("contrastivity", "Contrastivity SSIM", "lower",
-                                 "SSIM between the Grad-CAM maps of the predicted and of another class (Grad-CAM only)"),
-    "sparseness_gini": Metric("complexity", "Sparseness (Gini)", "higher", "Gini index of the map (Sparseness)"),
-    "complexity_entropy": Metric("complexity", "Complexity (entropy)", "lower",
-                                 "entropy of the map as a distribution (Complexity)"),
-    "pointing_game": Metric("coherence", "Pointing game", "higher",
-                            "1 if the mosaic map's maximum lies in the image's quadrant"),
-    "attribution_localisation": Metric("coherence", "Attribution localisation", "higher",
-                                       "share of the mosaic map inside the image's quadrant"),
-}
 
 
 @dataclass(frozen=True)
@@ -151,8 +127,9 @@ def _condition(table: pd.DataFrame, by: str, value: Any, keys: list[str], metric
     return rows
 
 
-def _align(table: pd.DataFrame, metrics: list[str], by: str, a: Any, b: Any, keys: list[str],
-           where: Mapping[str, Any] | None) -> tuple[pd.DataFrame, int]:
+def _align(
+    table: pd.DataFrame, metrics: list[str], by: str, a: Any, b: Any, keys: list[str], where: Mapping[str, Any] | None
+) -> tuple[pd.DataFrame, int]:
     """Rows of a and b joined on `keys` (columns <metric>_a, <metric>_b), sorted by key,
     and the number of rows of either condition without a partner."""
     _check_columns(table, [*keys, *metrics, by])
@@ -171,8 +148,13 @@ def _sample(matched: pd.DataFrame, metric: str, keys: list[str], n_unmatched: in
     """The pairs of one metric from `_align`'s join, without those holding a NaN."""
     values = matched[[f"{metric}_a", f"{metric}_b"]].to_numpy(dtype=float)
     finite = ~np.isnan(values).any(axis=1)
-    return PairedSample(a=values[finite, 0], b=values[finite, 1], keys=matched.loc[finite, keys].reset_index(drop=True),
-                        n_unmatched=n_unmatched, n_nan=int((~finite).sum()))
+    return PairedSample(
+        a=values[finite, 0],
+        b=values[finite, 1],
+        keys=matched.loc[finite, keys].reset_index(drop=True),
+        n_unmatched=n_unmatched,
+        n_nan=int((~finite).sum()),
+    )
 
 
 def paired(
@@ -237,8 +219,13 @@ def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
     x, y = _as_pairs(x, y)
     diff = x - y
     n_nonzero = int(np.count_nonzero(diff))
-    base = dict(n=len(diff), n_nonzero=n_nonzero, median_diff=_median(diff),
-                mean_diff=float(diff.mean()) if len(diff) else float("nan"), r=rank_biserial(diff))
+    base = dict(
+        n=len(diff),
+        n_nonzero=n_nonzero,
+        median_diff=_median(diff),
+        mean_diff=float(diff.mean()) if len(diff) else float("nan"),
+        r=rank_biserial(diff),
+    )
     if n_nonzero < MIN_NONZERO_PAIRS:
         reason = f"{n_nonzero} non-zero paired differences (< {MIN_NONZERO_PAIRS})" if len(diff) else "no pairs"
         return WilcoxonResult(**base, statistic=float("nan"), p=float("nan"), reason=reason)
@@ -265,8 +252,9 @@ def cross_seed(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> Seed
         return SeedComparison(n, float(diff.mean()), nan, nan, nan, "identical difference in every seed")
     t = stats.ttest_rel(means["a"], means["b"])
     w = stats.wilcoxon(diff, zero_method=ZERO_METHOD) if np.count_nonzero(diff) else None
-    return SeedComparison(n, float(diff.mean()), float(t.statistic), float(t.pvalue),
-                          float(w.pvalue) if w is not None else nan)
+    return SeedComparison(
+        n, float(diff.mean()), float(t.statistic), float(t.pvalue), float(w.pvalue) if w is not None else nan
+    )
 
 
 def holm(pvalues: Any) -> np.ndarray:
@@ -305,13 +293,30 @@ def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: di
     better = METRICS[metric].better
     direction = _direction(test.r, better)
     return {
-        **where, "metric": metric, "facet": METRICS[metric].facet, "better": better, "a": a, "b": b,
-        "n": sample.n_pairs, "n_dropped": sample.n_dropped, "median_a": _median(sample.a),
-        "median_b": _median(sample.b), "median_diff": test.median_diff, "mean_diff": test.mean_diff,
-        "W": test.statistic, "p": test.p, "r": test.r,
-        "direction": direction, "winner": {"a better": a, "b better": b}.get(direction, ""), "reason": test.reason,
-        "n_seeds": seeds.n_seeds, "seed_mean_diff": seeds.mean_diff, "seed_t": seeds.t,
-        "seed_p_t": seeds.p_t, "seed_p_wilcoxon": seeds.p_wilcoxon, "seed_reason": seeds.reason,
+        **where,
+        "metric": metric,
+        "facet": METRICS[metric].facet,
+        "better": better,
+        "a": a,
+        "b": b,
+        "n": sample.n_pairs,
+        "n_dropped": sample.n_dropped,
+        "median_a": _median(sample.a),
+        "median_b": _median(sample.b),
+        "median_diff": test.median_diff,
+        "mean_diff": test.mean_diff,
+        "W": test.statistic,
+        "p": test.p,
+        "r": test.r,
+        "direction": direction,
+        "winner": {"a better": a, "b better": b}.get(direction, ""),
+        "reason": test.reason,
+        "n_seeds": seeds.n_seeds,
+        "seed_mean_diff": seeds.mean_diff,
+        "seed_t": seeds.t,
+        "seed_p_t": seeds.p_t,
+        "seed_p_wilcoxon": seeds.p_wilcoxon,
+        "seed_reason": seeds.reason,
     }
 
 
@@ -323,7 +328,9 @@ def _check_metrics(metrics: Iterable[str]) -> list[str]:
     return metrics
 
 
-def _compare(facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]) -> pd.DataFrame:
+def _compare(
+    facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]
+) -> pd.DataFrame:
     """One comparison row per group of `within`, metric and pair present; Holm over all rows."""
     _check_columns(facets, [*KEYS, by, *within, *metrics], "facets")
     rows = []
@@ -333,13 +340,17 @@ def _compare(facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], wi
         for a, b in pairs:
             if not {a, b} <= present:
                 continue
-            agnostic = {*CLASS_AGNOSTIC.get(where.get("method"), ()), *CLASS_AGNOSTIC.get(a, ()), *CLASS_AGNOSTIC.get(b, ())}
+            agnostic = {
+                m for name in (where.get("method"), a, b) if name in METHOD_REGISTRY for m in undefined_metrics(name)
+            }
             tested = [m for m in metrics if m not in agnostic]
             matched, n_unmatched = _align(subset, tested, by, a, b, list(KEYS), None)
             rows += [_comparison_row(_sample(matched, m, list(KEYS), n_unmatched), m, a, b, where) for m in tested]
     if not rows:
-        raise ValueError(f"facets hold none of the {by} pairs {list(pairs)} to compare; "
-                         f"present: {sorted(map(str, facets[by].unique()))}")
+        raise ValueError(
+            f"facets hold none of the {by} pairs {list(pairs)} to compare; "
+            f"present: {sorted(map(str, facets[by].unique()))}"
+        )
     table = pd.DataFrame(rows)
     table.insert(table.columns.get_loc("p") + 1, "p_holm", holm(table["p"]))
     return table

@@ -5,6 +5,7 @@ from subset sizes to optimiser settings, is read here. Parsing is strict: an unk
 profile, dataset, section or key is an error that names it and lists what is allowed,
 so a typo in a sweep never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,20 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
-from .paths import repo_root
+from clxai_utils.core.paths import repo_root
+from clxai_utils.core.registry import LOSSES
+from clxai_utils.core.validate import ConfigError, check_choice
 
-LOSSES = ("ce", "supcon", "triplet")
 DATASETS = ("cifar10", "imagenet_s50")
 OPTIMIZERS = ("sgd", "adamw", "radam")
 BASELINES = ("black", "mean")
 TRAIN_AUGMENTATIONS = ("ce", "supcon")
-
-
-class ConfigError(ValueError):
-    """A profile file or a parameter does not match what the pipeline accepts."""
 
 
 @dataclass(frozen=True)
@@ -139,33 +136,6 @@ class Profile:
         """Optimisation settings for one (dataset, loss)."""
         check_choice("loss", loss, LOSSES)
         return self.for_dataset(dataset).train[loss]
-
-
-def check_choice(name: str, value: Any, allowed: typing.Iterable[str]) -> str:
-    """Return `value` if it is one of `allowed`, else raise naming the parameter."""
-    allowed = tuple(allowed)
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-    return value
-
-
-def check_positive_int(name: str, value: Any) -> int:
-    """`value` as an int >= 1, or an error naming the parameter (papermill parameters arrive untyped)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def check_choices(name: str, values: typing.Iterable[str], allowed: tuple[str, ...]) -> list[str]:
-    """A non-empty list of distinct allowed values (a lone string is a common papermill slip)."""
-    if isinstance(values, str):
-        raise ConfigError(f"{name} must be a list such as {list(allowed)}, got the string {values!r}")
-    values = list(values)
-    if not values or len(set(values)) != len(values):
-        raise ConfigError(f"{name} must be a non-empty list of distinct values from {list(allowed)}, got {values}")
-    for value in values:
-        check_choice(f"an entry of {name}", value, allowed)
-    return values
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

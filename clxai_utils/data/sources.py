@@ -1,4 +1,4 @@
-"""The data layer: where images come from, how they are checked, subset and cached.
+"""Where images come from: data sources, archives, image-folder trees, decoding and the cache.
 
 Sources (the `data_source` parameter, or the `CLXAI_DATA_SOURCE` environment variable):
 
@@ -12,6 +12,7 @@ Every source ends up as two in-memory `ImageSplit`s of uint8 images with labels 
 stable image ids (the index of the image in its full split, in sorted file order), so
 that every later stage can name an image by `(split, id)`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,9 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .artifacts import atomic_path, read_json, write_json
-from .config import DATASETS, check_choice, load_profile
-from .paths import data_dir, manifest_path
+from clxai_utils.core.artifacts import atomic_path, read_json, write_json
+from clxai_utils.core.config import DATASETS
+from clxai_utils.core.paths import data_dir
+from clxai_utils.core.validate import check_choice
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -236,7 +238,9 @@ def decode_images(paths: list[Path], size: int) -> np.ndarray:
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read image {path}: {err}") from err
         if arr.shape[:2] != (size, size):
-            raise DataError(f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; this data set expects {size}x{size}")
+            raise DataError(
+                f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; this data set expects {size}x{size}"
+            )
         out[i] = arr.transpose(2, 0, 1)
     return out
 
@@ -259,9 +263,8 @@ def _cached_split(root: Path, split: str, files: list[tuple[Path, int]], size: i
     else:
         images = decode_images([p for p, _ in files], size)
         labels = np.array([lab for _, lab in files], dtype=np.int64)
-        with atomic_path(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, images=images, labels=labels)
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, images=images, labels=labels)
     return ImageSplit(torch.from_numpy(images), torch.from_numpy(labels), torch.arange(len(labels)))
 
 
@@ -309,78 +312,15 @@ def load_dataset(dataset: str = "cifar10", data_source: str | None = "auto") -> 
     return Dataset(info=info, classes=classes, train=train, test=test, source=source)
 
 
-# --------------------------------------------------------------------------- subsets and manifest
-
-
-def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted positions of a class-balanced subset: `per_class` images of every class.
-
-    The draw uses its own generator seeded by `seed`, so the subset is the same for every
-    model and every run; `None` keeps the whole split.
-    """
-    labels_np = labels.numpy()
-    if per_class is None:
-        return np.arange(len(labels_np))
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1 or None, got {per_class}")
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for cls in np.unique(labels_np):
-        members = np.flatnonzero(labels_np == cls)
-        if len(members) < per_class:
-            raise DataError(f"class {cls} has {len(members)} images, fewer than per_class={per_class}")
-        chosen.append(rng.choice(members, size=per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-def split_checksum(split: ImageSplit) -> str:
-    """SHA-256 over pixels, labels and ids: two runs saw the same data iff the checksums match."""
-    digest = hashlib.sha256()
-    for tensor in (split.images, split.labels, split.ids):
-        digest.update(tensor.contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-@dataclass
-class Manifest:
-    """What 00_data wrote: the data's provenance, counts and the subsets every later stage uses."""
-
-    dataset: str
-    profile: str
-    source: str
-    classes: list[str]
-    counts: dict[str, list[int]]
-    subset_ids: dict[str, list[int]]
-    checksums: dict[str, str]
-
-    @classmethod
-    def load(cls, path: str | Path) -> Manifest:
-        return cls(**read_json(path))
-
-
-def build_manifest(data: Dataset, profile: str, subsets: dict[str, np.ndarray]) -> Manifest:
-    """Describe `data` and the chosen subset positions (per split) for later notebooks."""
-    return Manifest(
-        dataset=data.info.name,
-        profile=profile,
-        source=data.source,
-        classes=list(data.classes),
-        counts={s: data.split(s).class_counts(data.num_classes) for s in SPLITS},
-        subset_ids={s: data.split(s).ids[torch.as_tensor(subsets[s])].tolist() for s in SPLITS},
-        checksums={s: split_checksum(data.split(s).subset(subsets[s])) for s in SPLITS},
-    )
-
-
-def save_manifest(manifest: Manifest, path: str | Path) -> Path:
-    """Write the manifest atomically as JSON."""
-    return write_json(path, manifest.__dict__)
-
-
 # --------------------------------------------------------------------------- synthetic data
 
 
 def write_synthetic_imagefolder(
-    root: str | Path, classes: tuple[str, ...] = CIFAR10_CLASSES, per_class: tuple[int, int] = (24, 8), size: int = 32, seed: int = 0
+    root: str | Path,
+    classes: tuple[str, ...] = CIFAR10_CLASSES,
+    per_class: tuple[int, int] = (24, 8),
+    size: int = 32,
+    seed: int = 0,
 ) -> Path:
     """Write a small learnable image-folder tree (class = colour and stripe pattern) for tests and offline demos."""
     root = Path(root)
@@ -396,42 +336,3 @@ def write_synthetic_imagefolder(
                 img = 0.5 * hue + 0.3 * stripes + 0.2 * rng.random((size, size, 3))
                 Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
     return root
-
-
-# --------------------------------------------------------------------------- the pipeline's view
-
-
-def prepare_data(profile: str, dataset: str = "cifar10", data_source: str | None = "auto") -> tuple[Dataset, Manifest]:
-    """Load `dataset`, draw the profile's class-balanced subsets and write the manifest (00_data's job)."""
-    subset_cfg = load_profile(profile).for_dataset(dataset).subset
-    data = load_dataset(dataset, data_source)
-    subsets = {
-        "train": balanced_subset(data.train.labels, subset_cfg.train_per_class),
-        "test": balanced_subset(data.test.labels, subset_cfg.test_per_class),
-    }
-    manifest = build_manifest(data, profile, subsets)
-    save_manifest(manifest, manifest_path(dataset))
-    return data, manifest
-
-
-def load_prepared(dataset: str, profile: str) -> tuple[Dataset, Manifest]:
-    """The data set restricted to the subsets of the manifest 00_data wrote, checksum-verified.
-
-    Later notebooks call this instead of choosing data themselves, so every stage sees
-    exactly the same images.
-    """
-    path = manifest_path(dataset)
-    if not path.is_file():
-        raise DataError(f"no data manifest at {path}: run notebooks/00_data.ipynb with dataset={dataset!r} first")
-    manifest = Manifest.load(path)
-    if manifest.profile != profile:
-        raise DataError(
-            f"the data manifest {path} was written for profile={manifest.profile!r}, not {profile!r}: "
-            "rerun notebooks/00_data.ipynb with this profile"
-        )
-    full = load_dataset(dataset, manifest.source)
-    splits = {s: full.split(s).subset(np.asarray(manifest.subset_ids[s])) for s in SPLITS}
-    for s in SPLITS:
-        if split_checksum(splits[s]) != manifest.checksums[s]:
-            raise DataError(f"the {s} images differ from those recorded in {path}: rerun notebooks/00_data.ipynb")
-    return Dataset(full.info, full.classes, splits["train"], splits["test"], full.source), manifest

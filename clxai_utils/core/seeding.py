@@ -1,4 +1,5 @@
 """The one seeding helper: same seed and parameters give the same numbers on CPU."""
+
 from __future__ import annotations
 
 import os
@@ -7,14 +8,7 @@ import random
 import numpy as np
 import torch
 
-
-def check_seed(seed: object) -> int:
-    """`seed` as an int, or an error naming the parameter (notebook parameters arrive untyped)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+from clxai_utils.core.validate import check_seed
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:

@@ -8,6 +8,7 @@ a notebook with an error output or above the size limit is refused, so what is c
 is a complete, portable run. Outputs themselves are kept as they are: CI re-executes the
 published notebooks with nbval and compares the cells marked NBVAL_CHECK_OUTPUT.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from .artifacts import atomic_path
-from .paths import repo_root
+from clxai_utils.core.artifacts import atomic_path
+from clxai_utils.core.paths import repo_root
 
 MAX_KB = 600  # a published notebook above this embeds too much (figures at too high a resolution)
 MAX_WIDTH = 640  # embedded PNG figures wider than this are scaled down (the saved figure files keep full size)
@@ -53,7 +54,9 @@ def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
         cell["metadata"].pop("execution", None)
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         if errors:
-            raise PublishError(f"{name} has an error output ({errors[0].get('ename')}): fix the run before publishing it")
+            raise PublishError(
+                f"{name} has an error output ({errors[0].get('ename')}): fix the run before publishing it"
+            )
         for output in cell.get("outputs", []):
             if "image/png" in output.get("data", {}):
                 output["data"]["image/png"] = shrink_png("".join(output["data"]["image/png"]))
@@ -66,9 +69,13 @@ def publish(sources: list[Path], dest: Path, max_kb: int = MAX_KB) -> list[Path]
     for source in sources:
         text = json.dumps(clean(json.loads(source.read_text()), source.name), indent=1, ensure_ascii=False) + "\n"
         if len(text.encode()) > max_kb * 1024:
-            raise PublishError(f"{source.name} is {len(text.encode()) // 1024} KB, above max_kb={max_kb}: embed smaller figures")
+            raise PublishError(
+                f"{source.name} is {len(text.encode()) // 1024} KB, above max_kb={max_kb}: embed smaller figures"
+            )
         if not (dest / source.name).is_file():
-            raise PublishError(f"{source.name} does not replace a notebook in {dest}: only executed pipeline notebooks are published")
+            raise PublishError(
+                f"{source.name} does not replace a notebook in {dest}: only executed pipeline notebooks are published"
+            )
         cleaned[dest / source.name] = text
     for target, text in cleaned.items():  # all checked before anything is replaced
         with atomic_path(target) as tmp:
@@ -79,7 +86,9 @@ def publish(sources: list[Path], dest: Path, max_kb: int = MAX_KB) -> list[Path]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clxai_utils.publish", description=__doc__.split("\n")[0])
     parser.add_argument("sources", nargs="+", type=Path, help="executed notebooks (papermill outputs)")
-    parser.add_argument("--to", type=Path, default=repo_root() / "notebooks", help="folder of the notebooks they replace")
+    parser.add_argument(
+        "--to", type=Path, default=repo_root() / "notebooks", help="folder of the notebooks they replace"
+    )
     parser.add_argument("--max-kb", type=int, default=MAX_KB, help="largest notebook file accepted")
     args = parser.parse_args(argv)
     try:

@@ -9,6 +9,7 @@ right, yet counted as outside the mask. One mosaic per image attaches the cohere
 to that image, so they pair across losses by image id like every other metric; the analysis
 scores only images the model classifies correctly on their own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .seeding import check_seed
+from clxai_utils.core.validate import check_seed
 
 #: Tile order inside a mosaic, as indices 0..3 (row-major).
 QUADRANTS = ("TL", "TR", "BL", "BR")
@@ -83,7 +84,9 @@ def make_mosaics(images: Tensor, labels: Tensor, seed: int) -> Mosaics:
     # Quadrant q holds the target; the companions fill the other three quadrants in order.
     slot = torch.arange(4).expand(n, 4)
     companion_slot = (slot - (slot > target_quadrant[:, None]).long()).clamp(max=2)
-    source_index = torch.where(slot == target_quadrant[:, None], torch.arange(n)[:, None], companions.gather(1, companion_slot))
+    source_index = torch.where(
+        slot == target_quadrant[:, None], torch.arange(n)[:, None], companions.gather(1, companion_slot)
+    )
 
     _, _, h, w = images.shape
     quadrant_on = torch.nn.functional.one_hot(target_quadrant, 4).bool()

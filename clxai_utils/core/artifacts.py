@@ -4,6 +4,7 @@ Every stage writes through `atomic_path`: the content goes to a temporary file i
 same folder, which is renamed over the target only once it is complete. An interrupted
 run therefore leaves either the previous artefact or none, never a truncated one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,7 +48,7 @@ def read_json(source: str | os.PathLike) -> Any:
     return json.loads(Path(source).read_text())
 
 
-def write_csv(target: str | os.PathLike, table: "pd.DataFrame") -> Path:
+def write_csv(target: str | os.PathLike, table: pd.DataFrame) -> Path:
     """Write a table as CSV (no index), atomically."""
     with atomic_path(target) as tmp:
         table.to_csv(tmp, index=False)

@@ -12,53 +12,74 @@ The table, the mean pixel-flipping curves and the JSON sidecar are written only 
 every facet of every model is computed, table last; stale files are removed first, so an
 interrupted run leaves no table, never a partial one.
 """
+
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .artifacts import write_csv, write_json
-from .augment import denormalize
-from .config import LOSSES, MetricsConfig, check_choices, check_positive_int, load_profile
-from .data import load_prepared
-from .explain import (METHODS, ExplanationSet, explain, explained_mosaics, explained_split,
-                      load_explanations, normalised_images, package_versions)
-from .metrics import (MetricParams, add_input_noise, attribution_localisation, complexity_entropy,
-                      contrast_classes, pixel_flipping, pointing_game, sparseness_gini, ssim, zero_maps)
-from .paths import results_dir
-from .probe import load_classifier
-from .seeding import check_seed
-from .stats import METRICS
-
-FACETS: tuple[str, ...] = ("faithfulness", "continuity", "contrastivity", "complexity", "coherence")
+from clxai_utils.core.artifacts import write_csv, write_json
+from clxai_utils.core.config import MetricsConfig
+from clxai_utils.core.progress import progress_bar
+from clxai_utils.core.registry import FACETS, LOSSES, METHODS, METRICS
+from clxai_utils.core.run import Run
+from clxai_utils.core.validate import check_choices, check_positive_int
+from clxai_utils.data.augment import denormalize
+from clxai_utils.data.prepare import load_prepared
+from clxai_utils.evaluate.metrics import (
+    MetricParams,
+    add_input_noise,
+    attribution_localisation,
+    complexity_entropy,
+    contrast_classes,
+    pixel_flipping,
+    pointing_game,
+    sparseness_gini,
+    ssim,
+    zero_maps,
+)
+from clxai_utils.explain.cams import explain
+from clxai_utils.explain.store import (
+    ExplanationSet,
+    explained_mosaics,
+    explained_split,
+    load_explanations,
+    normalised_images,
+    package_versions,
+)
+from clxai_utils.train.probe import load_classifier
 
 ID_COLUMNS: dict[str, str] = {
-    "dataset": "data set", "profile": "run profile", "seed": "training seed", "loss": "training loss",
-    "method": "explanation method", "image_id": "test image id (the pairing key)", "label": "true class",
-    "prediction": "predicted class (the explained class)", "correct": "prediction == label",
+    "dataset": "data set",
+    "profile": "run profile",
+    "seed": "training seed",
+    "loss": "training loss",
+    "method": "explanation method",
+    "image_id": "test image id (the pairing key)",
+    "label": "true class",
+    "prediction": "predicted class (the explained class)",
+    "correct": "prediction == label",
     "map_all_zero": "the explained map is all zero: its metrics are NaN by definition",
     "mosaic_map_all_zero": "the mosaic map is all zero: its coherence metrics are NaN by definition",
 }
 
 
-def table_paths(dataset: str, seed: int) -> dict[str, Any]:
-    """The three files 06_metrics writes for one seed."""
-    folder = results_dir(dataset)
-    return {"table": folder / f"facets_seed{seed}.csv", "sidecar": folder / f"facets_seed{seed}.json",
-            "curves": folder / f"pf_curves_seed{seed}.csv"}
-
-
 def metric_params(cfg: MetricsConfig, seed: int) -> MetricParams:
     """The full protocol of one evaluation (the profile's settings + the seed), validated."""
-    return MetricParams(pixels_per_step=cfg.pixels_per_step, seed=seed, baseline=cfg.baseline,
-                        noise_sigma=cfg.noise_sigma, pf_batch_size=cfg.batch_size)
+    return MetricParams(
+        pixels_per_step=cfg.pixels_per_step,
+        seed=seed,
+        baseline=cfg.baseline,
+        noise_sigma=cfg.noise_sigma,
+        pf_batch_size=cfg.batch_size,
+    )
 
 
 @dataclass
@@ -70,7 +91,9 @@ class FacetResults:
     throughput: pd.DataFrame
     sidecar: dict[str, Any]
     examples: dict[tuple[str, str], dict[str, Tensor]] = field(default_factory=dict)
-    inputs: dict[str, Tensor] = field(default_factory=dict)  # the example images, noisy copies, mosaics, masks (displayable)
+    inputs: dict[str, Tensor] = field(
+        default_factory=dict
+    )  # the example images, noisy copies, mosaics, masks (displayable)
 
 
 class _Clock:
@@ -88,23 +111,46 @@ class _Clock:
         return out
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"facet": f, "images": self.images[f], "seconds": round(self.seconds[f], 2),
-                              "images_per_s": round(self.images[f] / self.seconds[f], 1)} for f in FACETS if f in self.seconds])
+        return pd.DataFrame(
+            [
+                {
+                    "facet": f,
+                    "images": self.images[f],
+                    "seconds": round(self.seconds[f], 2),
+                    "images_per_s": round(self.images[f] / self.seconds[f], 1),
+                }
+                for f in FACETS
+                if f in self.seconds
+            ]
+        )
 
 
-def _faithfulness(model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, baseline: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    result = pixel_flipping(model, x, maps.maps.float(), maps.targets, pixels_per_step=params.pixels_per_step,
-                            baseline=baseline, batch_size=params.pf_batch_size)
+def _faithfulness(
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, baseline: Tensor
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    result = pixel_flipping(
+        model,
+        x,
+        maps.maps.float(),
+        maps.targets,
+        pixels_per_step=params.pixels_per_step,
+        baseline=baseline,
+        batch_size=params.pf_batch_size,
+    )
     return {"pf_auc": result.auc}, result.curves, result.fractions
 
 
-def _continuity(model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int) -> tuple[dict[str, Tensor], Tensor]:
+def _continuity(
+    model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int
+) -> tuple[dict[str, Tensor], Tensor]:
     """Same class, same method, on the noisy copy: only the input changes."""
     noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size)
     return {"continuity_ssim": ssim(maps.maps.float(), noisy, **params.ssim_kwargs())}, noisy
 
 
-def _contrastivity(model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+def _contrastivity(
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Grad-CAM of one other class per image, drawn from (seed, image id)."""
     others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], params.seed)
     contrast = explain(model, x, "gradcam", others, batch_size)
@@ -112,27 +158,43 @@ def _contrastivity(model: nn.Module, x: Tensor, maps: ExplanationSet, params: Me
 
 
 def _complexity(maps: ExplanationSet) -> dict[str, Tensor]:
-    return {"sparseness_gini": sparseness_gini(maps.maps.float()), "complexity_entropy": complexity_entropy(maps.maps.float())}
+    return {
+        "sparseness_gini": sparseness_gini(maps.maps.float()),
+        "complexity_entropy": complexity_entropy(maps.maps.float()),
+    }
 
 
 def _coherence(mosaic_maps: ExplanationSet, masks: Tensor, scored: Tensor) -> dict[str, Tensor]:
     """Pointing Game and Attribution Localisation, kept only where the model recognises the image alone."""
     maps = mosaic_maps.maps.float()
-    out = {"pointing_game": pointing_game(maps, masks), "attribution_localisation": attribution_localisation(maps, masks)}
+    out = {
+        "pointing_game": pointing_game(maps, masks),
+        "attribution_localisation": attribution_localisation(maps, masks),
+    }
     return {name: values.masked_fill(~scored, float("nan")) for name, values in out.items()}
 
 
 def _check_same_images(stored: ExplanationSet, ids: Tensor, what: str) -> None:
     if not torch.equal(stored.image_ids, ids):
-        raise ValueError(f"the stored {what} maps cover other images than this profile explains: rerun notebooks/05_explanations.ipynb")
+        raise ValueError(
+            f"the stored {what} maps cover other images than this profile explains: rerun notebooks/05_explanations.ipynb"
+        )
 
 
-def _rows(base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSet, values: dict[str, Tensor]) -> pd.DataFrame:
+def _rows(
+    base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSet, values: dict[str, Tensor]
+) -> pd.DataFrame:
     """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply)."""
     zero = zero_maps(maps.maps)
-    columns: dict[str, Any] = {**base, "image_id": maps.image_ids.numpy(), "label": maps.labels.numpy(),
-                               "prediction": maps.predictions.numpy(), "correct": (maps.predictions == maps.labels).numpy(),
-                               "map_all_zero": zero.numpy(), "mosaic_map_all_zero": zero_maps(mosaic_maps.maps).numpy()}
+    columns: dict[str, Any] = {
+        **base,
+        "image_id": maps.image_ids.numpy(),
+        "label": maps.labels.numpy(),
+        "prediction": maps.predictions.numpy(),
+        "correct": (maps.predictions == maps.labels).numpy(),
+        "map_all_zero": zero.numpy(),
+        "mosaic_map_all_zero": zero_maps(mosaic_maps.maps).numpy(),
+    }
     for name, metric in METRICS.items():
         column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
         if metric.facet != "coherence":  # coherence reads the mosaic map, whose zeros its metrics already mark
@@ -143,8 +205,16 @@ def _rows(base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSe
 
 def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.DataFrame:
     valid = curves[~curves.isnan().any(dim=1)]
-    return pd.DataFrame({**base, "step": range(len(fractions)), "fraction": fractions.cpu().numpy(),
-                         "mean": valid.mean(0).numpy(), "std": valid.std(0).numpy(), "n": len(valid)})
+    return pd.DataFrame(
+        {
+            **base,
+            "step": range(len(fractions)),
+            "fraction": fractions.cpu().numpy(),
+            "mean": valid.mean(0).numpy(),
+            "std": valid.std(0).numpy(),
+            "n": len(valid),
+        }
+    )
 
 
 def _remove_stale(paths: dict[str, Any]) -> None:
@@ -164,22 +234,33 @@ class _Inputs:
     batch_size: int
 
 
-def _score(model: nn.Module, maps: ExplanationSet, mosaic_maps: ExplanationSet, inputs: _Inputs, clock: _Clock,
-           step: Callable[[str], None]) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+def _score(
+    model: nn.Module,
+    maps: ExplanationSet,
+    mosaic_maps: ExplanationSet,
+    inputs: _Inputs,
+    clock: _Clock,
+    step: Callable[[str], None],
+) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
     """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps.
 
     `step(facet)` is called before each facet (progress reporting).
     """
     n, values, extra = len(maps), {}, {}
     step("faithfulness")
-    faithful, curves, fractions = clock.time("faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline)
+    faithful, curves, fractions = clock.time(
+        "faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline
+    )
     step("continuity")
-    continuity, extra["noisy_maps"] = clock.time("continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size)
+    continuity, extra["noisy_maps"] = clock.time(
+        "continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size
+    )
     values |= faithful | continuity
     step("contrastivity")
     if maps.method == "gradcam":  # Eigen-CAM ignores the class: its contrastivity is undefined
         contrast, extra["contrast_maps"], extra["contrast_classes"] = clock.time(
-            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size)
+            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size
+        )
         values |= contrast
     step("complexity")
     values |= clock.time("complexity", n, _complexity, maps)
@@ -188,25 +269,47 @@ def _score(model: nn.Module, maps: ExplanationSet, mosaic_maps: ExplanationSet, 
     return values, curves, fractions, extra
 
 
-def _sidecar(dataset: str, profile: str, seed: int, losses: list[str], methods: list[str], n_images: int,
-             params: MetricParams, settings: Any, table: pd.DataFrame, throughput: pd.DataFrame) -> dict[str, Any]:
+def _sidecar(
+    run: Run,
+    losses: list[str],
+    methods: list[str],
+    n_images: int,
+    params: MetricParams,
+    table: pd.DataFrame,
+    throughput: pd.DataFrame,
+) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
     return {
-        "dataset": dataset, "profile": profile, "seed": seed, "losses": losses, "methods": methods, "n_images": n_images,
-        "params": params.to_dict() | {"explain": vars(settings.explain), "noise_space": "normalised input, not clamped",
-                                      "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
-                                      "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly"},
+        "dataset": run.dataset,
+        "profile": run.profile,
+        "seed": run.seed,
+        "losses": losses,
+        "methods": methods,
+        "n_images": n_images,
+        "params": params.to_dict()
+        | {
+            "explain": vars(run.settings.explain),
+            "noise_space": "normalised input, not clamped",
+            "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
+            "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly",
+        },
         "versions": package_versions(),
-        "columns": dict(ID_COLUMNS) | {name: f"{m.description} ({m.facet}; {m.better} is better)" for name, m in METRICS.items()},
-        "zero_maps": {f"{loss}/{method}": int(group["map_all_zero"].sum())
-                      for (loss, method), group in table.groupby(["loss", "method"], sort=False)},
+        "columns": dict(ID_COLUMNS)
+        | {name: f"{m.description} ({m.facet}; {m.better} is better)" for name, m in METRICS.items()},
+        "zero_maps": {
+            f"{loss}/{method}": int(group["map_all_zero"].sum())
+            for (loss, method), group in table.groupby(["loss", "method"], sort=False)
+        },
         "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},
     }
 
 
 def evaluate_facets(
-    profile: str, dataset: str, seed: int, losses: Iterable[str], methods: Iterable[str] = METHODS,
-    progress: bool = True, n_examples: int = 4,
+    run: Run,
+    losses: Iterable[str],
+    methods: Iterable[str] = METHODS,
+    progress: bool = True,
+    n_examples: int = 4,
 ) -> FacetResults:
     """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
 
@@ -215,25 +318,30 @@ def evaluate_facets(
     auxiliary maps for the notebook's figures.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
-    seed = check_seed(seed)
     n_examples = check_positive_int("n_examples", n_examples)
-    settings = load_profile(profile).for_dataset(dataset)
+    seed, settings = run.seed, run.settings
     params = metric_params(settings.metrics, seed)
-    paths = table_paths(dataset, seed)
+    paths = run.facets_paths
     _remove_stale(paths)
-    data, _ = load_prepared(dataset, profile)
+    data, _ = load_prepared(run)
     split = explained_split(data, settings.explain)
     x = normalised_images(split, data.info)
     mosaics = explained_mosaics(split, data.info, seed)
-    inputs = _Inputs(x, add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed)), mosaics.masks,
-                     params.baseline_vector(data.info.mean, data.info.std), params, settings.explain.batch_size)
+    inputs = _Inputs(
+        x,
+        add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed)),
+        mosaics.masks,
+        params.baseline_vector(data.info.mean, data.info.std),
+        params,
+        settings.explain.batch_size,
+    )
     clock, blocks, curve_blocks, examples = _Clock(), [], [], {}
-    bar = tqdm(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
+    bar = progress_bar(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
     for loss in losses:
-        model, _ = load_classifier(dataset, loss, seed, profile)
+        model, _ = load_classifier(run, loss)
         for method in methods:
-            maps = load_explanations(dataset, loss, seed, method, "test")
-            mosaic_maps = load_explanations(dataset, loss, seed, method, "mosaics")
+            maps = load_explanations(run, loss, method, "test")
+            mosaic_maps = load_explanations(run, loss, method, "mosaics")
             _check_same_images(maps, split.ids, "test")
             _check_same_images(mosaic_maps, split.ids, "mosaic")
 
@@ -243,18 +351,26 @@ def evaluate_facets(
 
             values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)
             bar.update(1)
-            base = {"dataset": dataset, "profile": profile, "seed": seed, "loss": loss, "method": method}
+            base = {"dataset": run.dataset, "profile": run.profile, "seed": seed, "loss": loss, "method": method}
             blocks.append(_rows(base, maps, mosaic_maps, values))
             curve_blocks.append(_mean_curves(base, curves, fractions))
             examples[(loss, method)] = {k: v[:n_examples] for k, v in extra.items()} | {
-                "maps": maps.maps[:n_examples].float(), "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
-                "curves": curves[:n_examples]}
+                "maps": maps.maps[:n_examples].float(),
+                "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
+                "curves": curves[:n_examples],
+            }
     bar.close()
-    table, curves_table, throughput = pd.concat(blocks, ignore_index=True), pd.concat(curve_blocks, ignore_index=True), clock.table()
-    sidecar = _sidecar(dataset, profile, seed, losses, methods, len(split), params, settings, table, throughput)
+    table, curves_table, throughput = (
+        pd.concat(blocks, ignore_index=True),
+        pd.concat(curve_blocks, ignore_index=True),
+        clock.table(),
+    )
+    sidecar = _sidecar(run, losses, methods, len(split), params, table, throughput)
     write_json(paths["sidecar"], sidecar)
     write_csv(paths["curves"], curves_table)
     write_csv(paths["table"], table)  # last: its presence means the other two are complete
     shown = {"images": inputs.x, "noisy_images": inputs.x_noisy, "mosaics": mosaics.images}
     displayed = {name: denormalize(t[:n_examples], data.info.mean, data.info.std) for name, t in shown.items()}
-    return FacetResults(table, curves_table, throughput, sidecar, examples, displayed | {"masks": mosaics.masks[:n_examples, 0].float()})
+    return FacetResults(
+        table, curves_table, throughput, sidecar, examples, displayed | {"masks": mosaics.masks[:n_examples, 0].float()}
+    )

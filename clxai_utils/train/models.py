@@ -25,6 +25,7 @@ initialisation (Kaiming-uniform weights, uniform bias); the authors used N(0, 0.
 their projection heads. (We tried theirs: on the full quick run it gave lower probe
 accuracies, 40% vs 42% for SupCon and 40% vs 48% for the triplet loss, one seed each.)
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from .config import LOSSES, check_positive_int
+from clxai_utils.core.registry import LOSSES
+from clxai_utils.core.validate import check_positive_int
 
 ARCHS: tuple[str, ...] = ("resnet18_cifar", "resnet50")
 EMBEDDING_DIM = 128
@@ -57,8 +59,7 @@ def _check_width(arch: str, width: Any) -> float:
         raise ValueError(f"width must be a finite float > 0, got {width!r}")
     if arch != "resnet18_cifar" and width != 1.0:
         raise ValueError(
-            f"width must be 1.0 for arch {arch!r} (width scaling exists only for "
-            f"'resnet18_cifar'), got {width!r}"
+            f"width must be 1.0 for arch {arch!r} (width scaling exists only for 'resnet18_cifar'), got {width!r}"
         )
     return width
 
@@ -210,8 +211,7 @@ class ExplainableClassifier(nn.Module):
             raise TypeError(f"head must be an nn.Linear, got {type(head).__name__}")
         if head.in_features != backbone.feature_dim:
             raise ValueError(
-                f"head.in_features must equal backbone.feature_dim={backbone.feature_dim}, "
-                f"got {head.in_features}"
+                f"head.in_features must equal backbone.feature_dim={backbone.feature_dim}, got {head.in_features}"
             )
         if not isinstance(normalize_features, bool):
             raise TypeError(f"normalize_features must be a bool, got {normalize_features!r}")

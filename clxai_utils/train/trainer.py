@@ -13,6 +13,7 @@ the same arguments resumes from it and ends with the same weights (on CPU) as an
 uninterrupted run. The last epoch's model is the result: no checkpoint is selected on
 test data (the authors chose CE checkpoints on the test set).
 """
+
 from __future__ import annotations
 
 import math
@@ -25,16 +26,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import augment
-from .artifacts import load_torch, save_torch, write_csv
-from .config import LOSSES, TrainConfig, check_choice, load_profile
-from .data import DatasetInfo, ImageSplit, load_prepared
-from .losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
-from .models import ModelSpec, build_training_model
-from .paths import model_dir
-from .seeding import check_seed, seed_everything
+from clxai_utils.core.artifacts import load_torch, save_torch, write_csv
+from clxai_utils.core.config import TrainConfig
+from clxai_utils.core.progress import progress_bar
+from clxai_utils.core.registry import LOSSES
+from clxai_utils.core.run import Run
+from clxai_utils.core.seeding import seed_everything
+from clxai_utils.core.validate import check_choice
+from clxai_utils.data import augment
+from clxai_utils.data.prepare import load_prepared
+from clxai_utils.data.sources import DatasetInfo, ImageSplit
+from clxai_utils.train.losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
+from clxai_utils.train.models import ModelSpec, build_training_model
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -81,13 +85,17 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step schedule: warm-up for `cfg.warmup_epochs`, cosine for the rest."""
     warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
 
 
-def compute_loss(model: nn.Module, loss: str, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def compute_loss(
+    model: nn.Module, loss: str, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one batch of already-augmented, normalised images ((N,C,H,W) for CE, (N,V,C,H,W) otherwise)."""
     if loss == "ce":
         logits = model(images)
@@ -103,7 +111,9 @@ def compute_loss(model: nn.Module, loss: str, images: torch.Tensor, labels: torc
     return triplet_loss(emb, emb_labels, cfg.margin), {"semi_hard_frac": semi}
 
 
-def augment_batch(loss: str, cfg: TrainConfig, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(
+    loss: str, cfg: TrainConfig, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator
+) -> torch.Tensor:
     """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1).
 
     CE gets one CE-augmented view (N, C, H, W); SupCon/triplet get `views` independent
@@ -169,7 +179,9 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(split) // cfg.batch_size
     if steps_per_epoch < 1:
-        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(split)} training images; lower it in the profile")
+        raise ValueError(
+            f"batch_size={cfg.batch_size} exceeds the {len(split)} training images; lower it in the profile"
+        )
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     history: list[dict[str, Any]] = []
@@ -183,9 +195,13 @@ def train(
         history, start_epoch = state["history"], state["epoch"]
     resumed_from = start_epoch
     last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
-    # One redraw a second at most: a redraw per step floods a notebook's output channel (nbval lost messages).
-    bar = tqdm(total=(cfg.epochs - start_epoch) * steps_per_epoch, desc=f"{spec.loss} training",
-               disable=not progress, unit="step", mininterval=1.0)
+    # One redraw a second at most (progress_bar): a redraw per step floods a notebook's output channel.
+    bar = progress_bar(
+        total=(cfg.epochs - start_epoch) * steps_per_epoch,
+        desc=f"{spec.loss} training",
+        disable=not progress,
+        unit="step",
+    )
     for epoch in range(start_epoch, last_epoch):
         model.train()
         t0, total, extras = time.perf_counter(), 0.0, {}
@@ -208,18 +224,33 @@ def train(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}", refresh=False)
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "lr": scheduler.get_last_lr()[0], "seconds": seconds,
-               "images_per_s": steps_per_epoch * cfg.batch_size / seconds}
+        row = {
+            "epoch": epoch + 1,
+            "loss": total / steps_per_epoch,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": seconds,
+            "images_per_s": steps_per_epoch * cfg.batch_size / seconds,
+        }
         history.append(row | {k: v / steps_per_epoch for k, v in extras.items()})
-        save_torch(out_dir / CHECKPOINT, {
-            "identity": asdict(identity), "epoch": epoch + 1, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "shuffle_gen": shuffle_gen.get_state(), "aug_gen": aug_gen.get_state(), "history": history,
-        })
+        save_torch(
+            out_dir / CHECKPOINT,
+            {
+                "identity": asdict(identity),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "shuffle_gen": shuffle_gen.get_state(),
+                "aug_gen": aug_gen.get_state(),
+                "history": history,
+            },
+        )
         write_csv(out_dir / HISTORY, pd.DataFrame(history))
     bar.close()
     if last_epoch == cfg.epochs:
-        save_torch(out_dir / MODEL, {"spec": spec.to_dict(), "identity": asdict(identity), "state_dict": model.state_dict()})
+        save_torch(
+            out_dir / MODEL, {"spec": spec.to_dict(), "identity": asdict(identity), "state_dict": model.state_dict()}
+        )
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
 
@@ -235,16 +266,24 @@ def load_trained(out_dir: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, A
     return model.eval(), spec, state["identity"]
 
 
-def run_training(loss: str, profile: str, dataset: str, seed: int, *, stop_after_epoch: int | None = None, progress: bool = True) -> TrainResult:
-    """The training notebooks' one call: profile settings + 00_data's subset -> outputs/models/<dataset>/<loss>/seed<k>/."""
+def run_training(run: Run, loss: str, *, stop_after_epoch: int | None = None, progress: bool = True) -> TrainResult:
+    """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`."""
     check_choice("loss", loss, LOSSES)
-    seed = check_seed(seed)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be None or an integer >= 1, got {stop_after_epoch!r}")
-    settings = load_profile(profile).for_dataset(dataset)
+    settings = run.settings
     cfg = settings.train[loss]
-    data, manifest = load_prepared(dataset, profile)
+    data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
-    identity = RunIdentity(dataset, profile, seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
-    return train(spec, cfg, data.train, data.info, model_dir(dataset, loss, seed), identity=identity, seed=seed,
-                 stop_after_epoch=stop_after_epoch, progress=progress)
+    identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
+    return train(
+        spec,
+        cfg,
+        data.train,
+        data.info,
+        run.model_dir(loss),
+        identity=identity,
+        seed=run.seed,
+        stop_after_epoch=stop_after_epoch,
+        progress=progress,
+    )

@@ -10,31 +10,37 @@ The paper trains the probe for 100 epochs of SGD at lr 0.1; the authors' code di
 full-batch steps and only printed the accuracy. Here the probe is trained on
 mini-batches with a cosine schedule, and its accuracy is written to a table.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import augment
-from .artifacts import atomic_path, load_torch, save_torch, write_csv
-from .config import LOSSES, ProbeConfig, check_choices, load_profile
-from .data import Dataset, DatasetInfo, ImageSplit, load_prepared
-from .models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
-from .paths import model_dir, results_dir
-from .seeding import check_seed
-from .train import load_trained, lr_factor
+from clxai_utils.core.artifacts import atomic_path, load_torch, save_torch, write_csv
+from clxai_utils.core.config import ProbeConfig
+from clxai_utils.core.progress import progress_bar
+from clxai_utils.core.registry import LOSSES
+from clxai_utils.core.run import Run
+from clxai_utils.core.validate import check_choices
+from clxai_utils.data import augment
+from clxai_utils.data.prepare import load_prepared
+from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
+from clxai_utils.train.models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
+from clxai_utils.train.trainer import load_trained, lr_factor
 
 PROBE = "probe.pt"
 
 
 @torch.no_grad()
-def batched_forward(fn: Any, split: ImageSplit, info: DatasetInfo, batch_size: int = 512, device: str | torch.device = "cpu") -> torch.Tensor:
+def batched_forward(
+    fn: Any, split: ImageSplit, info: DatasetInfo, batch_size: int = 512, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """Apply `fn` to the normalised, unaugmented images of `split` in batches; results on CPU."""
     outputs = []
     for start in range(0, len(split), batch_size):
@@ -43,7 +49,9 @@ def batched_forward(fn: Any, split: ImageSplit, info: DatasetInfo, batch_size: i
     return torch.cat(outputs)
 
 
-def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, seed: int, progress: bool = True) -> tuple[nn.Linear, pd.DataFrame]:
+def train_probe(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, seed: int, progress: bool = True
+) -> tuple[nn.Linear, pd.DataFrame]:
     """Multinomial logistic regression on fixed features: SGD with momentum, cosine schedule, mini-batches.
 
     L2-normalised ReLU features all point into one narrow cone, which makes plain SGD on
@@ -63,7 +71,7 @@ def train_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: int, 
     steps = max(1, -(-len(labels) // cfg.batch_size))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, 0, cfg.epochs * steps))
     rows = []
-    for epoch in tqdm(range(cfg.epochs), desc="linear probe", disable=not progress, unit="epoch"):
+    for epoch in progress_bar(range(cfg.epochs), desc="linear probe", disable=not progress, unit="epoch"):
         order, total, correct = torch.randperm(len(labels), generator=generator), 0.0, 0
         for step in range(steps):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -91,10 +99,20 @@ def fold_standardisation(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor
 def check_profile(identity: dict[str, Any], profile: str | None, out_dir: Path) -> None:
     """Refuse a model trained under another profile (other data subset, other network)."""
     if profile is not None and identity["profile"] != profile:
-        raise ValueError(f"the model in {out_dir} was trained with profile={identity['profile']!r}, not {profile!r}: retrain it")
+        raise ValueError(
+            f"the model in {out_dir} was trained with profile={identity['profile']!r}, not {profile!r}: retrain it"
+        )
 
 
-def fit_probe(out_dir: str | Path, split: ImageSplit, info: DatasetInfo, cfg: ProbeConfig, seed: int, progress: bool = True, profile: str | None = None) -> tuple[ExplainableClassifier, pd.DataFrame]:
+def fit_probe(
+    out_dir: str | Path,
+    split: ImageSplit,
+    info: DatasetInfo,
+    cfg: ProbeConfig,
+    seed: int,
+    progress: bool = True,
+    profile: str | None = None,
+) -> tuple[ExplainableClassifier, pd.DataFrame]:
     """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`."""
     model, spec, identity = load_trained(out_dir)
     check_profile(identity, profile, Path(out_dir))
@@ -102,26 +120,38 @@ def fit_probe(out_dir: str | Path, split: ImageSplit, info: DatasetInfo, cfg: Pr
         raise ValueError(f"{out_dir} holds a CE model: it is evaluated with its own head, not probed")
     features = batched_forward(lambda x: F.normalize(model.features(x), dim=1), split, info)
     probe, history = train_probe(features, split.labels, spec.num_classes, cfg, seed, progress)
-    save_torch(Path(out_dir) / PROBE, {"state_dict": probe.state_dict(), "identity": identity, "probe_config": cfg.__dict__, "history": history.to_dict("list")})
+    save_torch(
+        Path(out_dir) / PROBE,
+        {
+            "state_dict": probe.state_dict(),
+            "identity": identity,
+            "probe_config": cfg.__dict__,
+            "history": history.to_dict("list"),
+        },
+    )
     return explainable_from_contrastive(model, probe).eval(), history
 
 
-def load_classifier(dataset: str, loss: str, seed: int, profile: str | None = None) -> tuple[ExplainableClassifier, ModelSpec]:
+def load_classifier(run: Run, loss: str) -> tuple[ExplainableClassifier, ModelSpec]:
     """The explainable classifier of one trained model: CE with its head, SupCon/triplet with its probe.
 
-    With `profile`, refuses a model trained under another profile.
+    Refuses a model trained under another profile than the run's.
     """
-    out_dir = model_dir(dataset, loss, seed)
+    out_dir = run.model_dir(loss)
     model, spec, identity = load_trained(out_dir)
-    check_profile(identity, profile, out_dir)
+    check_profile(identity, run.profile, out_dir)
     if spec.loss == "ce":
         return model, spec
     probe_path = out_dir / PROBE
     if not probe_path.is_file():
-        raise FileNotFoundError(f"no linear probe at {probe_path}: run notebooks/04_linear_probe.ipynb for loss={loss!r}, seed={seed} first")
+        raise FileNotFoundError(
+            f"no linear probe at {probe_path}: run notebooks/04_linear_probe.ipynb for loss={loss!r} in run {run.id} first"
+        )
     state = load_torch(probe_path)
     if state["identity"] != identity:
-        raise ValueError(f"the probe in {probe_path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb")
+        raise ValueError(
+            f"the probe in {probe_path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb"
+        )
     probe = nn.Linear(model.backbone.feature_dim, spec.num_classes)
     probe.load_state_dict(state["state_dict"])
     return explainable_from_contrastive(model, probe).eval(), spec
@@ -142,28 +172,37 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def probe_and_evaluate(profile: str, dataset: str, seed: int, losses: Iterable[str] = LOSSES, progress: bool = True) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
+def probe_and_evaluate(
+    run: Run, losses: Iterable[str] = LOSSES, progress: bool = True
+) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
     """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
 
     Returns the explainable classifiers, the accuracy table (also written to
-    outputs/results/<dataset>/accuracy_seed<k>.csv), the probes' training histories and
-    the prepared data they were evaluated on.
+    `run.accuracy_path`), the probes' training histories and the prepared data they were
+    evaluated on.
     """
-    seed = check_seed(seed)
     losses = check_choices("losses", losses, LOSSES)
-    settings = load_profile(profile).for_dataset(dataset)
-    data, _ = load_prepared(dataset, profile)
+    data, _ = load_prepared(run)
     classifiers, histories, rows = {}, {}, []
     for loss in losses:
         if loss == "ce":
-            classifiers[loss], _ = load_classifier(dataset, loss, seed, profile)
+            classifiers[loss], _ = load_classifier(run, loss)
         else:
-            classifiers[loss], histories[loss] = fit_probe(model_dir(dataset, loss, seed), data.train, data.info, settings.probe, seed, progress, profile)
+            classifiers[loss], histories[loss] = fit_probe(
+                run.model_dir(loss), data.train, data.info, run.settings.probe, run.seed, progress, run.profile
+            )
         acc, _ = accuracy(classifiers[loss], data.test, data.info)
-        rows.append({"dataset": dataset, "profile": profile, "loss": loss, "seed": seed,
-                     "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
-                     "test_images": len(data.test), "accuracy": acc})
+        rows.append(
+            {
+                "dataset": run.dataset,
+                "profile": run.profile,
+                "loss": loss,
+                "seed": run.seed,
+                "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
+                "test_images": len(data.test),
+                "accuracy": acc,
+            }
+        )
     table = pd.DataFrame(rows)
-    write_table(table, results_dir(dataset) / f"accuracy_seed{seed}.csv")
+    write_table(table, run.accuracy_path)
     return classifiers, table, histories, data
-

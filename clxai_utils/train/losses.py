@@ -5,6 +5,7 @@ which hard-coded two views in SupCon and, for the triplet loss, averaged every s
 triplet of the batch with a batch-wide fallback on raw backbone features. Mining is a
 separate function on a distance matrix so that it can be checked on hand-made distances.
 """
+
 from __future__ import annotations
 
 import math

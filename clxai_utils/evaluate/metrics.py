@@ -14,20 +14,21 @@ SSIM stays defined: two constant maps give SSIM 1 by its formula, as scikit-imag
 quantus 0.6.0 instead scores a zero map Gini 0, a Pointing Game hit and localisation 0
 (only Complexity gives NaN), which would silently mix "no explanation" into the averages.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import BASELINES, check_positive_int
-from .seeding import check_seed
+from clxai_utils.core.config import BASELINES
+from clxai_utils.core.validate import check_positive_int, check_seed
 
 Model = Callable[[Tensor], Tensor]
 
@@ -174,9 +175,7 @@ def pixel_flipping(
     if maps.shape != (n, h, w):
         raise ValueError(f"maps must have shape {(n, h, w)} to match x, got {tuple(maps.shape)}")
     if targets.shape != (n,) or targets.dtype != torch.long:
-        raise ValueError(
-            f"targets must be a LongTensor of shape ({n},), got {targets.dtype} {tuple(targets.shape)}"
-        )
+        raise ValueError(f"targets must be a LongTensor of shape ({n},), got {targets.dtype} {tuple(targets.shape)}")
     if baseline.shape != (c,):
         raise ValueError(f"baseline must have shape ({c},), one per channel, got {tuple(baseline.shape)}")
     pixels_per_step = check_positive_int("pixels_per_step", pixels_per_step)
@@ -192,9 +191,7 @@ def pixel_flipping(
     keep = torch.nonzero(~zero_maps(maps)).squeeze(1).to(x.device)
     if keep.numel():
         rank = _attribution_rank(maps.to(x.device)[keep])
-        curves[keep] = _flip_and_score(
-            model, x[keep], rank, targets.to(x.device)[keep], removed, baseline, batch_size
-        )
+        curves[keep] = _flip_and_score(model, x[keep], rank, targets.to(x.device)[keep], removed, baseline, batch_size)
     auc = torch.trapezoid(curves, fractions, dim=1)
     return PixelFlippingResult(curves=curves, auc=auc, fractions=fractions)
 

@@ -1,0 +1,211 @@
+"""The paper's claims as data, and the rule that turns a paired test into a verdict.
+
+Each claim names the comparison it reads (metric, loss a vs loss b) and the condition the
+paper says is better, or None for a claim of no difference. `verdict` decides from the
+Holm-adjusted image-level p-value: supported, not supported or inconclusive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from clxai_utils.analysis.tables import sort_runs
+
+
+class Claim(NamedTuple):
+    """A statement of the paper tested on one comparison row of `compare_losses`.
+
+    `expected` is the condition claimed better, None for a claim of no difference.
+    """
+
+    claim: str
+    statement: str
+    metric: str
+    a: str
+    b: str
+    expected: str | None
+
+
+LOSS_CLAIMS = (
+    Claim("SCL more faithful than CE", "lower PF AUC for SupCon than CE", "pf_auc", "supcon", "ce", "supcon"),
+    Claim(
+        "SCL more continuous than CE", "higher continuity SSIM for SupCon", "continuity_ssim", "supcon", "ce", "supcon"
+    ),
+    Claim(
+        "SCL less complex than CE (entropy)",
+        "lower complexity entropy for SupCon",
+        "complexity_entropy",
+        "supcon",
+        "ce",
+        "supcon",
+    ),
+    Claim(
+        "SCL less complex than CE (Gini)",
+        "higher Gini sparseness for SupCon",
+        "sparseness_gini",
+        "supcon",
+        "ce",
+        "supcon",
+    ),
+    Claim(
+        "SCL lower contrastivity than CE",
+        "the paper finds SupCon's contrastivity WORSE: contrastivity SSIM higher for SupCon than CE, so CE is the better one",
+        "contrastivity_ssim",
+        "supcon",
+        "ce",
+        "ce",
+    ),
+    Claim(
+        "coherence inconclusive (SCL vs CE)",
+        "no significant pointing-game difference between SupCon and CE",
+        "pointing_game",
+        "supcon",
+        "ce",
+        None,
+    ),
+    Claim(
+        "coherence inconclusive (SCL vs CE)",
+        "no significant attribution-localisation difference between SupCon and CE",
+        "attribution_localisation",
+        "supcon",
+        "ce",
+        None,
+    ),
+)
+TRIPLET_METRICS = ("pf_auc", "continuity_ssim", "complexity_entropy", "sparseness_gini")
+
+
+def verdict(p_holm: float, winner: str, expected: str | None, alpha: float) -> str:
+    """supported / not supported / inconclusive for one comparison, from its Holm-adjusted p.
+
+    A directional claim is supported when significant in the claimed direction, not
+    supported when significant in the opposite one, inconclusive when not significant.
+    A claim of no difference is supported when not significant and not supported when
+    significant. An untestable comparison (p is NaN) is inconclusive.
+    """
+    if np.isnan(p_holm):
+        return "inconclusive"
+    significant = p_holm < alpha
+    if expected is None:
+        return "not supported" if significant else "supported"
+    if not significant:
+        return "inconclusive"
+    return "supported" if winner == expected else "not supported"
+
+
+def _evidence(row: Mapping[str, Any]) -> str:
+    if np.isnan(row["p_holm"]):
+        return f"untestable: {row['reason'] or 'no p value'} (n = {row['n']})"
+    text = (
+        f"median diff ({row['a']} - {row['b']}) {row['median_diff']:+.3g}, r = {row['r']:+.2f}, "
+        f"p_holm = {row['p_holm']:.2g}, n = {row['n']}"
+    )
+    if not np.isnan(row["seed_p_t"]):
+        text += f"; seed means: t-test p = {row['seed_p_t']:.2g} over {row['n_seeds']} seeds"
+    return text
+
+
+def _claim_rows(comparisons: pd.DataFrame, claim: Claim, alpha: float) -> list[dict[str, Any]]:
+    match = sort_runs(
+        comparisons[
+            (comparisons["metric"] == claim.metric) & (comparisons["a"] == claim.a) & (comparisons["b"] == claim.b)
+        ]
+    )
+    return [
+        {
+            "claim": claim.claim,
+            "statement": claim.statement,
+            "dataset": row["dataset"],
+            "profile": row["profile"],
+            "method": row["method"],
+            "metric": claim.metric,
+            "expected": claim.expected or "no difference",
+            "verdict": verdict(row["p_holm"], row["winner"], claim.expected, alpha),
+            "n": row["n"],
+            "median_diff": row["median_diff"],
+            "r": row["r"],
+            "p_holm": row["p_holm"],
+            "n_seeds": row["n_seeds"],
+            "seed_p_t": row["seed_p_t"],
+            "evidence": _evidence(row),
+        }
+        for _, row in match.iterrows()
+    ]
+
+
+def _majority_row(
+    rows: pd.DataFrame, claim: str, statement: str, expected: str, method: str, alpha: float
+) -> dict[str, Any]:
+    """Aggregate verdict: supported when `expected` wins significantly in more than half of the
+    testable comparisons, not supported when the other side does, inconclusive otherwise."""
+    testable = rows[rows["p_holm"].notna()]
+    significant = testable[testable["p_holm"] < alpha]
+    wins = int((significant["winner"] == expected).sum())
+    losses = len(significant) - wins
+    m = len(testable)
+    result = "supported" if wins > m / 2 else "not supported" if losses > m / 2 else "inconclusive"
+    first = rows.iloc[0]
+    return {
+        "claim": claim,
+        "statement": statement,
+        "dataset": first["dataset"],
+        "profile": first["profile"],
+        "method": method,
+        "metric": "all",
+        "expected": expected,
+        "verdict": result,
+        "n": m,
+        "median_diff": np.nan,
+        "r": np.nan,
+        "p_holm": np.nan,
+        "n_seeds": int(rows["n_seeds"].max()),
+        "seed_p_t": np.nan,
+        "evidence": f"{expected} significantly better in {wins} of {m} testable comparisons, worse in {losses}",
+    }
+
+
+def claims(loss_comparisons: pd.DataFrame, method_comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """One verdict per paper claim, dataset, profile and explanation method (see `verdict`).
+
+    Loss claims (SupCon vs CE) read one row of `compare_losses` each. Two claims aggregate
+    several comparisons by majority (see `_majority_row`): "Grad-CAM better than
+    Eigen-CAM" over every (loss, metric) row of `compare_methods` of a dataset, and "TL
+    good on CIFAR-10" over triplet-vs-CE on faithfulness, continuity and both complexity
+    metrics, per method. Significance is always the Holm-adjusted image-level p.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    rows = [r for claim in LOSS_CLAIMS for r in _claim_rows(loss_comparisons, claim, alpha)]
+    for _, group in method_comparisons.groupby(["dataset", "profile"]):
+        rows.append(
+            _majority_row(
+                group,
+                "Grad-CAM better than Eigen-CAM",
+                "Grad-CAM significantly better in most (loss, metric) comparisons",
+                "gradcam",
+                "gradcam vs eigencam",
+                alpha,
+            )
+        )
+    triplet = loss_comparisons[
+        (loss_comparisons["dataset"] == "cifar10")
+        & (loss_comparisons["a"] == "triplet")
+        & (loss_comparisons["b"] == "ce")
+        & loss_comparisons["metric"].isin(TRIPLET_METRICS)
+    ]
+    for (_, method), group in sort_runs(triplet).groupby(["profile", "method"], sort=False):
+        rows.append(
+            _majority_row(
+                group,
+                "TL good on CIFAR-10",
+                "Triplet significantly better than CE on most of PF AUC, continuity, entropy, Gini",
+                "triplet",
+                method,
+                alpha,
+            )
+        )
+    return pd.DataFrame(rows)

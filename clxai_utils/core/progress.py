@@ -1,0 +1,82 @@
+"""Progress bars that leave their final state in a saved notebook.
+
+tqdm's notebook widget stores, as the text a saved notebook shows (on GitHub, in nbval,
+in any viewer without the widget state), the bar as it was when it was created:
+"ce training: 0%| 0/1170". Here a bar in a Jupyter kernel is tqdm's plain text bar shown
+through one display output that is updated in place, at most once a second: JupyterLab
+shows it live, and papermill, nbclient and JupyterLab all save its last state, the final
+line. Outside a kernel (a terminal, a log file) tqdm writes to stderr as usual.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from tqdm.std import tqdm
+
+T = TypeVar("T")
+
+#: Redraws at most once a second: every redraw in a kernel is a message on its output channel.
+MIN_INTERVAL_S = 1.0
+
+
+def in_kernel() -> bool:
+    """True inside a Jupyter kernel (JupyterLab, papermill, nbclient, nbval)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency of the notebooks
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class DisplayLine:
+    """A file-like target for tqdm that keeps only the latest line, shown as one updated display output."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._handle: Any = None
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").strip()
+        if line and line != self.text:
+            self.text = line
+            self._show()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered: every line is shown as it is written."""
+
+    def _show(self) -> None:
+        from IPython.display import display
+
+        bundle = {"text/plain": self.text}
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
+def progress_bar(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str | None = None,
+    unit: str = "it",
+    disable: bool = False,
+) -> tqdm:
+    """A tqdm bar for notebooks and terminals alike (see the module docstring)."""
+    target = DisplayLine() if in_kernel() else sys.stderr
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=disable,
+        file=target,
+        mininterval=MIN_INTERVAL_S,
+        ncols=100 if isinstance(target, DisplayLine) else None,
+        dynamic_ncols=not isinstance(target, DisplayLine),
+    )

@@ -1,0 +1,104 @@
+"""A run: one (dataset, profile, seed) and the folder that holds every artefact it writes.
+
+Every stage function takes a `Run` first, and asks it where to read and write, so the
+layout below is spelled here and nowhere else. The default root is
+`outputs/runs/<dataset>-<profile>-seed<k>/` whether a notebook runs in JupyterLab, under
+papermill or in a sweep, so runs of different profiles or seeds never collide and
+07_analysis finds all of them::
+
+    <root>/data/manifest.json                       00  the images of this run
+    <root>/models/<loss>/{checkpoint,model,probe}.pt 01-04
+    <root>/models/<loss>/history.csv
+    <root>/results/accuracy.{csv,json}               04
+    <root>/explanations/<loss>/<method>[_mosaics].pt 05
+    <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
+    <root>/figures/<notebook>/*.png                  figures of each notebook
+    <root>/notebooks/<notebook>.{ipynb,log,done.json} sweeps: executed notebooks and markers
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clxai_utils.core.config import DATASETS, DatasetProfile, load_profile
+from clxai_utils.core.paths import display_path, runs_root
+from clxai_utils.core.registry import LOSSES, METHODS
+from clxai_utils.core.validate import check_choice, check_seed
+
+#: The two kinds of stored explanations: the test images, and one 2x2 mosaic per test image.
+EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics")
+#: The result tables of a run (in `<root>/results/`), by kind; 07_analysis gathers them from every run.
+RESULT_TABLES: dict[str, str] = {"accuracy": "accuracy.csv", "facets": "facets.csv", "pf_curves": "pf_curves.csv"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (dataset, profile, seed), validated on creation, with every artefact path below `root`."""
+
+    dataset: str
+    profile: str
+    seed: int
+    root: Path = field(default=None, compare=False)  # type: ignore[assignment]  # filled in by __post_init__
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.dataset, DATASETS)
+        object.__setattr__(self, "seed", check_seed(self.seed))
+        load_profile(self.profile).for_dataset(self.dataset)  # unknown profile or uncovered dataset: an error now
+        root = runs_root() / self.id if self.root is None else Path(self.root)
+        object.__setattr__(self, "root", root.resolve())
+
+    @property
+    def id(self) -> str:
+        """The run id, e.g. `cifar10-quick-seed0`: also the name of its folder."""
+        return f"{self.dataset}-{self.profile}-seed{self.seed}"
+
+    @functools.cached_property
+    def settings(self) -> DatasetProfile:
+        """The profile's settings for this run's data set."""
+        return load_profile(self.profile).for_dataset(self.dataset)
+
+    def __str__(self) -> str:
+        return f"{self.id} ({display_path(self.root)})"
+
+    # ------------------------------------------------------------------ artefacts, by stage
+
+    @property
+    def manifest_path(self) -> Path:
+        """The data manifest 00_data writes and every later stage reads."""
+        return self.root / "data" / "manifest.json"
+
+    def model_dir(self, loss: str) -> Path:
+        """Checkpoint, history, final model and (SupCon/TL) probe of one loss."""
+        return self.root / "models" / check_choice("loss", loss, LOSSES)
+
+    @property
+    def accuracy_path(self) -> Path:
+        """The accuracy table of 04_linear_probe (a JSON copy lies beside it)."""
+        return self.root / "results" / RESULT_TABLES["accuracy"]
+
+    def explanation_path(self, loss: str, method: str, kind: str = "test") -> Path:
+        """Stored maps of one (model, method, kind)."""
+        check_choice("method", method, METHODS)
+        suffix = "" if check_choice("kind", kind, EXPLANATION_KINDS) == "test" else f"_{kind}"
+        return self.root / "explanations" / check_choice("loss", loss, LOSSES) / f"{method}{suffix}.pt"
+
+    @property
+    def facets_paths(self) -> dict[str, Path]:
+        """The three files of 06_metrics: the per-image table, its JSON sidecar, the mean PF curves."""
+        table = self.root / "results" / RESULT_TABLES["facets"]
+        return {
+            "table": table,
+            "sidecar": table.with_suffix(".json"),
+            "curves": table.parent / RESULT_TABLES["pf_curves"],
+        }
+
+    def figures_dir(self, notebook: str) -> Path:
+        """Where a notebook saves its figures, e.g. `run.figures_dir("00_data")`."""
+        return self.root / "figures" / notebook
+
+    @property
+    def notebooks_dir(self) -> Path:
+        """Executed notebooks, logs and completion markers of a sweep."""
+        return self.root / "notebooks"

@@ -1,0 +1,79 @@
+"""Every generic check of an argument, in one place: notebook parameters arrive untyped.
+
+Each check returns the validated value (normalised where that helps, e.g. numpy ints to
+int) or raises with a message that names the parameter and says what is allowed. Stage
+functions call these instead of writing their own twins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A profile file or a parameter does not match what the pipeline accepts."""
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """Return `value` if it is one of `allowed`, else raise naming the parameter."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
+    return str(value)
+
+
+def check_choices(name: str, values: Iterable[str], allowed: Iterable[str]) -> list[str]:
+    """A non-empty list of distinct allowed values (a lone string is a common papermill slip)."""
+    allowed = tuple(allowed)
+    if isinstance(values, str):
+        raise ConfigError(f"{name} must be a list such as {list(allowed)}, got the string {values!r}")
+    values = list(values)
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(f"{name} must be a non-empty list of distinct values from {list(allowed)}, got {values}")
+    for value in values:
+        check_choice(f"an entry of {name}", value, allowed)
+    return values
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """`value` as an int >= 1, or an error naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: object) -> int:
+    """`seed` as an int >= 0 (TypeError for a non-integer, ValueError for a negative one)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative integer, got {seed!r} ({type(seed).__name__})")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """A non-empty sequence of distinct seeds."""
+    if isinstance(seeds, (str, int)) or not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}")
+    return tuple(check_seed(seed) for seed in seeds)
+
+
+def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """`value` as a float in [low, high] (TypeError for a non-number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (low <= value <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return float(value)
+
+
+def check_positive(name: str, value: Any) -> float:
+    """`value` as a finite float > 0."""
+    value = check_number(name, value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value

@@ -1,0 +1,320 @@
+"""Stored maps (05_explanations): `ExplanationSet`, computed once per (model, method, kind) and reused.
+
+`compute_explanations` runs a split through `cams.explain` and keeps the maps with the
+ids, labels, logits and targets needed to pair results across models. `run_explanations`
+does this for every model of a run; a stored file is reused only while its model files,
+images and protocol are unchanged, and `load_explanations` refuses maps of a model that has
+since changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from clxai_utils.core.artifacts import load_torch, save_torch
+from clxai_utils.core.config import ExplainConfig
+from clxai_utils.core.progress import progress_bar
+from clxai_utils.core.registry import LOSSES, METHODS
+from clxai_utils.core.run import EXPLANATION_KINDS, Run
+from clxai_utils.core.validate import check_choices
+from clxai_utils.data import augment
+from clxai_utils.data.prepare import balanced_subset, load_prepared
+from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
+from clxai_utils.explain.cams import (
+    EIGENCAM_SIGN_CONVENTION,
+    POSTPROCESSING,
+    _check_class_indices,
+    _check_images,
+    _explanation_mode,
+    explain,
+)
+from clxai_utils.explain.mosaics import Mosaics, make_mosaics
+from clxai_utils.train.probe import load_classifier
+
+MAP_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
+TARGET_RULES: tuple[str, ...] = ("predicted", "true")
+_FORMAT = "clxai.ExplanationSet/1"
+
+
+def _check_plain(name: str, value: Any) -> None:
+    """Require values that `torch.load(weights_only=True)` reads back: no tensors, no objects.
+
+    Types are matched exactly: subclasses such as `torch.__version__` (a TorchVersion str)
+    or numpy scalars are pickled as their class and refused by the weights-only loader.
+    """
+    if value is None or type(value) in (bool, int, float, str):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(f"{name}[{i}]", item)
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"{name} keys must be str, got {key!r}")
+            _check_plain(f"{name}[{key!r}]", item)
+        return
+    raise TypeError(f"{name} must hold only None/bool/int/float/str/list/tuple/dict, got {type(value).__name__}")
+
+
+def _check_dtype(name: str, value: Any, ndim: int, dtypes: tuple[torch.dtype, ...]) -> None:
+    if not isinstance(value, Tensor) or value.ndim != ndim or value.dtype not in dtypes:
+        got = f"{value.dtype} {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+        raise TypeError(f"{name} must be a {ndim}-D tensor of dtype {[str(d) for d in dtypes]}, got {got}")
+
+
+_INDEX_FIELDS = ("image_ids", "labels", "predictions", "targets")
+
+
+@dataclass
+class ExplanationSet:
+    """Maps of one model and method on one split, with what is needed to pair them.
+
+    `targets` is the class each map explains (recorded for Eigen-CAM too, which ignores it);
+    `image_ids` are unique, so results of different models can be joined on them.
+    `meta` holds plain values only (model id, dataset, loss, seed, target rule, versions).
+    """
+
+    maps: Tensor  # (N, H, W) float32 or float16, in [0, 1]
+    image_ids: Tensor  # (N,) int64
+    labels: Tensor  # (N,) int64
+    predictions: Tensor  # (N,) int64, argmax of logits
+    logits: Tensor  # (N, C) float32
+    targets: Tensor  # (N,) int64, the explained class
+    method: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_dtype("maps", self.maps, 3, MAP_DTYPES)
+        _check_dtype("logits", self.logits, 2, (torch.float32,))
+        for name in _INDEX_FIELDS:
+            _check_dtype(name, getattr(self, name), 1, (torch.int64,))
+        n = len(self.maps)
+        for name in ("logits", *_INDEX_FIELDS):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} rows but maps has {n}")
+        num_classes = self.logits.shape[1]
+        for name in ("labels", "predictions", "targets"):
+            _check_class_indices(name, getattr(self, name), n, num_classes)
+        if torch.unique(self.image_ids).numel() != n:
+            raise ValueError("image_ids must be unique")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        _check_plain("meta", self.meta)
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically as a dict of compact CPU tensors and plain values."""
+        tensors = {name: getattr(self, name).detach().cpu().clone() for name in ("maps", "logits", *_INDEX_FIELDS)}
+        return save_torch(path, {"format": _FORMAT, **tensors, "method": self.method, "meta": self.meta})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ExplanationSet:
+        """Read a file written by `save` (with `weights_only=True`) and re-validate it."""
+        data = load_torch(path)
+        if not isinstance(data, dict) or data.pop("format", None) != _FORMAT:
+            raise ValueError(f"{path} is not an ExplanationSet file (format {_FORMAT!r})")
+        return cls(**data)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions that change the maps: recorded with every ExplanationSet."""
+    return {
+        "torch": str(torch.__version__),
+        "grad-cam": importlib.metadata.version("grad-cam"),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _full_meta(meta: dict[str, Any] | None, method: str, target: str) -> dict[str, Any]:
+    auto: dict[str, Any] = {
+        "method": method,
+        "target_rule": target,
+        "postprocessing": POSTPROCESSING,
+        "versions": package_versions(),
+    }
+    if method == "eigencam":
+        auto["sign_convention"] = EIGENCAM_SIGN_CONVENTION
+    meta = dict(meta or {})
+    _check_plain("meta", meta)  # fail before the maps are computed, not after
+    clash = sorted(set(meta) & set(auto))
+    if clash:
+        raise ValueError(f"meta must not set {clash}: compute_explanations fills them in")
+    return {**meta, **auto}
+
+
+def _as_batches(data: Any) -> Iterable[Any]:
+    """A single (x, y, image_id) tuple of tensors counts as one batch."""
+    if isinstance(data, tuple) and len(data) == 3 and all(isinstance(t, Tensor) for t in data):
+        return [data]
+    return data
+
+
+def compute_explanations(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]] | tuple[Tensor, Tensor, Tensor],
+    method: str,
+    target: str = "predicted",
+    *,
+    batch_size: int,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+    maps_dtype: torch.dtype = torch.float32,
+) -> ExplanationSet:
+    """Logits, predictions and maps for every image of `batches` ((x, y, image_id) batches).
+
+    Each batch goes through the model once in eval mode without gradients for the logits;
+    the explained class is the prediction (`target="predicted"`, the paper's rule) or the
+    label (`"true"`); the maps are then computed in chunks of `batch_size`. `maps_dtype`
+    float16 halves the file size (step 2^-11 near 1, enough for [0, 1] maps).
+    """
+    if target not in TARGET_RULES:
+        raise ValueError(f"target must be one of {list(TARGET_RULES)}, got {target!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if maps_dtype not in MAP_DTYPES:
+        raise ValueError(f"maps_dtype must be one of {[str(d) for d in MAP_DTYPES]}, got {maps_dtype}")
+    meta = _full_meta(meta, method, target)
+    parts: dict[str, list[Tensor]] = {name: [] for name in ("maps", "logits", *_INDEX_FIELDS)}
+    for x, y, ids in progress_bar(_as_batches(batches), desc=method, disable=not progress):
+        x = _check_images(x)
+        with _explanation_mode(model) as device, torch.no_grad():
+            logits = model(x.to(device)).float().cpu()
+        predictions = logits.argmax(dim=1)
+        labels = _check_class_indices("y", torch.as_tensor(y), len(x), logits.shape[1])
+        targets = predictions if target == "predicted" else labels
+        parts["maps"].append(explain(model, x, method, targets, batch_size).to(maps_dtype))
+        parts["logits"].append(logits)
+        parts["image_ids"].append(torch.as_tensor(ids, dtype=torch.int64).reshape(-1))
+        parts["labels"].append(labels)
+        parts["predictions"].append(predictions)
+        parts["targets"].append(targets)
+    if not parts["maps"]:
+        raise ValueError("batches must yield at least one (x, y, image_id) batch")
+    return ExplanationSet(**{name: torch.cat(p) for name, p in parts.items()}, method=method, meta=meta)
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def explained_split(data: Dataset, cfg: ExplainConfig) -> ImageSplit:
+    """The test images every model is explained on: class-balanced, the same for every loss and seed."""
+    return data.test.subset(balanced_subset(data.test.labels, cfg.images_per_class, seed=0))
+
+
+def normalised_images(split: ImageSplit, info: DatasetInfo) -> Tensor:
+    """The unaugmented images of `split` in the models' input space."""
+    return augment.normalize(split.images, info.mean, info.std)
+
+
+def explained_mosaics(split: ImageSplit, info: DatasetInfo, seed: int) -> Mosaics:
+    """The mosaic of every explained image (image i is the target of mosaic i), drawn from `seed`."""
+    return make_mosaics(normalised_images(split, info), split.labels, seed)
+
+
+def model_digest(run: Run, loss: str) -> str:
+    """SHA-256 of the files that define the explained function (weights, and the probe for SupCon/TL)."""
+    digest = hashlib.sha256()
+    folder = run.model_dir(loss)
+    for name in ("model.pt", "probe.pt"):
+        if (folder / name).is_file():
+            digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _batches(x: Tensor, labels: Tensor, ids: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], labels[start : start + batch_size], ids[start : start + batch_size]
+
+
+def _is_current(path: Path, meta: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    stored = ExplanationSet.load(path).meta
+    return all(stored.get(key) == value for key, value in meta.items())
+
+
+def run_explanations(
+    run: Run, losses: Iterable[str], methods: Iterable[str] = METHODS, progress: bool = True
+) -> pd.DataFrame:
+    """05_explanations' work: the maps of every (loss, method, kind) of the run, computed once and stored.
+
+    Test images are explained for their predicted class; mosaic i for the true class of
+    its target image i. A file whose model, images and protocol match is reused, so a
+    rerun (or an interrupted run) only computes what is missing. Returns one row per file.
+    """
+    losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
+    cfg = run.settings.explain
+    data, _ = load_prepared(run)
+    split = explained_split(data, cfg)
+    inputs = {
+        "test": normalised_images(split, data.info),
+        "mosaics": explained_mosaics(split, data.info, run.seed).images,
+    }
+    ids_digest = hashlib.sha256(split.ids.numpy().tobytes()).hexdigest()
+    rows = []
+    for loss in losses:
+        model, _ = load_classifier(run, loss)
+        # What must match for stored maps to be reused: model files, images and protocol (hashed once per model).
+        source = {
+            "profile": run.profile,
+            "dataset": run.dataset,
+            "seed": run.seed,
+            "loss": loss,
+            "model_digest": model_digest(run, loss),
+            "image_ids_digest": ids_digest,
+        }
+        for method, kind in itertools.product(methods, EXPLANATION_KINDS):
+            path = run.explanation_path(loss, method, kind)
+            meta = source | {"kind": kind}
+            start, reused = time.perf_counter(), _is_current(path, meta)
+            if not reused:
+                target = "predicted" if kind == "test" else "true"
+                batches = _batches(inputs[kind], split.labels, split.ids, cfg.batch_size)
+                compute_explanations(
+                    model, batches, method, target, batch_size=cfg.batch_size, meta=meta, progress=progress
+                ).save(path)
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "loss": loss,
+                    "method": method,
+                    "kind": kind,
+                    "images": len(split),
+                    "reused": reused,
+                    "seconds": round(seconds, 2),
+                    "images_per_s": None if reused else len(split) / seconds,
+                    "file": str(path.relative_to(run.root)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def load_explanations(run: Run, loss: str, method: str, kind: str = "test") -> ExplanationSet:
+    """Stored maps of one (model, method, kind), refusing maps of a model that has since changed."""
+    path = run.explanation_path(loss, method, kind)
+    if not path.is_file():
+        raise FileNotFoundError(f"no stored maps at {path}: run notebooks/05_explanations.ipynb for run {run.id} first")
+    stored = ExplanationSet.load(path)
+    if stored.meta.get("model_digest") != model_digest(run, loss):
+        raise ValueError(
+            f"the maps in {path} were computed for another {loss!r} model: rerun notebooks/05_explanations.ipynb"
+        )
+    return stored

@@ -1,0 +1,289 @@
+"""Every figure of the notebooks: image grids, overlays, training curves, embeddings, the gallery, report plots.
+
+Figures are returned, not shown, so a notebook decides where they go; `save_figure` writes
+them atomically.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib import MatplotlibDeprecationWarning
+from matplotlib.ticker import MaxNLocator
+
+from clxai_utils.analysis.tables import ordered
+from clxai_utils.core.artifacts import atomic_path
+from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name
+from clxai_utils.core.validate import check_positive_int
+
+if TYPE_CHECKING:
+    from clxai_utils.explain.store import ExplanationSet
+
+# Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
+# the files written by `save_figure` keep their own, higher resolution.
+plt.rcParams["figure.dpi"] = 72
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save `fig` as PNG atomically (a killed run leaves no truncated image)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """uint8 (N,3,H,W) or float [0,1] images as an (N,H,W,3) float array for imshow."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(
+    rows: list[torch.Tensor], row_labels: list[str], col_labels: list[str] | None = None, scale: float = 1.1
+) -> plt.Figure:
+    """A grid with one row per image batch (all rows the same length), labelled on the left."""
+    n_cols = len(rows[0])
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(scale * n_cols, scale * len(rows)), squeeze=False)
+    for r, (batch, label) in enumerate(zip(rows, row_labels)):
+        for c, img in enumerate(to_display(batch)):
+            ax = axes[r, c]
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+            if r == 0 and col_labels:
+                ax.set_title(col_labels[c], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: pd.DataFrame, title: str) -> plt.Figure:
+    """Learning curves: training loss (and accuracy or semi-hard share when logged), learning rate, throughput."""
+    extra = [c for c in ("train_acc", "semi_hard_frac") if c in history]
+    panels = ["loss", *extra, "lr", "images_per_s"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    for ax, column in zip(axes, panels):
+        ax.plot(history["epoch"], history[column], marker="o")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(column.replace("_", " "))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pca_2d(features: torch.Tensor) -> torch.Tensor:
+    """Project features onto their first two principal components (centred SVD)."""
+    centred = features - features.mean(0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T
+
+
+def plot_embeddings(features: dict[str, torch.Tensor], labels: torch.Tensor, classes: list[str]) -> plt.Figure:
+    """One PCA scatter per model of the features its classifier head sees, coloured by true class."""
+    fig, axes = plt.subplots(1, len(features), figsize=(4 * len(features), 4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, feats) in zip(axes[0], features.items()):
+        xy = pca_2d(feats).numpy()
+        for c, cls in enumerate(classes):
+            sel = (labels == c).numpy()
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(c % 10), label=cls, alpha=0.6)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1, 0.5), markerscale=3, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_grid(
+    columns: list[tuple[str, torch.Tensor | None, torch.Tensor | None]],
+    row_labels: list[str] | None = None,
+    scale: float = 1.3,
+) -> plt.Figure:
+    """Images with saliency overlays: each column is (title, images (N,3,H,W) in [0,1] or None, maps (N,H,W) or None).
+
+    A column with both shows the map (jet, alpha 0.5) over the image; with only maps, the
+    map alone on a fixed [0, 1] scale, so columns are comparable.
+    """
+    n_rows = len(next(t for _, i, m in columns for t in (i, m) if t is not None))
+    fig, axes = plt.subplots(n_rows, len(columns), figsize=(scale * len(columns), scale * n_rows), squeeze=False)
+    for c, (title, images, maps) in enumerate(columns):
+        shown = to_display(images) if images is not None else None
+        for r in range(n_rows):
+            ax = axes[r, c]
+            if shown is not None:
+                ax.imshow(shown[r], interpolation="nearest")
+            if maps is not None:
+                ax.imshow(
+                    maps[r].float().numpy(),
+                    cmap="jet",
+                    vmin=0,
+                    vmax=1,
+                    alpha=0.5 if shown is not None else 1.0,
+                    interpolation="bilinear",
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            if c == 0 and row_labels:
+                ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def explanation_gallery(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: list[str],
+    maps: dict[tuple[str, str], ExplanationSet],
+    n_rows: int,
+) -> plt.Figure:
+    """The paper's Figure 2: the first test image of each of the first `n_rows` classes, then its
+    map for every (loss, method) in `maps`; row labels give the true class and each loss's prediction.
+
+    `images` (N, 3, H, W) in [0, 1] and `labels` (N,) are the explained split, in the order of the maps.
+    """
+    if check_positive_int("n_gallery", n_rows) > len(class_names):
+        raise ValueError(f"n_gallery must be at most the number of classes ({len(class_names)}), got {n_rows}")
+    rows = torch.stack([(labels == c).nonzero()[0, 0] for c in range(n_rows)])
+    columns = [("image", images[rows], None)] + [
+        (f"{display_name(loss)} · {display_name(method)}", images[rows], m.maps[rows])
+        for (loss, method), m in maps.items()
+    ]
+    predicted = {loss: m.predictions[rows] for (loss, _), m in maps.items()}  # the same for both methods of a loss
+    row_labels = [
+        f"{class_names[int(labels[r])]}\n(" + ", ".join(class_names[int(p[i])][:5] for p in predicted.values()) + ")"
+        for i, r in enumerate(rows)
+    ]
+    return overlay_grid(columns, row_labels)
+
+
+def _select(frame: pd.DataFrame, dataset: str | None, profile: str | None) -> pd.DataFrame:
+    """The rows of one (dataset, profile); which one must be given when there are several."""
+    runs = frame[["dataset", "profile"]].drop_duplicates()
+    if dataset is not None:
+        runs = runs[runs["dataset"] == dataset]
+    if profile is not None:
+        runs = runs[runs["profile"] == profile]
+    if len(runs) != 1:
+        available = sorted(frame[["dataset", "profile"]].drop_duplicates().itertuples(index=False, name=None))
+        raise ValueError(f"dataset={dataset!r}, profile={profile!r} must select exactly one of {available}")
+    ds, pr = runs.iloc[0]
+    return frame[(frame["dataset"] == ds) & (frame["profile"] == pr)]
+
+
+def _grid(n: int, ncols: int = 4, size: float = 2.4) -> tuple[plt.Figure, np.ndarray]:
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, min(n, ncols), figsize=(size * min(n, ncols), size * nrows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.remove()
+    return fig, axes.flat[:n]
+
+
+def plot_metric_distributions(
+    facets: pd.DataFrame, dataset: str | None = None, profile: str | None = None
+) -> plt.Figure:
+    """Per metric, the distribution over images (all seeds) per loss, coloured by method.
+
+    Box plots without fliers; the binary pointing game is shown as the hit rate (bar,
+    ± standard error) because a box of 0/1 values says nothing.
+    """
+    data = _select(facets, dataset, profile)
+    metrics = [m for m in METRICS if data[m].notna().any()]
+    losses, methods = ordered(data["loss"], LOSSES), ordered(data["method"], METHODS)
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        common = dict(data=data, x="loss", y=metric, hue="method", order=losses, hue_order=methods, ax=ax)
+        if metric == "pointing_game":
+            sns.barplot(**common, errorbar="se")
+        else:
+            with warnings.catch_warnings():  # seaborn 0.13 still passes `vert`, deprecated in Matplotlib 3.11
+                warnings.filterwarnings("ignore", "vert: bool was deprecated", MatplotlibDeprecationWarning)
+                sns.boxplot(**common, showfliers=False)
+        ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(labelsize=8)
+        ax.get_legend().remove()
+    fig.suptitle(f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): metric distributions", fontsize=10)
+    fig.tight_layout()
+    # after tight_layout, so the legend takes an empty grid cell (or widens the saved figure) instead of a panel's room
+    axes[-1].legend(
+        *axes[0].get_legend_handles_labels(),
+        fontsize=7,
+        title="method",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+    )
+    return fig
+
+
+def plot_pf_curves(pf_curves: pd.DataFrame, dataset: str | None = None, profile: str | None = None) -> plt.Figure:
+    """Mean pixel-flipping curve per loss, one panel per method: mean over seeds, band ± 1 std across seeds.
+
+    With one seed there is no band (the per-image spread lives in the table's `std`).
+    """
+    data = _select(pf_curves, dataset, profile)
+    methods = ordered(data["method"], METHODS)
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), sharey=True, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        sns.lineplot(
+            data=data[data["method"] == method],
+            x="fraction",
+            y="mean",
+            hue="loss",
+            hue_order=ordered(data["loss"], LOSSES),
+            estimator="mean",
+            errorbar="sd",
+            ax=ax,
+        )
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("fraction of pixels removed")
+        ax.set_ylabel("softmax of explained class")
+    n_seeds = data["seed"].nunique()
+    fig.suptitle(
+        f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): pixel flipping, {n_seeds} seed(s)", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_metric(
+    seed_means: pd.DataFrame, method: str, dataset: str | None = None, profile: str | None = None
+) -> plt.Figure:
+    """Per metric, the per-seed mean metric against accuracy (`tables.seed_level`): one point per (loss, seed)."""
+    data = _select(seed_means, dataset, profile)
+    metrics = [m for m in METRICS if data[m].notna().any()]
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        sns.scatterplot(
+            data=data, x="accuracy", y=metric, hue="loss", hue_order=ordered(data["loss"], LOSSES), ax=ax, s=30
+        )
+        ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
+        ax.set_ylabel("")
+        ax.get_legend().remove()
+    fig.suptitle(
+        f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}), {method}: per-seed means vs accuracy", fontsize=10
+    )
+    fig.tight_layout()
+    # after tight_layout, so the legend takes an empty grid cell (or widens the saved figure) instead of a panel's room
+    axes[-1].legend(
+        *axes[0].get_legend_handles_labels(),
+        fontsize=7,
+        title="loss",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+    )
+    return fig

@@ -1,0 +1,254 @@
+"""Planning a sweep: the pipeline as data, the jobs of a grid of runs, and which are already done.
+
+Every (dataset, profile, seed) is a `Run` with its own folder `<runs root>/<run id>/`, so
+runs never overwrite each other and the analysis notebook can gather them all. Within a
+run the notebooks form a small dependency graph (`PIPELINE`): data, then one training per
+loss, then probe, explanations and metrics. `clxai_utils.pipeline.execute` runs the jobs;
+`clxai_utils.pipeline.sweep` is the command line.
+
+The sweep is resumable. A job counts as done only when papermill succeeded (a marker file,
+written atomically after the exit status is known, records the job's parameters) *and* its
+artefacts exist. Stopping a sweep (Ctrl-C, crash, power cut) and re-running the same
+command therefore continues where it stopped, and changing a parameter re-runs exactly the
+jobs it affects. Run ids and paths derive only from the parameters, never from the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clxai_utils.core.artifacts import read_json
+from clxai_utils.core.config import DATASETS, load_profile
+from clxai_utils.core.paths import repo_root
+from clxai_utils.core.paths import runs_root as default_runs_root
+from clxai_utils.core.registry import LOSSES, METHODS
+from clxai_utils.core.run import Run
+from clxai_utils.core.validate import check_choice, check_choices, check_seeds
+from clxai_utils.data.sources import resolve_source
+
+RUN_PARAMETERS = ("profile", "dataset", "seed", "losses", "data_source")
+#: Run values handed to the notebook as environment variables instead of papermill parameters:
+#: a data path is machine-specific and must not end up in the executed notebooks users read.
+ENV_PARAMETERS = {"data_source": "CLXAI_DATA_SOURCE"}
+INTERRUPTED_EXIT = 130  # the shell's convention for "stopped by SIGINT"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One point of the grid: a run, the losses it trains and the data source of its 00_data step."""
+
+    run: Run
+    losses: tuple[str, ...]
+    data_source: str
+
+    def parameters(self) -> dict[str, Any]:
+        """Every value a step may receive, in JSON/YAML-ready types (so markers compare equal)."""
+        return {
+            "profile": self.run.profile,
+            "dataset": self.run.dataset,
+            "seed": self.run.seed,
+            "losses": list(self.losses),
+            "data_source": self.data_source,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook of the pipeline, as data, so tests can substitute a toy pipeline.
+
+    `params` names the run values (from RUN_PARAMETERS) the notebook receives; `artefacts`
+    gives the files it must leave (paths from the run's `Run`); `needs` names earlier steps
+    whose jobs must succeed first. A step with a `loss` is a training step: it is planned
+    only when that loss is selected (and a dependency on an unplanned step is dropped).
+    """
+
+    notebook: str
+    params: tuple[str, ...]
+    artefacts: Callable[[RunPlan], list[Path]]
+    needs: tuple[str, ...] = ()
+    loss: str | None = None
+
+
+def _manifest(plan: RunPlan) -> list[Path]:
+    return [plan.run.manifest_path]
+
+
+def _model(loss: str) -> Callable[[RunPlan], list[Path]]:
+    """Artefact function of one training step (a factory, so each step keeps its own loss)."""
+
+    def paths(plan: RunPlan) -> list[Path]:
+        return [plan.run.model_dir(loss) / "model.pt"]
+
+    return paths
+
+
+def _accuracy(plan: RunPlan) -> list[Path]:
+    return [plan.run.accuracy_path]
+
+
+def _explanations(plan: RunPlan) -> list[Path]:
+    return [plan.run.explanation_path(loss, method) for loss in plan.losses for method in METHODS]
+
+
+def _metrics(plan: RunPlan) -> list[Path]:
+    return list(plan.run.facets_paths.values())
+
+
+TRAINING_NOTEBOOKS = {"ce": "01_train_ce", "supcon": "02_train_supcon", "triplet": "03_train_triplet"}
+_BASE = ("profile", "dataset", "seed")
+PIPELINE: tuple[Step, ...] = (
+    Step("00_data", (*_BASE, "data_source"), _manifest),
+    *(Step(nb, _BASE, _model(loss), needs=("00_data",), loss=loss) for loss, nb in TRAINING_NOTEBOOKS.items()),
+    Step("04_linear_probe", (*_BASE, "losses"), _accuracy, needs=tuple(TRAINING_NOTEBOOKS.values())),
+    Step("05_explanations", (*_BASE, "losses"), _explanations, needs=("04_linear_probe",)),
+    Step("06_metrics", (*_BASE, "losses"), _metrics, needs=("05_explanations",)),
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One notebook execution within one run."""
+
+    run: Run
+    notebook: str
+    params: dict[str, Any]
+    artefacts: tuple[Path, ...]
+    needs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """`<run id>/<notebook>`: unique across the sweep, used in every message."""
+        return f"{self.run.id}/{self.notebook}"
+
+    @property
+    def executed(self) -> Path:
+        """The executed notebook papermill writes (kept on failure, with the traceback)."""
+        return self.run.notebooks_dir / f"{self.notebook}.ipynb"
+
+    @property
+    def log(self) -> Path:
+        """papermill's output, kept for every job that ran."""
+        return self.run.notebooks_dir / f"{self.notebook}.log"
+
+    @property
+    def marker(self) -> Path:
+        """Written atomically once papermill succeeded and the artefacts exist: the job is done."""
+        return self.run.notebooks_dir / f"{self.notebook}.done.json"
+
+
+# ---------------------------------------------------------------- planning
+
+
+def default_notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def _check_losses(losses: Sequence[str]) -> tuple[str, ...]:
+    """Validated losses in canonical LOSSES order, so `supcon ce` and `ce supcon` share markers."""
+    chosen = check_choices("losses", losses, LOSSES)
+    return tuple(loss for loss in LOSSES if loss in chosen)
+
+
+def check_pipeline(pipeline: Sequence[Step]) -> None:
+    """Reject a pipeline that is not a valid dependency order (so plan order is run order)."""
+    seen: set[str] = set()
+    for step in pipeline:
+        if step.notebook in seen:
+            raise ValueError(f"pipeline: notebook {step.notebook!r} appears twice")
+        if unknown := [p for p in step.params if p not in RUN_PARAMETERS]:
+            raise ValueError(f"pipeline: step {step.notebook!r} asks for {unknown}; allowed: {RUN_PARAMETERS}")
+        if missing := [n for n in step.needs if n not in seen]:
+            raise ValueError(f"pipeline: step {step.notebook!r} needs {missing}, which are not earlier steps")
+        if step.loss is not None:
+            check_choice(f"loss of pipeline step {step.notebook!r}", step.loss, LOSSES)
+        seen.add(step.notebook)
+
+
+def _run_jobs(plan: RunPlan, pipeline: Sequence[Step]) -> list[Job]:
+    """The jobs of one run: steps of unselected losses are dropped, and so are needs on them."""
+    run = plan.run
+    steps = [s for s in pipeline if s.loss is None or s.loss in plan.losses]
+    planned = {s.notebook for s in steps}
+    values = plan.parameters()
+    return [
+        Job(
+            run=run,
+            notebook=step.notebook,
+            params={key: values[key] for key in step.params},
+            artefacts=tuple(step.artefacts(plan)),
+            needs=tuple(f"{run.id}/{need}" for need in step.needs if need in planned),
+        )
+        for step in steps
+    ]
+
+
+def plan(
+    dataset: str,
+    profile: str,
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    runs_root: str | os.PathLike | None = None,
+    data_source: str | None = None,
+    pipeline: Sequence[Step] = PIPELINE,
+) -> list[Job]:
+    """Every job of the sweep, in a valid execution order; invalid arguments raise naming them."""
+    check_choice("dataset", dataset, DATASETS)
+    load_profile(profile).for_dataset(dataset)
+    losses, seeds = _check_losses(losses), check_seeds(seeds)
+    check_pipeline(pipeline)
+    source = resolve_source(data_source)
+    root = Path(runs_root) if runs_root is not None else default_runs_root()
+    plans = [
+        RunPlan(Run(dataset, profile, seed, root=root / Run(dataset, profile, seed).id), losses, source)
+        for seed in seeds
+    ]
+    return [job for plan in plans for job in _run_jobs(plan, pipeline)]
+
+
+# ---------------------------------------------------------------- state
+
+
+def is_complete(job: Job) -> bool:
+    """Done = papermill succeeded with these very parameters and every artefact is present."""
+    if not job.marker.is_file() or read_json(job.marker).get("parameters") != job.params:
+        return False
+    return all(path.is_file() for path in job.artefacts)
+
+
+def _check_order(jobs: Sequence[Job]) -> None:
+    seen: set[str] = set()
+    for job in jobs:
+        if missing := [n for n in job.needs if n not in seen]:
+            raise ValueError(f"jobs: {job.name} needs {missing}, which are not listed before it")
+        seen.add(job.name)
+
+
+def cached_names(jobs: Sequence[Job]) -> set[str]:
+    """Jobs to skip: complete, and every job they need is cached too.
+
+    A complete job whose input is about to be rebuilt (say 00_data after `data_source`
+    changed) is stale, so it re-runs as well.
+    """
+    _check_order(jobs)
+    cached: set[str] = set()
+    for job in jobs:
+        if is_complete(job) and all(need in cached for need in job.needs):
+            cached.add(job.name)
+    return cached
+
+
+def format_plan(jobs: Sequence[Job]) -> str:
+    """The dry-run listing: state, job and parameters, one job a line."""
+    cached = cached_names(jobs)
+    width = max((len(job.name) for job in jobs), default=0)
+    lines = [f"{len(jobs)} jobs, {len(cached)} cached, {len(jobs) - len(cached)} to run"]
+    for job in jobs:
+        state = "cached" if job.name in cached else "to run"
+        lines.append(f"{state:<6}  {job.name:<{width}}  {json.dumps(job.params)}")
+    return "\n".join(lines)

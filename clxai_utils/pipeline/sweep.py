@@ -1,0 +1,127 @@
+"""The sweep command: run the pipeline notebooks with papermill over a grid of seeds.
+
+    python -m clxai_utils.pipeline.sweep --dataset cifar10 --profile quick --losses ce supcon triplet --seeds 0 1 2
+
+Re-running the same command resumes a stopped sweep; `--dry-run` lists the jobs, cached
+or to run. See `clxai_utils.pipeline.plan` for what counts as done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from clxai_utils.core.config import DATASETS
+from clxai_utils.core.registry import LOSSES
+from clxai_utils.data.sources import DataError
+from clxai_utils.pipeline.execute import JobResult, SweepResult, check_notebooks, run_sweep
+from clxai_utils.pipeline.plan import PIPELINE, Step, format_plan, plan
+
+
+def _where(result: JobResult) -> str:
+    job = result.job
+    if result.status == "failed":
+        return f"{job.executed} (log: {job.log})"
+    if result.status in ("ok", "cached"):
+        return str(job.executed)
+    if result.status == "interrupted":
+        return str(job.log)
+    return result.reason
+
+
+def format_summary(result: SweepResult) -> str:
+    """End-of-sweep table: job, status, seconds, executed notebook (and log for failures)."""
+    rows = [("job", "status", "seconds", "executed notebook / log")]
+    for r in result.results:
+        seconds = f"{r.seconds:.0f}" if r.status in ("ok", "failed") else "-"
+        rows.append((r.job.name, r.status, seconds, _where(r)))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:>{widths[2]}}  {d}" for a, b, c, d in rows)
+
+
+def _closing_advice(result: SweepResult, command: str) -> str:
+    counts = Counter(result.statuses.values())
+    finished = counts["ok"] + counts["cached"]
+    if result.interrupted:
+        return (
+            f"Interrupted: {finished} of {len(result.results)} jobs finished; "
+            "nothing was recorded for the stopped ones.\n"
+            f"Resume by re-running the same command: {command}"
+        )
+    if counts["failed"] or counts["skipped"]:
+        return (
+            f"{counts['failed']} job(s) failed, {counts['skipped']} skipped. Fix the cause (see the logs) and re-run "
+            f"the same command; finished jobs are cached: {command}"
+        )
+    return f"All {finished} jobs done ({counts['ok']} run, {counts['cached']} cached)."
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an int >= minimum, so the error names the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m clxai_utils.pipeline.sweep",
+        description="Run the pipeline notebooks over losses x seeds; re-run the same command to resume.",
+    )
+    parser.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)} (default cifar10)")
+    parser.add_argument("--profile", default="quick", help="run profile in configs/profiles.yaml (default quick)")
+    parser.add_argument("--losses", nargs="+", default=list(LOSSES), help=f"any of {' '.join(LOSSES)} (default all)")
+    parser.add_argument("--seeds", nargs="+", type=_int_at_least(0), default=[0], help="seeds >= 0 (default 0)")
+    parser.add_argument(
+        "--jobs", type=_int_at_least(1), default=1,
+        help="run up to N ready jobs at once (default 1). On a 2-core machine N > 1 gains nothing: "
+        "one notebook already keeps both cores busy.",
+    )  # fmt: skip
+    parser.add_argument("--runs-root", default=None, help="where run folders go (default outputs/runs)")
+    parser.add_argument("--notebooks-dir", default=None, help="folder of the pipeline notebooks (default notebooks/)")
+    parser.add_argument(
+        "--data-source", default=None,
+        help="'torchvision', a folder or a .tar.gz, for 00_data only (default: $CLXAI_DATA_SOURCE, else torchvision)",
+    )  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs, cached or to run; run nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 failures, 130 interrupted).
+
+    `pipeline` lets tests drive the whole command over toy notebooks.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        jobs = plan(
+            args.dataset, args.profile, args.losses, args.seeds,
+            runs_root=args.runs_root, data_source=args.data_source, pipeline=pipeline,
+        )  # fmt: skip
+        if args.dry_run:
+            print(format_plan(jobs))
+            return 0
+        check_notebooks(jobs, args.notebooks_dir)
+    except (ValueError, TypeError, FileNotFoundError, DataError) as error:
+        parser.error(str(error))
+    result = run_sweep(jobs, max_parallel=args.jobs, notebooks_dir=args.notebooks_dir)
+    print(format_summary(result))
+    print(_closing_advice(result, shlex.join([sys.executable, "-m", "clxai_utils.pipeline.sweep", *argv])))
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
