@@ -1,5 +1,6 @@
-# Two commands: `make run` (the pipeline on the quick profile) and `make test` (unit tests,
-# every notebook on the smoke profile and the committed notebooks, validated with nbval).
+# Two commands: `make run` (the pipeline on the quick profile) and `make test` (lint and type checks,
+# unit tests, every notebook on the smoke profile as JupyterLab runs it, the committed notebooks
+# validated with nbval, and the quick run's numbers against the pinned reference).
 # Both create the environment from uv.lock when it is missing or stale.
 
 SHELL := /bin/bash
@@ -26,22 +27,22 @@ RUNS := outputs/runs
 REPORT := outputs/report
 RUN_ID = $(DATASET)-$(PROFILE)-seed0
 SMOKE_ROOT := outputs/smoke
-# The committed notebooks were executed by `make run` (quick profile, seed 0); nbval re-executes them there.
-COMMITTED_ROOT := $(abspath $(RUNS))/$(DATASET)-quick-seed0
-PAPERMILL := $(VENV)/bin/papermill --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
-SWEEP := $(PY) -m clxai_utils.sweep --dataset $(DATASET) --profile $(PROFILE)
+PAPERMILL := $(PY) -m clxai_utils.pipeline.kernel --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
+SWEEP := $(PY) -m clxai_utils.pipeline.sweep --dataset $(DATASET) --profile $(PROFILE)
 NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout 1800 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help env run sweep report publish test unit-tests smoke-notebooks nbval nbval-committed
+.PHONY: help env run sweep report publish test lint unit-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
 	@echo "make run      - create the environment if needed, run the pipeline (00-06) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed)"
-	@echo "make test     - unit tests, every notebook on the smoke profile, then the committed notebooks re-executed (quick profile), validated with nbval"
-	@echo "make nbval-committed - only the last stage of make test"
+	@echo "make test     - lint + types, unit tests, every notebook on the smoke profile (as JupyterLab runs it), the committed"
+	@echo "                notebooks re-executed (quick profile) and validated with nbval, then the pinned quick-run numbers"
+	@echo "make lint     - ruff (lint + format check) on the package, tests and notebooks; mypy on the package"
+	@echo "make nbval-committed / make pinned - single stages of make test"
 	@echo "make env      - only create/update the environment (.venv from uv.lock)"
 
 $(UV):
@@ -50,7 +51,7 @@ $(UV):
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --python 3.11
-	$(PY) -c "import torch, torchvision, pytorch_grad_cam, quantus, cv2, skimage, seaborn, papermill, nbval; print('environment ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'quantus', quantus.__version__)" \
+	$(PY) -c "import torch, torchvision, pytorch_grad_cam, quantus, cv2, skimage, seaborn, papermill, nbval, nbclient; print('environment ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'quantus', quantus.__version__)" \
 	  || { echo "ERROR: the environment in $(VENV) cannot import its packages (see above); delete $(VENV) and rerun"; exit 1; }
 	touch $(STAMP)
 
@@ -73,39 +74,43 @@ report: $(STAMP)
 	echo "   07_analysis done in $$(( $$(date +%s) - start )) s; report in $(REPORT)/"
 
 publish: $(STAMP)
-	$(PY) -m clxai_utils.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
+	$(PY) -m clxai_utils.pipeline.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
 
-test: unit-tests nbval nbval-committed
+test: lint unit-tests nbval nbval-committed pinned
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check clxai_utils tests notebooks
+	$(VENV)/bin/ruff format --check clxai_utils tests notebooks
+	$(VENV)/bin/mypy
 
 unit-tests: $(STAMP)
 	$(PY) -m pytest tests -q
 
-# Smoke runs write to their own outputs root, so they never overwrite the quick run's artefacts.
+# Every notebook executed as a reader runs it in JupyterLab (nbclient, profile edited in the parameters
+# cell), into its own outputs root, so the quick run's artefacts are never overwritten.
 smoke-notebooks: $(STAMP)
-	@rm -rf $(SMOKE_ROOT) && mkdir -p $(SMOKE_ROOT)/notebooks
+	@rm -rf $(SMOKE_ROOT) && mkdir -p $(SMOKE_ROOT)
 	@src="$$CLXAI_DATA_SOURCE"; \
 	if [ "$$src" = torchvision ]; then \
 	  echo "no local CIFAR-10: the smoke notebooks use a generated tiny image folder"; \
-	  $(PY) -c "from clxai_utils.data import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
+	  $(PY) -c "from clxai_utils.data.sources import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	for nb in $(PIPELINE); do \
-	  echo "== $$nb (profile=smoke, data=$$src)"; \
-	  CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) \
-	    $(PAPERMILL) notebooks/$$nb.ipynb $(SMOKE_ROOT)/notebooks/$$nb.ipynb -p profile smoke; \
-	done; \
-	echo "== 07_analysis (smoke results)"; \
-	$(PAPERMILL) notebooks/07_analysis.ipynb $(SMOKE_ROOT)/notebooks/07_analysis.ipynb \
-	  -p results_root $(abspath $(SMOKE_ROOT))/results -p report_dir $(abspath $(SMOKE_ROOT))/report
+	echo "== 00-07 on the smoke profile (data=$$src), as JupyterLab runs them"; \
+	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
 
-# nbval re-executes each smoke-executed notebook (with its injected parameters) and compares
-# the cells marked NBVAL_CHECK_OUTPUT with the papermill run: the smoke path must be deterministic.
+# nbval re-executes each smoke-executed notebook and compares the cells marked NBVAL_CHECK_OUTPUT
+# with the first execution: the smoke path must be deterministic.
 nbval: smoke-notebooks
 	CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(NBVAL) $(SMOKE_ROOT)/notebooks
 
-# The committed notebooks, re-executed as committed (quick profile, seed 0) and compared with their
-# stored outputs. A fresh clone trains the quick models first (~20 min on 2 cores); after `make run`
-# the finished models and maps are reused. 07 reads whatever runs exist; its checked cell does not
-# depend on how many seeds there are.
+# The committed notebooks, re-executed as committed (quick profile, seed 0, in outputs/runs/) and compared
+# with their stored outputs. A fresh clone trains the quick models first (~10 min on 2 cores); after
+# `make run` the finished models and maps are reused. 07 reads whatever runs exist; its checked cell does
+# not depend on how many seeds there are.
 nbval-committed: $(STAMP)
-	CLXAI_OUTPUTS=$(COMMITTED_ROOT) $(NBVAL) notebooks
+	$(NBVAL) notebooks
+
+# The quick run's accuracy and metric means against tests/reference/ (see tests/test_pinned_numbers.py).
+pinned: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m pinned tests/test_pinned_numbers.py

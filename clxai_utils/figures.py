@@ -7,6 +7,7 @@ them atomically.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,7 +106,7 @@ def plot_embeddings(features: dict[str, torch.Tensor], labels: torch.Tensor, cla
 
 
 def overlay_grid(
-    columns: list[tuple[str, torch.Tensor | None, torch.Tensor | None]],
+    columns: Sequence[tuple[str, torch.Tensor | None, torch.Tensor | None]],
     row_labels: list[str] | None = None,
     scale: float = 1.3,
 ) -> plt.Figure:

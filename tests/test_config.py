@@ -1,4 +1,5 @@
 """Profiles: strict parsing, and the paper profile equals the paper's Table 2."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,16 @@ TABLE2 = {
 @pytest.mark.parametrize(("dataset", "loss"), sorted(TABLE2))
 def test_paper_profile_is_table_2(dataset: str, loss: str) -> None:
     cfg = load_profile("paper").train_config(dataset, loss)
-    got = (cfg.epochs, cfg.batch_size, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, cfg.temperature, cfg.margin)
+    got = (
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.warmup_epochs,
+        cfg.temperature,
+        cfg.margin,
+    )
     assert got == TABLE2[(dataset, loss)]
     if cfg.optimizer == "sgd":
         assert cfg.momentum == 0.9
@@ -64,15 +74,27 @@ def _write_variant(tmp_path: Path, edit) -> Path:
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(epoch=3), r"unknown key\(s\) \['epoch'\]"),
         (lambda r: r["smoke"].update(seeds=[0]), r"unknown key\(s\) \['seeds'\]"),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(lr="fast"), r"\.lr must be of type float"),
-        (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(epochs=1.5), r"\.epochs must be of type int"),
+        (
+            lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(epochs=1.5),
+            r"\.epochs must be of type int",
+        ),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(optimizer="adam"), r"optimizer='adam'"),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["supcon"].pop("temperature"), r"temperature must be > 0"),
-        (lambda r: r["smoke"]["datasets"]["cifar10"]["train"].pop("triplet"), r"lacks settings for loss\(es\) \['triplet'\]"),
+        (
+            lambda r: r["smoke"]["datasets"]["cifar10"]["train"].pop("triplet"),
+            r"lacks settings for loss\(es\) \['triplet'\]",
+        ),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["model"].pop("arch"), r"missing key 'arch'"),
         (lambda r: r["smoke"]["datasets"].update(mnist={}), r"dataset key .*='mnist'"),
-        (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(views=2), r"train\.ce\.views must be >= 1 \(and 1 for the ce loss\)"),
+        (
+            lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["ce"].update(views=2),
+            r"train\.ce\.views must be >= 1 \(and 1 for the ce loss\)",
+        ),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["supcon"].update(augment="strong"), r"augment='strong'"),
-        (lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(noise_sigma=0.0), r"metrics\.noise_sigma must be > 0"),
+        (
+            lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(noise_sigma=0.0),
+            r"metrics\.noise_sigma must be > 0",
+        ),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(baseline="white"), r"baseline='white'"),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["explain"].update(images_per_class=0), r"images_per_class >= 1"),
     ],

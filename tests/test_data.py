@@ -1,4 +1,5 @@
 """Data layer: image-folder trees and archives that the tests build themselves."""
+
 from __future__ import annotations
 
 import io

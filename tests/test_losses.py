@@ -1,4 +1,5 @@
 """SupCon and triplet losses against loop implementations, closed forms and hand-made distances."""
+
 from __future__ import annotations
 
 import math
@@ -155,22 +156,19 @@ def as_set(trip) -> set[tuple[int, int, int, bool]]:
 def test_mining_picks_hardest_semi_hard_and_skips_anchors_without_positive() -> None:
     # Labels: only images 0 and 1 share a label; anchors 2, 3, 4 have no positive.
     labels = torch.tensor([0, 0, 1, 2, 3])
-    dist = symmetric(5, {
-        (0, 1): 0.5,
-        (0, 2): 0.7, (0, 3): 0.6, (0, 4): 0.9,  # band (0.5, 0.8): 2 and 3, 3 is harder
-        (1, 2): 0.65, (1, 3): 0.85, (1, 4): 0.55,  # band (0.5, 0.8): 2 and 4, 4 is harder
-    })
+    positive = {(0, 1): 0.5}
+    from_0 = {(0, 2): 0.7, (0, 3): 0.6, (0, 4): 0.9}  # band (0.5, 0.8): 2 and 3, 3 is harder
+    from_1 = {(1, 2): 0.65, (1, 3): 0.85, (1, 4): 0.55}  # band (0.5, 0.8): 2 and 4, 4 is harder
+    dist = symmetric(5, {**positive, **from_0, **from_1})
     assert as_set(mine_semi_hard(dist, labels, margin=0.3)) == {(0, 1, 3, True), (1, 0, 4, True)}
 
 
 def test_mining_falls_back_per_pair_not_per_batch() -> None:
     # Anchor 0 has positives 1 (d=0.5) and 2 (d=1.0); negatives 3 (d=0.75) and 4 (d=0.3).
     labels = torch.tensor([0, 0, 0, 1, 2])
-    dist = symmetric(5, {
-        (0, 1): 0.5, (0, 2): 1.0, (1, 2): 0.2,
-        (0, 3): 0.75, (0, 4): 0.3,
-        (1, 3): 1.5, (1, 4): 1.6, (2, 3): 1.7, (2, 4): 1.8,
-    })
+    positives = {(0, 1): 0.5, (0, 2): 1.0, (1, 2): 0.2}
+    negatives = {(0, 3): 0.75, (0, 4): 0.3, (1, 3): 1.5, (1, 4): 1.6, (2, 3): 1.7, (2, 4): 1.8}
+    dist = symmetric(5, {**positives, **negatives})
     trip = as_set(mine_semi_hard(dist, labels, margin=0.3))
     assert (0, 1, 3, True) in trip  # 0.5 < 0.75 < 0.8: semi-hard
     assert (0, 2, 4, False) in trip  # band (1.0, 1.3) empty: anchor's hardest negative, 4
@@ -206,10 +204,11 @@ def test_triplet_loss_matches_loop_reference(seed: int) -> None:
 def test_triplet_reference_cases_exercise_both_mining_branches() -> None:
     """Guards the test above: its random batches contain semi-hard and fallback triplets."""
     flags = [
-        s for seed in range(4)
+        s
+        for seed in range(4)
         for *_, s in triplet_reference(
-            random_unit((14, 6), seed),
-            torch.randint(0, 3, (14,), generator=torch.Generator().manual_seed(seed)), 0.3)[1]
+            random_unit((14, 6), seed), torch.randint(0, 3, (14,), generator=torch.Generator().manual_seed(seed)), 0.3
+        )[1]
     ]
     assert any(flags) and not all(flags)
 
@@ -234,22 +233,25 @@ def test_triplet_loss_without_triplets_is_zero_with_gradient(labels: torch.Tenso
 
 
 # ---------------------------------------------------------------- validation
-@pytest.mark.parametrize(("call", "param"), [
-    (lambda: supcon_loss(torch.zeros(4, 8), torch.zeros(4)), "z"),
-    (lambda: supcon_loss(torch.zeros(1, 1, 8), torch.zeros(1)), "z"),
-    (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(3)), "labels"),
-    (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4, 1)), "labels"),
-    (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4), temperature=0.0), "temperature"),
-    (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4), temperature=-0.1), "temperature"),
-    (lambda: triplet_loss(torch.zeros(4, 2, 3), torch.zeros(4)), "emb"),
-    (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(5)), "labels"),
-    (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(4), margin=0.0), "margin"),
-    (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(4), margin=-1.0), "margin"),
-    (lambda: pairwise_distances(torch.zeros(4)), "emb"),
-    (lambda: mine_semi_hard(torch.zeros(4, 3), torch.zeros(4), 0.3), "dist"),
-    (lambda: mine_semi_hard(torch.zeros(4, 4), torch.zeros(3), 0.3), "labels"),
-    (lambda: mine_semi_hard(torch.zeros(4, 4), torch.zeros(4), 0.0), "margin"),
-])
+@pytest.mark.parametrize(
+    ("call", "param"),
+    [
+        (lambda: supcon_loss(torch.zeros(4, 8), torch.zeros(4)), "z"),
+        (lambda: supcon_loss(torch.zeros(1, 1, 8), torch.zeros(1)), "z"),
+        (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(3)), "labels"),
+        (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4, 1)), "labels"),
+        (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4), temperature=0.0), "temperature"),
+        (lambda: supcon_loss(random_unit((4, 2, 3), 0), torch.zeros(4), temperature=-0.1), "temperature"),
+        (lambda: triplet_loss(torch.zeros(4, 2, 3), torch.zeros(4)), "emb"),
+        (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(5)), "labels"),
+        (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(4), margin=0.0), "margin"),
+        (lambda: triplet_loss(torch.zeros(4, 3), torch.zeros(4), margin=-1.0), "margin"),
+        (lambda: pairwise_distances(torch.zeros(4)), "emb"),
+        (lambda: mine_semi_hard(torch.zeros(4, 3), torch.zeros(4), 0.3), "dist"),
+        (lambda: mine_semi_hard(torch.zeros(4, 4), torch.zeros(3), 0.3), "labels"),
+        (lambda: mine_semi_hard(torch.zeros(4, 4), torch.zeros(4), 0.0), "margin"),
+    ],
+)
 def test_bad_input_raises_naming_the_parameter(call, param: str) -> None:
     with pytest.raises(ValueError, match=rf"^{param}\b"):
         call()

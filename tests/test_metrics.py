@@ -1,4 +1,5 @@
 """Metrics against quantus 0.6.0, scikit-image, loop references and hand-computed values."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,11 +62,17 @@ def test_pixel_flipping_equals_quantus(quantus_baseline):
     ours = M.pixel_flipping(model, x, maps, targets, pixels_per_step=step, baseline=baseline, batch_size=20)
 
     kwargs = dict(
-        model=model, x_batch=x.numpy(), y_batch=targets.numpy(), a_batch=maps[:, None].numpy(),
-        channel_first=True, softmax=True, device="cpu",
+        model=model,
+        x_batch=x.numpy(),
+        y_batch=targets.numpy(),
+        a_batch=maps[:, None].numpy(),
+        channel_first=True,
+        softmax=True,
+        device="cpu",
     )
-    settings = dict(features_in_step=step, perturb_baseline=quantus_baseline, abs=False, normalise=True,
-                    disable_warnings=True)
+    settings = dict(
+        features_in_step=step, perturb_baseline=quantus_baseline, abs=False, normalise=True, disable_warnings=True
+    )
     q_curves = np.array(quantus.PixelFlipping(**settings)(**kwargs))
     q_auc = np.array(quantus.PixelFlipping(return_auc_per_sample=True, **settings)(**kwargs))
 
@@ -121,8 +128,15 @@ def test_pixel_flipping_ideal_order_is_best_and_reversed_worst():
     perms = list(itertools.permutations(range(4)))
     maps = torch.tensor([[4 - r for r in p] for p in perms], dtype=torch.float32).view(-1, 2, 2) / 4
     ideal = (W.flatten().argsort(descending=True).argsort()).tolist()  # rank of each pixel by w
-    res = M.pixel_flipping(model, torch.ones(24, 1, 2, 2), maps, torch.zeros(24, dtype=torch.long),
-                           pixels_per_step=1, baseline=torch.zeros(1), batch_size=7)
+    res = M.pixel_flipping(
+        model,
+        torch.ones(24, 1, 2, 2),
+        maps,
+        torch.zeros(24, dtype=torch.long),
+        pixels_per_step=1,
+        baseline=torch.zeros(1),
+        batch_size=7,
+    )
     best, worst = res.auc.argmin().item(), res.auc.argmax().item()
     assert list(perms[best]) == ideal
     assert list(perms[worst]) == [3 - r for r in ideal]
@@ -158,8 +172,7 @@ def test_pixel_flipping_multichannel_ties_and_chunking_match_loop():
 
     expected = _pixel_flipping_loop(model, x, maps, targets, step, baseline)
     for batch_size in (None, 1, 7):
-        res = M.pixel_flipping(model, x, maps, targets, pixels_per_step=step, baseline=baseline,
-                               batch_size=batch_size)
+        res = M.pixel_flipping(model, x, maps, targets, pixels_per_step=step, baseline=baseline, batch_size=batch_size)
         np.testing.assert_allclose(res.curves.numpy(), expected, atol=1e-6)
     fractions = np.minimum(np.arange(9) * step, 36) / 36
     np.testing.assert_allclose(res.auc.numpy(), np.trapezoid(expected, fractions, axis=1), atol=1e-6)
@@ -226,8 +239,7 @@ def test_ssim_equals_skimage(size):
     np.testing.assert_allclose(ours.numpy(), ref32, atol=1e-5)
     assert ours.min() < 0.5  # the random pairs are dissimilar: the check is not vacuous
     ours5 = M.ssim(a, b, win_size=5, k1=0.02, k2=0.05)
-    ref5 = [structural_similarity(ai, bi, data_range=1.0, win_size=5, K1=0.02, K2=0.05)
-            for ai, bi in zip(a64, b64)]
+    ref5 = [structural_similarity(ai, bi, data_range=1.0, win_size=5, K1=0.02, K2=0.05) for ai, bi in zip(a64, b64)]
     np.testing.assert_allclose(ours5.numpy(), ref5, atol=1e-6)
 
 
@@ -359,8 +371,14 @@ def test_coherence_equals_quantus_on_random_maps_and_masks():
     maps = _random_maps(n, size, size, seed=16)
     maps[:10] = (maps[:10] * 1.05).clamp(max=1.0)  # ~3 pixels tie for the maximum
     masks = (torch.rand(n, 1, size, size, generator=g) > 0.6).float()
-    kw = dict(model=None, x_batch=np.zeros((n, 1, size, size), np.float32), y_batch=np.zeros(n, int),
-              a_batch=maps[:, None].double().numpy(), s_batch=masks.numpy(), channel_first=True)
+    kw = dict(
+        model=None,
+        x_batch=np.zeros((n, 1, size, size), np.float32),
+        y_batch=np.zeros(n, int),
+        a_batch=maps[:, None].double().numpy(),
+        s_batch=masks.numpy(),
+        channel_first=True,
+    )
     q_pg = np.array(quantus.PointingGame(disable_warnings=True)(**kw), dtype=float)
     q_al = np.array(quantus.AttributionLocalisation(disable_warnings=True)(**kw), dtype=float)
     pg, al = M.pointing_game(maps, masks), M.attribution_localisation(maps, masks)
@@ -373,12 +391,14 @@ def test_coherence_equals_quantus_on_random_maps_and_masks():
 
 
 def test_coherence_hand_made_cases():
-    maps = torch.tensor([
-        [[1.0, 0.5], [0.25, 0.25]],  # max top-left
-        [[0.0, 1.0], [1.0, 0.0]],  # two maxima: the first (raster order) outside the mask, one inside
-        [[0.0, 0.0], [0.0, 0.0]],  # zero map
-        [[0.2, 0.2], [1.0, 0.6]],  # empty mask below
-    ])
+    maps = torch.tensor(
+        [
+            [[1.0, 0.5], [0.25, 0.25]],  # max top-left
+            [[0.0, 1.0], [1.0, 0.0]],  # two maxima: the first (raster order) outside the mask, one inside
+            [[0.0, 0.0], [0.0, 0.0]],  # zero map
+            [[0.2, 0.2], [1.0, 0.6]],  # empty mask below
+        ]
+    )
     top_row = torch.tensor([[1, 1], [0, 0]])
     bottom_row = 1 - top_row
     masks = torch.stack([top_row, bottom_row, top_row, torch.zeros(2, 2, dtype=torch.long)])
@@ -412,8 +432,15 @@ def test_metric_params_validation_and_record():
     p = M.MetricParams(pixels_per_step=32, seed=0)
     d = p.to_dict()
     assert d == {
-        "pixels_per_step": 32, "seed": 0, "baseline": "black", "noise_sigma": 0.02, "ssim_win_size": 7,
-        "ssim_k1": 0.01, "ssim_k2": 0.03, "ssim_data_range": 1.0, "pf_batch_size": 1024,
+        "pixels_per_step": 32,
+        "seed": 0,
+        "baseline": "black",
+        "noise_sigma": 0.02,
+        "ssim_win_size": 7,
+        "ssim_k1": 0.01,
+        "ssim_k2": 0.03,
+        "ssim_data_range": 1.0,
+        "pf_batch_size": 1024,
     }
     assert M.MetricParams(**d) == p
     assert p.ssim_kwargs() == {"win_size": 7, "k1": 0.01, "k2": 0.03, "data_range": 1.0}
@@ -421,10 +448,15 @@ def test_metric_params_validation_and_record():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.seed = 1
     bad = [
-        ({"noise_sigma": 0.0}, "noise_sigma"), ({"noise_sigma": -0.02}, "noise_sigma"),
-        ({"pixels_per_step": 0}, "pixels_per_step"), ({"pixels_per_step": 1.5}, "pixels_per_step"),
-        ({"seed": -1}, "seed"), ({"baseline": "white"}, "baseline"), ({"ssim_win_size": 6}, "ssim_win_size"),
-        ({"ssim_k1": 0}, "ssim_k1"), ({"pf_batch_size": 0}, "pf_batch_size"),
+        ({"noise_sigma": 0.0}, "noise_sigma"),
+        ({"noise_sigma": -0.02}, "noise_sigma"),
+        ({"pixels_per_step": 0}, "pixels_per_step"),
+        ({"pixels_per_step": 1.5}, "pixels_per_step"),
+        ({"seed": -1}, "seed"),
+        ({"baseline": "white"}, "baseline"),
+        ({"ssim_win_size": 6}, "ssim_win_size"),
+        ({"ssim_k1": 0}, "ssim_k1"),
+        ({"pf_batch_size": 0}, "pf_batch_size"),
     ]
     for change, name in bad:
         with pytest.raises(ValueError, match=name):

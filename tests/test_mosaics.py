@@ -1,4 +1,5 @@
 """Mosaics: one per image, class constraint, tile placement, masks and determinism."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Publishing executed notebooks: papermill metadata dropped, errors and oversize refused, all-or-nothing."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,19 @@ from clxai_utils.pipeline.publish import PublishError, publish
 
 def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["x"], "papermill": {"duration": 1.5},
-                                                           "execution": {"iopub.status.busy": "2026-11-22T10:00"}})
-    output = (nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[]) if error
-              else nbformat.v4.new_output("stream", name="stdout", text="1\n" + "x" * padding))
+    cell = nbformat.v4.new_code_cell(
+        "print(1)",
+        metadata={
+            "tags": ["x"],
+            "papermill": {"duration": 1.5},
+            "execution": {"iopub.status.busy": "2026-11-22T10:00"},
+        },
+    )
+    output = (
+        nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])
+        if error
+        else nbformat.v4.new_output("stream", name="stdout", text="1\n" + "x" * padding)
+    )
     cell.outputs = [output]
     nb.cells = [cell]
     nb.metadata["papermill"] = {"input_path": "/home/someone/notebooks/a.ipynb", "duration": 3.0}
@@ -69,3 +79,33 @@ def test_wide_figures_are_scaled_down_and_narrow_ones_kept() -> None:
     assert narrow.size == (300, 100)
     shrunk = Image.open(io.BytesIO(base64.b64decode(shrink_png(png(1280, 400), max_width=640)))).convert("RGB")
     assert shrunk.size == (640, 200) and shrunk.getpixel((10, 10)) == (200, 30, 30)
+
+
+def test_injected_parameters_are_folded_into_the_parameters_cell(tmp_path: Path) -> None:
+    """A reader's edit of the parameters cell must not be overridden by a leftover injected cell."""
+    params = nbformat.v4.new_code_cell(
+        'profile: str = "quick"  # run profile\nseed: int = 0  # seed\nlosses: list = ["ce"]',
+        metadata={"tags": ["parameters"]},
+    )
+    injected = nbformat.v4.new_code_cell(
+        '# Parameters\nprofile = "smoke"\nlosses = ["ce", "supcon"]\n', metadata={"tags": ["injected-parameters"]}
+    )
+    nb = nbformat.v4.new_notebook(cells=[params, injected, nbformat.v4.new_code_cell("print(profile)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    dest = tmp_path / "notebooks"
+    dest.mkdir()
+    nbformat.write(nb, dest / "a.ipynb")
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    publish([tmp_path / "a.ipynb"], dest)
+    cells = json.loads((dest / "a.ipynb").read_text())["cells"]
+    assert len(cells) == 2 and cells[0]["metadata"]["tags"] == ["parameters"]
+    assert "".join(cells[0]["source"]) == (
+        'profile: str = "smoke"  # run profile\nseed: int = 0  # seed\nlosses: list = ["ce", "supcon"]'
+    )
+    stray = nbformat.v4.new_code_cell("epochs = 3", metadata={"tags": ["injected-parameters"]})
+    nb.cells = [params, stray]
+    nbformat.write(nb, tmp_path / "a.ipynb")
+    with pytest.raises(
+        PublishError, match=r"run with parameters \['epochs'\] that its parameters cell does not define"
+    ):
+        publish([tmp_path / "a.ipynb"], dest)

@@ -155,6 +155,46 @@ def test_verdict_rule(p: float, winner: str, expected: str | None, verdict: str)
     assert claims.verdict(p, winner, expected, alpha=0.05) == verdict
 
 
+def test_claim_definitions_state_the_claims_and_their_rules() -> None:
+    table = claims.claim_definitions()
+    assert list(table.columns) == ["claim", "section", "statement", "metrics", "comparison", "expected", "rule"]
+    assert list(table["claim"]) == [c.claim for c in claims.LOSS_CLAIMS] + ["Grad-CAM better than Eigen-CAM", "TL good on CIFAR-10"]
+    assert table["section"].str.startswith("§5").all()  # every claim is made in the Results section
+    for claim, row in zip(claims.LOSS_CLAIMS, table.to_dict("records")):
+        assert (row["metrics"], row["comparison"], row["section"]) == (claim.metric, "supcon vs ce", claim.section)
+        assert row["expected"] == (claim.expected or "no difference")
+        # the words say what `verdict` does, outcome by outcome
+        assert claims.verdict(np.nan, "", claim.expected, 0.05) == "inconclusive" and row["rule"].endswith("untestable")
+        if claim.expected is None:
+            assert f"{claims.verdict(0.2, 'ce', None, 0.05)} if p_holm ≥ 0.05" in row["rule"]
+            assert f"{claims.verdict(0.01, 'ce', None, 0.05)} if p_holm < 0.05" in row["rule"]
+        else:
+            for winner in ("supcon", "ce"):
+                assert f"{claims.verdict(0.01, winner, claim.expected, 0.05)} if p_holm < 0.05 and {winner} is better" in row["rule"]
+            assert claims.verdict(0.2, "supcon", claim.expected, 0.05) == "inconclusive"
+            assert "inconclusive if p_holm ≥ 0.05 or untestable" in row["rule"]
+    rows = table.set_index("metrics")
+    assert rows.loc["contrastivity_ssim", "expected"] == "ce"  # the paper finds SupCon's contrastivity worse
+    assert rows.loc["pointing_game", "expected"] == rows.loc["attribution_localisation", "expected"] == "no difference"
+
+    method, triplet = table.iloc[-2], table.iloc[-1]
+    assert method["metrics"].split(", ") == list(dict.fromkeys(stats.compare_methods(claims_facets())["metric"]))
+    assert "contrastivity_ssim" not in method["metrics"] and method["comparison"].startswith("gradcam vs eigencam")
+    assert triplet["metrics"].split(", ") == list(claims.TRIPLET_METRICS) and triplet["comparison"].startswith("triplet vs ce")
+    assert (method["expected"], triplet["expected"]) == ("gradcam", "triplet")
+    # "more than m/2" is strict, as in `_majority_row`: 2 significant wins of 4 is inconclusive, 3 is supported
+    assert "in more than m/2" in triplet["rule"] and "ce is in more than m/2" in triplet["rule"]
+    for wins, verdict in ((2, "inconclusive"), (3, "supported")):
+        group = pd.DataFrame({"dataset": "cifar10", "profile": "quick", "n_seeds": 1, "p_holm": [0.01] * wins + [0.5] * (4 - wins),
+                              "winner": ["triplet"] * 4})
+        assert claims._majority_row(group, "c", "s", "triplet", "gradcam", 0.05)["verdict"] == verdict
+
+    assert "p_holm < 0.01" in claims.claim_definitions(alpha=0.01)["rule"].iloc[0]
+    assert not claims.claim_definitions(alpha=0.01)["rule"].str.contains("0.05").any()
+    with pytest.raises(ValueError, match="alpha"):
+        claims.claim_definitions(alpha=1.0)
+
+
 def write_run(root: Path, seed: int) -> Path:
     """One run root as 04_linear_probe and 06_metrics leave it."""
     results_dir = Run("cifar10", "quick", seed, root=root / f"cifar10-quick-seed{seed}").accuracy_path.parent
@@ -255,3 +295,22 @@ def test_provenance_flags_non_paper_profiles() -> None:
     paper = Results(paper.facets.assign(profile="paper"), paper.accuracy, paper.pf_curves, ())
     text = report.describe_provenance(paper)
     assert "NOT paper-level" not in text and "only 2 here" in text
+
+
+def test_readme_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> None:
+    (tmp_path / "table4.md").write_text("| a |\n|---|\n| 1 |\n")
+    readme = "intro\n<!-- report: table4.md -->\nstale | old\n<!-- /report -->\nafter\n"
+    assert report.sync_readme(readme, tmp_path) == "intro\n<!-- report: table4.md -->\n| a |\n|---|\n| 1 |\n<!-- /report -->\nafter\n"
+    path = tmp_path / "README.md"
+    path.write_text(readme)
+    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path), "--check"]) == 1
+    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path)]) == 0
+    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path), "--check"]) == 0
+    with pytest.raises(FileNotFoundError, match="claims.md.*make report"):
+        report.sync_readme("<!-- report: claims.md -->\n<!-- /report -->", tmp_path)
+
+
+def test_accuracy_by_run_in_percent() -> None:
+    table = tables.accuracy_by_run(small_results())
+    assert list(table.columns) == ["dataset", "profile", "seed", "ce", "supcon"]
+    assert table["seed"].tolist() == [0, 1] and table["ce"].tolist() == [90.0, 80.0] and table["supcon"].tolist() == [70.0, 70.0]

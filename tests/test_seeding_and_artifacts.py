@@ -1,4 +1,5 @@
 """The seeding helper and atomic artefact writing."""
+
 from __future__ import annotations
 
 import random
@@ -23,7 +24,9 @@ def test_same_seed_same_numbers_other_seed_other_numbers() -> None:
     assert draws(3) != draws(4)
 
 
-@pytest.mark.parametrize(("bad", "error"), [(-1, ValueError), (1.0, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)])
+@pytest.mark.parametrize(
+    ("bad", "error"), [(-1, ValueError), (1.0, TypeError), ("0", TypeError), (True, TypeError), (None, TypeError)]
+)
 def test_seed_must_be_a_non_negative_integer(bad: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="seed must be a non-negative integer"):
         check_seed(bad)
@@ -33,10 +36,9 @@ def test_seed_must_be_a_non_negative_integer(bad: object, error: type[Exception]
 def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "table.json"
     write_json(target, {"a": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half-writ")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("killed")
     assert read_json(target) == {"a": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]
 

@@ -1,4 +1,5 @@
 """The explanation (05) and facet (06) stages end to end on the smoke profile and synthetic images."""
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,14 @@ def test_metric_columns_equal_direct_computation(run: Run, results: FA.FacetResu
     x = normalised_images(split, data.info)
     block = results.table[(results.table["loss"] == "ce") & (results.table["method"] == "gradcam")]
     params = FA.metric_params(run.settings.metrics, 0)
-    pf = pixel_flipping(model, x, stored.maps, stored.targets, pixels_per_step=128,
-                        baseline=params.baseline_vector(data.info.mean, data.info.std))
+    pf = pixel_flipping(
+        model,
+        x,
+        stored.maps,
+        stored.targets,
+        pixels_per_step=128,
+        baseline=params.baseline_vector(data.info.mean, data.info.std),
+    )
     assert torch.allclose(torch.tensor(block["pf_auc"].to_numpy()), pf.auc, atol=1e-9, equal_nan=True)
     others = contrast_classes(stored.predictions, stored.image_ids, 10, 0)
     expected = ssim(stored.maps, explain(model, x, "gradcam", others, 64))
@@ -127,8 +134,11 @@ def test_all_zero_maps_are_flagged_and_their_metrics_empty() -> None:
     maps[1] = 0
     ids = torch.arange(3)
     explanation = ExplanationSet(maps, ids, ids, ids, torch.randn(3, 4), ids, "gradcam")
-    values = {"pf_auc": torch.tensor([0.1, float("nan"), 0.3]), "continuity_ssim": torch.tensor([0.9, 1.0, 0.8]),
-              "pointing_game": torch.tensor([1.0, 0.0, 0.0])}
+    values = {
+        "pf_auc": torch.tensor([0.1, float("nan"), 0.3]),
+        "continuity_ssim": torch.tensor([0.9, 1.0, 0.8]),
+        "pointing_game": torch.tensor([1.0, 0.0, 0.0]),
+    }
     rows = FA._rows({"loss": "ce"}, explanation, explanation, values)
     assert rows["map_all_zero"].tolist() == [False, True, False]
     assert rows["continuity_ssim"].isna().tolist() == [False, True, False]  # SSIM 1.0 of a zero map is not kept
@@ -179,13 +189,24 @@ def test_gallery_shows_the_first_image_of_each_class_its_maps_and_every_predicti
     axes = np.array(fig.axes).reshape(3, 1 + len(maps))
     for c in range(3):
         first = int((split.labels == c).nonzero()[0, 0])
-        np.testing.assert_array_equal(axes[c, 0].images[0].get_array(), plots.to_display(split.images[first : first + 1])[0])
+        np.testing.assert_array_equal(
+            axes[c, 0].images[0].get_array(), plots.to_display(split.images[first : first + 1])[0]
+        )
         predicted = [data.classes[int(maps[(loss, "gradcam")].predictions[first])][:5] for loss in LOSSES]
         assert axes[c, 0].get_ylabel() == f"{data.classes[c]}\n({', '.join(predicted)})"
         for j, m in enumerate(maps.values(), start=1):
             np.testing.assert_array_equal(axes[c, j].images[1].get_array(), m.maps[first].float().numpy())
-    assert [ax.get_title() for ax in axes[0]] == ["image", "CE · Grad-CAM", "CE · Eigen-CAM", "SCL · Grad-CAM", "SCL · Eigen-CAM"]
+    assert [ax.get_title() for ax in axes[0]] == [
+        "image",
+        "CE · Grad-CAM",
+        "CE · Eigen-CAM",
+        "SCL · Grad-CAM",
+        "SCL · Eigen-CAM",
+    ]
     plt.close(fig)
-    for bad, message in ((0, "n_gallery must be an integer >= 1, got 0"), (11, r"at most the number of classes \(10\), got 11")):
+    for bad, message in (
+        (0, "n_gallery must be an integer >= 1, got 0"),
+        (11, r"at most the number of classes \(10\), got 11"),
+    ):
         with pytest.raises(ValueError, match=message):
             plots.explanation_gallery(split.images, split.labels, data.classes, maps, n_rows=bad)

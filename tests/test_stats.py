@@ -1,4 +1,5 @@
 """Paired statistics: alignment on image id, Wilcoxon with rank-biserial r, Holm, seed-level tests."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,11 +17,20 @@ def facets_table(values: dict[tuple[int, str, str], np.ndarray], n_images: int) 
     """A facets table in the 06_metrics schema; `values[(seed, loss, method)]` fills every metric column."""
     frames = []
     for (seed, loss, method), v in values.items():
-        frame = pd.DataFrame({
-            "dataset": "cifar10", "profile": "quick", "seed": seed, "loss": loss, "method": method,
-            "image_id": np.arange(n_images), "label": np.arange(n_images) % 10,
-            "prediction": np.arange(n_images) % 10, "correct": True, "map_all_zero": False,
-        })
+        frame = pd.DataFrame(
+            {
+                "dataset": "cifar10",
+                "profile": "quick",
+                "seed": seed,
+                "loss": loss,
+                "method": method,
+                "image_id": np.arange(n_images),
+                "label": np.arange(n_images) % 10,
+                "prediction": np.arange(n_images) % 10,
+                "correct": True,
+                "map_all_zero": False,
+            }
+        )
         for metric in METRICS:
             frame[metric] = np.nan if (metric == "contrastivity_ssim" and method == "eigencam") else v
         frames.append(frame)
@@ -29,8 +39,12 @@ def facets_table(values: dict[tuple[int, str, str], np.ndarray], n_images: int) 
 
 def test_paired_aligns_on_keys_not_row_order() -> None:
     seeds, n = (0, 1), 8
-    values = {(s, loss, m): np.arange(n) * (10.0 if loss == "supcon" else 1.0) + 100 * s + (0.5 if m == "eigencam" else 0)
-              for s in seeds for loss in ("ce", "supcon") for m in ("gradcam", "eigencam")}
+    values = {
+        (s, loss, m): np.arange(n) * (10.0 if loss == "supcon" else 1.0) + 100 * s + (0.5 if m == "eigencam" else 0)
+        for s in seeds
+        for loss in ("ce", "supcon")
+        for m in ("gradcam", "eigencam")
+    }
     table = facets_table(values, n)
     gone = (table["seed"] == 0) & (table["loss"] == "supcon") & (table["image_id"] == 3)
     table = table[~gone].copy()
@@ -129,8 +143,9 @@ def test_cross_seed_means_and_tests() -> None:
     assert result.p_t == pytest.approx(reference.pvalue) and result.t == pytest.approx(reference.statistic)
     assert result.p_wilcoxon == pytest.approx(0.25)  # the floor of an exact test on 3 seeds
 
-    one = stats.cross_seed(stats.paired(facets_table({k: v for k, v in values.items() if k[0] == 0}, n),
-                                        "pf_auc", "loss", "supcon", "ce"))
+    one = stats.cross_seed(
+        stats.paired(facets_table({k: v for k, v in values.items() if k[0] == 0}, n), "pf_auc", "loss", "supcon", "ce")
+    )
     assert one.reason == "one seed" and np.isnan(one.p_t) and one.mean_diff == pytest.approx(-0.1)
 
 
@@ -167,5 +182,5 @@ def test_compare_methods_skips_contrastivity_and_pairs_on_image() -> None:
     assert set(table["metric"]) == {"pf_auc"} and sorted(table["loss"]) == ["ce", "supcon", "triplet"]
     assert (table["a"] == "gradcam").all() and (table["n"] == 120).all()
     assert (table["seed_reason"] == "").all() and (table["n_seeds"] == 2).all()
-    with pytest.raises(ValueError, match="unknown metric"):
+    with pytest.raises(ValueError, match="an entry of metrics='accuracy' is not allowed; choose one of: pf_auc, "):
         stats.compare_methods(synthetic_comparison_facets(), metrics=["accuracy"])

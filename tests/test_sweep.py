@@ -6,6 +6,7 @@ appends `<run id>/<name>` to a counter file, so a test can count real executions
 files make a notebook fail (`fail-<name>-seed<k>`) or hang until killed (`hold-<name>`).
 Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
 """
+
 from __future__ import annotations
 
 import json
@@ -184,8 +185,8 @@ def test_cli_reruns_a_job_whose_parameters_changed_and_a_failed_rerun_never_look
 ) -> None:
     pipeline = [toy_step("prep"), toy_step("final", needs=("prep",), params=(*BASE, "losses"))]
     toy.write("prep", "final")
-    argv = ["--profile", "smoke", "--seeds", "0", "--jobs", "2", "--data-source", "torchvision",
-            "--runs-root", str(toy.runs), "--notebooks-dir", str(toy.notebooks)]  # fmt: skip
+    options = ["--profile", "smoke", "--seeds", "0", "--jobs", "2", "--data-source", "torchvision"]
+    argv = [*options, "--runs-root", str(toy.runs), "--notebooks-dir", str(toy.notebooks)]
     assert main([*argv, "--losses", "ce"], pipeline=pipeline) == 0
     assert "All 2 jobs done (2 run, 0 cached)." in capsys.readouterr().out
     prep, final = jobs = toy.plan(pipeline, seeds=[0], losses=["supcon", "ce"])
@@ -217,8 +218,8 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     source.mkdir()
     monkeypatch.setenv("CLXAI_DATA_SOURCE", str(source))
     runs = tmp_path / "runs"
-    assert main(["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1",
-                 "--runs-root", str(runs)]) == 0  # fmt: skip
+    options = ["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1"]
+    assert main([*options, "--runs-root", str(runs)]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
     assert header == "14 jobs, 0 cached, 14 to run"
     base = {"profile": "quick", "dataset": "cifar10"}
@@ -246,17 +247,22 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
         "03_train_triplet": ["models/triplet/model.pt"],
         "04_linear_probe": ["results/accuracy.csv"],
         "05_explanations": [
-            "explanations/ce/gradcam.pt", "explanations/ce/eigencam.pt",
-            "explanations/triplet/gradcam.pt", "explanations/triplet/eigencam.pt",
+            "explanations/ce/gradcam.pt",
+            "explanations/ce/eigencam.pt",
+            "explanations/triplet/gradcam.pt",
+            "explanations/triplet/eigencam.pt",
         ],
         "06_metrics": ["results/facets.csv", "results/facets.json", "results/pf_curves.csv"],
-    }  # fmt: skip
+    }
     needs = {j.notebook: [n.split("/")[1] for n in j.needs] for j in jobs}
     assert needs == {
-        "00_data": [], "01_train_ce": ["00_data"], "03_train_triplet": ["00_data"],
-        "04_linear_probe": ["01_train_ce", "03_train_triplet"], "05_explanations": ["04_linear_probe"],
+        "00_data": [],
+        "01_train_ce": ["00_data"],
+        "03_train_triplet": ["00_data"],
+        "04_linear_probe": ["01_train_ce", "03_train_triplet"],
+        "05_explanations": ["04_linear_probe"],
         "06_metrics": ["05_explanations"],
-    }  # fmt: skip
+    }
     assert {j.run.root for j in jobs} == {tmp_path.resolve() / run}
 
 
@@ -283,7 +289,7 @@ def test_completion_needs_matching_marker_artefacts_and_cached_inputs(tmp_path: 
 def test_papermill_command_passes_parameters_as_yaml(tmp_path: Path) -> None:
     job = plan("cifar10", "smoke", ["ce", "supcon"], [2], runs_root=tmp_path, data_source="torchvision")[3]
     cmd = papermill_command(job, tmp_path / "nbs")
-    assert cmd[1:4] == ["-m", "papermill", str(tmp_path / "nbs" / "04_linear_probe.ipynb")]
+    assert cmd[1:4] == ["-m", "clxai_utils.pipeline.kernel", str(tmp_path / "nbs" / "04_linear_probe.ipynb")]
     assert cmd[4] == str(tmp_path.resolve() / "cifar10-smoke-seed2" / "notebooks" / "04_linear_probe.ipynb")
     nbs = str(tmp_path / "nbs")
     assert cmd[5:-2] == ["--kernel", "python3", "--cwd", nbs, "--no-progress-bar", "--log-level", "WARNING"]

@@ -1,4 +1,5 @@
 """Trainer: schedule, optimisers, resumption and the notebooks' entry point."""
+
 from __future__ import annotations
 
 import math
@@ -30,7 +31,9 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> ImageSplit:
 
 def cfg_for(loss: str, epochs: int = 4) -> TrainConfig:
     extra = {"temperature": 0.1} if loss == "supcon" else {"margin": 0.3} if loss == "triplet" else {}
-    return TrainConfig(epochs=epochs, batch_size=16, optimizer="sgd", lr=0.05, weight_decay=1e-4, warmup_epochs=1, **extra)
+    return TrainConfig(
+        epochs=epochs, batch_size=16, optimizer="sgd", lr=0.05, weight_decay=1e-4, warmup_epochs=1, **extra
+    )
 
 
 def run(split: ImageSplit, loss: str, out: Path, **kwargs) -> T.TrainResult:
@@ -48,7 +51,9 @@ def test_lr_factor_warmup_then_cosine() -> None:
     assert T.lr_factor(5, 0, 10) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(("name", "cls"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)])
+@pytest.mark.parametrize(
+    ("name", "cls"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)]
+)
 def test_optimisers_of_table_2(name: str, cls: type) -> None:
     cfg = replace(cfg_for("ce"), optimizer=name)
     opt = T.build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
@@ -98,7 +103,9 @@ def test_probe_learns_separable_features() -> None:
     centres = torch.randn(3, 8, generator=gen) * 3
     labels = torch.arange(3).repeat(40)
     feats = centres[labels] + 0.3 * torch.randn(120, 8, generator=gen)
-    probe, history = P.train_probe(feats, labels, 3, ProbeConfig(epochs=20, batch_size=32, lr=0.1), seed=0, progress=False)
+    probe, history = P.train_probe(
+        feats, labels, 3, ProbeConfig(epochs=20, batch_size=32, lr=0.1), seed=0, progress=False
+    )
     assert (probe(feats).argmax(1) == labels).float().mean() == 1.0
     assert history["loss"].iloc[-1] < history["loss"].iloc[0]
 
@@ -145,7 +152,8 @@ def test_probe_stage_end_to_end_on_smoke_profile(tmp_path: Path, monkeypatch: py
         assert torch.allclose(loaded(x), fitted(x), atol=1e-6)
     acc, predictions = P.accuracy(loaded, data.test, data.info)
     assert acc == pytest.approx((predictions == data.test.labels).float().mean().item())
-    with pytest.raises(ValueError, match="trained with profile='smoke', not 'quick'"):  # a quick run pointed at this folder
+    # a quick run pointed at this folder
+    with pytest.raises(ValueError, match="trained with profile='smoke', not 'quick'"):
         P.load_classifier(Run("cifar10", "quick", 0, root=run.root), "supcon")
 
 
@@ -163,15 +171,24 @@ def test_probe_stage_rejects_losses_that_are_not_a_list(tmp_path: Path, monkeypa
         P.probe_and_evaluate(Run("cifar10", "smoke", 0), "supcon")
 
 
-@pytest.mark.parametrize(("loss", "views", "augment", "shape"), [
-    ("ce", None, None, (5, 3, 32, 32)), ("supcon", None, None, (5, 2, 3, 32, 32)),
-    ("triplet", 1, "ce", (5, 1, 3, 32, 32)), ("supcon", 3, "supcon", (5, 3, 3, 32, 32))])
-def test_augment_batch_follows_the_view_plan(split: ImageSplit, loss: str, views: int | None, augment: str | None, shape: tuple) -> None:
+@pytest.mark.parametrize(
+    ("loss", "views", "augment", "shape"),
+    [
+        ("ce", None, None, (5, 3, 32, 32)),
+        ("supcon", None, None, (5, 2, 3, 32, 32)),
+        ("triplet", 1, "ce", (5, 1, 3, 32, 32)),
+        ("supcon", 3, "supcon", (5, 3, 3, 32, 32)),
+    ],
+)
+def test_augment_batch_follows_the_view_plan(
+    split: ImageSplit, loss: str, views: int | None, augment: str | None, shape: tuple
+) -> None:
     cfg = replace(cfg_for(loss), views=views, augment=augment)
     x = T.augment_batch(loss, cfg, split.images[:5], INFO, torch.Generator().manual_seed(0))
     assert x.shape == shape
     if augment == "ce":  # crop-with-padding + flip only: every view keeps the image's pixel values up to a shift/flip
-        raw = (split.images[:5].float() / 255 - torch.tensor(INFO.mean).view(1, 3, 1, 1)) / torch.tensor(INFO.std).view(1, 3, 1, 1)
+        mean, std = torch.tensor(INFO.mean).view(1, 3, 1, 1), torch.tensor(INFO.std).view(1, 3, 1, 1)
+        raw = (split.images[:5].float() / 255 - mean) / std
         assert torch.isclose(x[:, 0].flatten(1).sort().values[:, -1], raw.flatten(1).max(1).values, atol=1e-5).all()
 
 

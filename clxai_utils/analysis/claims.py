@@ -1,8 +1,11 @@
 """The paper's claims as data, and the rule that turns a paired test into a verdict.
 
-Each claim names the comparison it reads (metric, loss a vs loss b) and the condition the
-paper says is better, or None for a claim of no difference. `verdict` decides from the
-Holm-adjusted image-level p-value: supported, not supported or inconclusive.
+Each claim names the comparison it reads (metric, loss a vs loss b), the condition the
+paper says is better, or None for a claim of no difference, and where the paper makes it
+(section of feature_attribution_scl_paper.txt). `verdict` decides from the Holm-adjusted
+image-level p-value: supported, not supported or inconclusive; two claims aggregate many
+comparisons by majority (`_majority_row`). `claim_definitions` lists all of them with
+their decision rule in words.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import numpy as np
 import pandas as pd
 
 from clxai_utils.analysis.tables import sort_runs
+from clxai_utils.core.registry import METRICS, undefined_metrics
 
 
 class Claim(NamedTuple):
     """A statement of the paper tested on one comparison row of `compare_losses`.
 
-    `expected` is the condition claimed better, None for a claim of no difference.
+    `expected` is the condition claimed better, None for a claim of no difference;
+    `section` is where the paper makes it.
     """
 
     claim: str
@@ -28,12 +33,39 @@ class Claim(NamedTuple):
     a: str
     b: str
     expected: str | None
+    section: str
+
+
+class MajorityClaim(NamedTuple):
+    """A claim decided by majority over several comparisons of `a` vs `b` (see `_majority_row`)."""
+
+    claim: str
+    statement: str
+    metrics: tuple[str, ...]
+    a: str
+    b: str
+    scope: str
+    section: str
 
 
 LOSS_CLAIMS = (
-    Claim("SCL more faithful than CE", "lower PF AUC for SupCon than CE", "pf_auc", "supcon", "ce", "supcon"),
     Claim(
-        "SCL more continuous than CE", "higher continuity SSIM for SupCon", "continuity_ssim", "supcon", "ce", "supcon"
+        "SCL more faithful than CE",
+        "lower PF AUC for SupCon than CE",
+        "pf_auc",
+        "supcon",
+        "ce",
+        "supcon",
+        "§5, Table 4; §6",
+    ),
+    Claim(
+        "SCL more continuous than CE",
+        "higher continuity SSIM for SupCon",
+        "continuity_ssim",
+        "supcon",
+        "ce",
+        "supcon",
+        "§5, Table 4; §6",
     ),
     Claim(
         "SCL less complex than CE (entropy)",
@@ -42,6 +74,7 @@ LOSS_CLAIMS = (
         "supcon",
         "ce",
         "supcon",
+        "§5, Table 4 and Fig. 2; §6",
     ),
     Claim(
         "SCL less complex than CE (Gini)",
@@ -50,6 +83,7 @@ LOSS_CLAIMS = (
         "supcon",
         "ce",
         "supcon",
+        "§5, Table 4 and Fig. 2; §6",
     ),
     Claim(
         "SCL lower contrastivity than CE",
@@ -58,6 +92,7 @@ LOSS_CLAIMS = (
         "supcon",
         "ce",
         "ce",
+        "§5, Table 4; §6",
     ),
     Claim(
         "coherence inconclusive (SCL vs CE)",
@@ -66,6 +101,7 @@ LOSS_CLAIMS = (
         "supcon",
         "ce",
         None,
+        "§5 (b), Table 4; §6",
     ),
     Claim(
         "coherence inconclusive (SCL vs CE)",
@@ -74,9 +110,28 @@ LOSS_CLAIMS = (
         "supcon",
         "ce",
         None,
+        "§5 (b), Table 4; §6",
     ),
 )
 TRIPLET_METRICS = ("pf_auc", "continuity_ssim", "complexity_entropy", "sparseness_gini")
+METHOD_CLAIM = MajorityClaim(
+    "Grad-CAM better than Eigen-CAM",
+    "Grad-CAM significantly better in most (loss, metric) comparisons",
+    tuple(m for m in METRICS if m not in undefined_metrics("eigencam")),
+    "gradcam",
+    "eigencam",
+    "per data set, over every loss and metric",
+    "§5, Table 4",
+)
+TRIPLET_CLAIM = MajorityClaim(
+    "TL good on CIFAR-10",
+    "Triplet significantly better than CE on most of PF AUC, continuity, entropy, Gini",
+    TRIPLET_METRICS,
+    "triplet",
+    "ce",
+    "CIFAR-10 only, per method, over the metrics listed",
+    "§5 (a), Table 4 and Fig. 2; §6",
+)
 
 
 def verdict(p_holm: float, winner: str, expected: str | None, alpha: float) -> str:
@@ -97,7 +152,7 @@ def verdict(p_holm: float, winner: str, expected: str | None, alpha: float) -> s
     return "supported" if winner == expected else "not supported"
 
 
-def _evidence(row: Mapping[str, Any]) -> str:
+def _evidence(row: pd.Series | Mapping[str, Any]) -> str:
     if np.isnan(row["p_holm"]):
         return f"untestable: {row['reason'] or 'no p value'} (n = {row['n']})"
     text = (
@@ -184,28 +239,78 @@ def claims(loss_comparisons: pd.DataFrame, method_comparisons: pd.DataFrame, alp
         rows.append(
             _majority_row(
                 group,
-                "Grad-CAM better than Eigen-CAM",
-                "Grad-CAM significantly better in most (loss, metric) comparisons",
-                "gradcam",
-                "gradcam vs eigencam",
+                METHOD_CLAIM.claim,
+                METHOD_CLAIM.statement,
+                METHOD_CLAIM.a,
+                f"{METHOD_CLAIM.a} vs {METHOD_CLAIM.b}",
                 alpha,
             )
         )
     triplet = loss_comparisons[
         (loss_comparisons["dataset"] == "cifar10")
-        & (loss_comparisons["a"] == "triplet")
-        & (loss_comparisons["b"] == "ce")
-        & loss_comparisons["metric"].isin(TRIPLET_METRICS)
+        & (loss_comparisons["a"] == TRIPLET_CLAIM.a)
+        & (loss_comparisons["b"] == TRIPLET_CLAIM.b)
+        & loss_comparisons["metric"].isin(TRIPLET_CLAIM.metrics)
     ]
     for (_, method), group in sort_runs(triplet).groupby(["profile", "method"], sort=False):
         rows.append(
-            _majority_row(
-                group,
-                "TL good on CIFAR-10",
-                "Triplet significantly better than CE on most of PF AUC, continuity, entropy, Gini",
-                "triplet",
-                method,
-                alpha,
-            )
+            _majority_row(group, TRIPLET_CLAIM.claim, TRIPLET_CLAIM.statement, TRIPLET_CLAIM.a, str(method), alpha)
         )
+    return pd.DataFrame(rows)
+
+
+def _rule(expected: str | None, other: str, alpha: float) -> str:
+    """`verdict`'s rule in words; p is the Holm-adjusted two-sided image-level Wilcoxon p."""
+    if expected is None:
+        return (
+            f"supported if p_holm ≥ {alpha:g} (not significant); not supported if p_holm < {alpha:g}; "
+            "inconclusive if untestable"
+        )
+    return (
+        f"supported if p_holm < {alpha:g} and {expected} is better; not supported if p_holm < {alpha:g} and "
+        f"{other} is better; inconclusive if p_holm ≥ {alpha:g} or untestable"
+    )
+
+
+def _majority_rule(expected: str, other: str, alpha: float) -> str:
+    """`_majority_row`'s rule in words, over the m comparisons with a p value."""
+    return (
+        f"of the m testable comparisons: supported if {expected} is better with p_holm < {alpha:g} in more than m/2; "
+        f"not supported if {other} is in more than m/2; inconclusive otherwise"
+    )
+
+
+def claim_definitions(alpha: float = 0.05) -> pd.DataFrame:
+    """One row per claim `claims` tests: where the paper makes it, what it reads and how it is decided.
+
+    `expected` is the condition claimed better (as in `claims`' output), "no difference"
+    for a claim decided by non-significance; `rule` states `verdict` or `_majority_row` in
+    words at level `alpha`. An untestable comparison is one whose p is NaN.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    rows = [
+        {
+            "claim": c.claim,
+            "section": c.section,
+            "statement": c.statement,
+            "metrics": c.metric,
+            "comparison": f"{c.a} vs {c.b}",
+            "expected": c.expected or "no difference",
+            "rule": _rule(c.expected, c.b if c.expected == c.a else c.a, alpha),
+        }
+        for c in LOSS_CLAIMS
+    ]
+    rows += [
+        {
+            "claim": c.claim,
+            "section": c.section,
+            "statement": c.statement,
+            "metrics": ", ".join(c.metrics),
+            "comparison": f"{c.a} vs {c.b}; {c.scope}",
+            "expected": c.a,
+            "rule": _majority_rule(c.a, c.b, alpha),
+        }
+        for c in (METHOD_CLAIM, TRIPLET_CLAIM)
+    ]
     return pd.DataFrame(rows)

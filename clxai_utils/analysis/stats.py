@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from clxai_utils.core.registry import METHOD_REGISTRY, METRICS, undefined_metrics
+from clxai_utils.core.validate import check_choices
 
 KEYS = ("dataset", "profile", "seed", "image_id")
 RUN_KEYS = ("dataset", "profile", "seed")
@@ -219,7 +221,8 @@ def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
     x, y = _as_pairs(x, y)
     diff = x - y
     n_nonzero = int(np.count_nonzero(diff))
-    base = dict(
+    base = partial(
+        WilcoxonResult,
         n=len(diff),
         n_nonzero=n_nonzero,
         median_diff=_median(diff),
@@ -228,9 +231,9 @@ def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
     )
     if n_nonzero < MIN_NONZERO_PAIRS:
         reason = f"{n_nonzero} non-zero paired differences (< {MIN_NONZERO_PAIRS})" if len(diff) else "no pairs"
-        return WilcoxonResult(**base, statistic=float("nan"), p=float("nan"), reason=reason)
+        return base(statistic=float("nan"), p=float("nan"), reason=reason)
     result = stats.wilcoxon(diff, zero_method=ZERO_METHOD, alternative="two-sided")
-    return WilcoxonResult(**base, statistic=float(result.statistic), p=float(result.pvalue))
+    return base(statistic=float(result.statistic), p=float(result.pvalue))
 
 
 def seed_means(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> pd.DataFrame:
@@ -320,14 +323,6 @@ def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: di
     }
 
 
-def _check_metrics(metrics: Iterable[str]) -> list[str]:
-    metrics = list(metrics)
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; allowed: {list(METRICS)}")
-    return metrics
-
-
 def _compare(
     facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]
 ) -> pd.DataFrame:
@@ -352,7 +347,7 @@ def _compare(
             f"present: {sorted(map(str, facets[by].unique()))}"
         )
     table = pd.DataFrame(rows)
-    table.insert(table.columns.get_loc("p") + 1, "p_holm", holm(table["p"]))
+    table.insert(list(table.columns).index("p") + 1, "p_holm", holm(table["p"]))
     return table
 
 
@@ -371,7 +366,9 @@ def compare_losses(
     loss. The seed_* columns compare per-seed means (`cross_seed`).
     """
     selected = facets if methods is None else facets[facets["method"].isin(list(methods))]
-    return _compare(selected, "loss", pairs, ["dataset", "profile", "method"], _check_metrics(metrics))
+    return _compare(
+        selected, "loss", pairs, ["dataset", "profile", "method"], check_choices("metrics", metrics, METRICS)
+    )
 
 
 def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS)) -> pd.DataFrame:
@@ -379,4 +376,6 @@ def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS
 
     contrastivity_ssim is skipped: Eigen-CAM is class-agnostic, so it is NaN by design.
     """
-    return _compare(facets, "method", METHOD_PAIRS, ["dataset", "profile", "loss"], _check_metrics(metrics))
+    return _compare(
+        facets, "method", METHOD_PAIRS, ["dataset", "profile", "loss"], check_choices("metrics", metrics, METRICS)
+    )

@@ -78,7 +78,8 @@ class Results:
 def _read_kind(root: Path, name: str, kind: TableKind) -> tuple[pd.DataFrame, list[Path]]:
     """Read and concatenate every table of one kind; a run part found in two files is an error."""
     files = sorted(root.rglob(kind.pattern))
-    frames, seen = [], {}
+    frames: list[pd.DataFrame] = []
+    seen: dict[tuple[object, ...], Path] = {}
     for path in files:
         frame = pd.read_csv(path, dtype={"dataset": str, "profile": str, "loss": str, "method": str})
         missing = [c for c in kind.columns if c not in frame.columns]
@@ -122,7 +123,7 @@ def ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
 
 def _paper_order(column: pd.Series) -> pd.Series:
     """Sort key: losses and methods in the paper's order, any other column as it is."""
-    known = {"loss": LOSSES, "method": METHODS}.get(column.name)
+    known = {"loss": LOSSES, "method": METHODS}.get(column.name) if isinstance(column.name, str) else None
     if known is None:
         return column
     return column.map({v: i for i, v in enumerate(ordered(column, known))})
@@ -240,3 +241,10 @@ def seed_level(results: Results, method: str = "gradcam") -> pd.DataFrame:
     keys = ["dataset", "profile", "loss", "seed"]
     means = facets.groupby(keys)[list(METRICS)].mean().reset_index()
     return means.merge(results.accuracy[[*keys, "accuracy"]], on=keys, how="left")
+
+
+def accuracy_by_run(results: Results) -> pd.DataFrame:
+    """Test accuracy (%) of every run, one column per loss: the spread across seeds at a glance."""
+    wide = results.accuracy.pivot_table(index=["dataset", "profile", "seed"], columns="loss", values="accuracy")
+    wide = wide[ordered(wide.columns, LOSSES)] * 100
+    return wide.round(2).reset_index().rename_axis(columns=None)

@@ -35,6 +35,8 @@ def in_kernel() -> bool:
 class DisplayLine:
     """A file-like target for tqdm that keeps only the latest line, shown as one updated display output."""
 
+    encoding = "utf-8"  # tqdm draws Unicode blocks only for a file that says it takes them
+
     def __init__(self) -> None:
         self.text = ""
         self._handle: Any = None

@@ -62,18 +62,24 @@ def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return tuple(check_seed(seed) for seed in seeds)
 
 
-def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
-    """`value` as a float in [low, high] (TypeError for a non-number)."""
+def _as_number(name: str, value: Any) -> float:
+    """`value` as a float; TypeError for anything but a (numpy) int or float, bools included."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (low <= value <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
     return float(value)
 
 
+def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """`value` as a float in [low, high] (TypeError for a non-number; NaN is never in range)."""
+    number = _as_number(name, value)
+    if not (low <= number <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return number
+
+
 def check_positive(name: str, value: Any) -> float:
-    """`value` as a finite float > 0."""
-    value = check_number(name, value)
-    if not (math.isfinite(value) and value > 0):
+    """`value` as a finite float > 0 (TypeError for a non-number)."""
+    number = _as_number(name, value)
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
+    return number

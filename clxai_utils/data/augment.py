@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from clxai_utils.core.validate import check_positive_int
+from clxai_utils.core.validate import check_choice, check_number, check_positive_int
 
 AugmentFn = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -43,19 +43,6 @@ _RESIZED_CROP_TRIES = 10  # torchvision's number of attempts before the centre-c
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _check_number(name: str, value: float, low: float, high: float = math.inf) -> float:
-    """Return `value` as a float, or raise if it is not a number in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (low <= value <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
-    return float(value)
-
-
-def _check_probability(name: str, value: float) -> float:
-    return _check_number(name, value, 0.0, 1.0)
 
 
 def _check_generator(generator: torch.Generator) -> None:
@@ -68,7 +55,7 @@ def _check_range(name: str, value: Sequence[float], low: float, high: float = ma
     """Validate a (min, max) pair with low < min <= max <= high."""
     if not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"{name} must be a (min, max) pair, got {value!r}")
-    lo, hi = (_check_number(name, v, -math.inf) for v in value)
+    lo, hi = (check_number(name, v) for v in value)
     if not (low < lo <= hi <= high):
         raise ValueError(f"{name} must satisfy {low} < min <= max <= {high}, got {tuple(value)}")
     return lo, hi
@@ -168,7 +155,7 @@ def apply_horizontal_flip(x: Tensor, flip: Tensor) -> Tensor:
 
 def random_horizontal_flip(x: Tensor, p: float = 0.5, *, generator: torch.Generator) -> Tensor:
     """Like torchvision RandomHorizontalFlip(p), per sample."""
-    p = _check_probability("p", p)
+    p = check_number("p", p, 0.0, 1.0)
     _check_generator(generator)
     x = to_float_images(x)
     return apply_horizontal_flip(x, draw_flags(x.shape[0], p, generator))
@@ -390,11 +377,11 @@ def color_jitter(
     generator: torch.Generator,
 ) -> Tensor:
     """Like torchvision RandomApply([ColorJitter(b, c, s, h)], p), per sample."""
-    brightness = _check_number("brightness", brightness, 0.0)
-    contrast = _check_number("contrast", contrast, 0.0)
-    saturation = _check_number("saturation", saturation, 0.0)
-    hue = _check_number("hue", hue, 0.0, 0.5)
-    p = _check_probability("p", p)
+    brightness = check_number("brightness", brightness, 0.0)
+    contrast = check_number("contrast", contrast, 0.0)
+    saturation = check_number("saturation", saturation, 0.0)
+    hue = check_number("hue", hue, 0.0, 0.5)
+    p = check_number("p", p, 0.0, 1.0)
     _check_generator(generator)
     x = to_float_images(x, rgb=True)
     params = draw_color_jitter(x.shape[0], brightness, contrast, saturation, hue, p, generator)
@@ -409,7 +396,7 @@ def apply_grayscale(x: Tensor, mask: Tensor) -> Tensor:
 
 def random_grayscale(x: Tensor, p: float = 0.2, *, generator: torch.Generator) -> Tensor:
     """Like torchvision RandomGrayscale(p), per sample."""
-    p = _check_probability("p", p)
+    p = check_number("p", p, 0.0, 1.0)
     _check_generator(generator)
     x = to_float_images(x, rgb=True)
     return apply_grayscale(x, draw_flags(x.shape[0], p, generator))
@@ -484,6 +471,5 @@ AUGMENTATIONS: Mapping[str, AugmentFn] = MappingProxyType(
 
 def get_augment(name: str) -> AugmentFn:
     """The augmentation called `name` in AUGMENTATIONS (as named in configs)."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {sorted(AUGMENTATIONS)}, got {name!r}")
+    check_choice("augment", name, sorted(AUGMENTATIONS))
     return AUGMENTATIONS[name]

@@ -246,7 +246,9 @@ def _score(
 
     `step(facet)` is called before each facet (progress reporting).
     """
-    n, values, extra = len(maps), {}, {}
+    n = len(maps)
+    values: dict[str, Tensor] = {}
+    extra: dict[str, Tensor] = {}
     step("faithfulness")
     faithful, curves, fractions = clock.time(
         "faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline
@@ -345,8 +347,8 @@ def evaluate_facets(
             _check_same_images(maps, split.ids, "test")
             _check_same_images(mosaic_maps, split.ids, "mosaic")
 
-            def step(facet: str) -> None:
-                bar.set_description(f"{loss}/{method} {facet}")
+            def step(facet: str, pair: str = f"{loss}/{method}") -> None:
+                bar.set_description(f"{pair} {facet}")
                 bar.update(facet != "faithfulness")  # counts the facet just finished
 
             values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)

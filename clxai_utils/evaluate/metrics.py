@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clxai_utils.core.config import BASELINES
-from clxai_utils.core.validate import check_positive_int, check_seed
+from clxai_utils.core.validate import check_choice, check_positive, check_positive_int, check_seed
 
 Model = Callable[[Tensor], Tensor]
 
@@ -102,11 +103,9 @@ def black_baseline(mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor
 
 def make_baseline(name: str, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
     """Baseline vector (C,) in normalised space by name: "black" or "mean" (the data set's mean colour, 0)."""
-    if name == "black":
-        return black_baseline(mean, std)
-    if name == "mean":
-        return torch.zeros_like(black_baseline(mean, std))
-    raise ValueError(f"baseline must be one of {BASELINES}, got {name!r}")
+    check_choice("baseline", name, BASELINES)
+    black = black_baseline(mean, std)
+    return black if name == "black" else torch.zeros_like(black)  # "mean": the mean colour is 0 once normalised
 
 
 def _attribution_rank(maps: Tensor) -> Tensor:
@@ -247,8 +246,7 @@ def add_input_noise(x: Tensor, sigma: float, generator: torch.Generator) -> Tens
     value; here the noise is the only change. Noise is drawn on the generator's device and
     moved to x's, so a CPU generator gives the same noise whatever device x is on.
     """
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    check_positive("sigma", sigma)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
     return x + sigma * noise.to(x.device)
 
@@ -364,6 +362,15 @@ def attribution_localisation(maps: Tensor, masks: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------- params
 
 
+class SsimKwargs(TypedDict):
+    """The keyword arguments of `ssim` that `MetricParams` fixes."""
+
+    win_size: int
+    k1: float
+    k2: float
+    data_range: float
+
+
 @dataclass(frozen=True)
 class MetricParams:
     """Every metric setting of one evaluation run, validated, recorded next to the results via `to_dict()`."""
@@ -381,18 +388,13 @@ class MetricParams:
     def __post_init__(self) -> None:
         check_positive_int("pixels_per_step", self.pixels_per_step)
         check_seed(self.seed)
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        sigma = self.noise_sigma
-        if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"noise_sigma must be a finite number > 0, got {sigma!r}")
+        check_choice("baseline", self.baseline, BASELINES)
+        check_positive("noise_sigma", self.noise_sigma)
         win = check_positive_int("ssim_win_size", self.ssim_win_size)
         if win % 2 == 0 or win < 3:
             raise ValueError(f"ssim_win_size must be odd and >= 3, got {win}")
         for name in ("ssim_k1", "ssim_k2", "ssim_data_range"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+            check_positive(name, getattr(self, name))
         if self.pf_batch_size is not None:
             check_positive_int("pf_batch_size", self.pf_batch_size)
 
@@ -400,7 +402,7 @@ class MetricParams:
         """Plain dict of every setting, for the results JSON."""
         return asdict(self)
 
-    def ssim_kwargs(self) -> dict[str, float | int]:
+    def ssim_kwargs(self) -> SsimKwargs:
         """Keyword arguments for `ssim`."""
         return {
             "win_size": self.ssim_win_size,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from clxai_utils.core.registry import METHODS
-from clxai_utils.core.validate import check_positive_int
+from clxai_utils.core.validate import check_choice, check_positive_int
 
 _EPS = 1e-7  # denominator offset of pytorch-grad-cam's `scale_cam_image`
 
@@ -129,7 +129,8 @@ def grad_cam(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> T
     The library calls `model.zero_grad()`: any `.grad` on the parameters is cleared.
     """
     x = _check_images(x)
-    targets = _check_class_indices("targets", targets, len(x), model.num_classes)
+    num_classes = cast(int, model.num_classes)  # duck-typed model: see the module docstring
+    targets = _check_class_indices("targets", targets, len(x), num_classes)
     batch_size = check_positive_int("batch_size", batch_size)
     with _explanation_mode(model):
         cam = GradCAM(model=model, target_layers=[model.target_layer])
@@ -184,7 +185,8 @@ def eigen_cam(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
     x = _check_images(x)
     batch_size = check_positive_int("batch_size", batch_size)
     captured: list[Tensor] = []
-    handle = model.target_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    target_layer = cast(nn.Module, model.target_layer)  # duck-typed model: see the module docstring
+    handle = target_layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
     maps = []
     try:
         with _explanation_mode(model) as device, torch.no_grad():
@@ -196,7 +198,7 @@ def eigen_cam(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
                         "model.target_layer must output (N, K, u, v) feature maps, got shape "
                         f"{tuple(activations.shape)}"
                     )
-                maps.append(postprocess_cam(_oriented_projection(activations), x.shape[-2:]).cpu())
+                maps.append(postprocess_cam(_oriented_projection(activations), (x.shape[-2], x.shape[-1])).cpu())
     finally:
         handle.remove()
     return torch.cat(maps)
@@ -204,10 +206,9 @@ def eigen_cam(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
 
 def explain(model: nn.Module, x: Tensor, method: str, targets: Tensor | None, batch_size: int) -> Tensor:
     """Maps (N, H, W) by `method` in METHODS; Eigen-CAM is class-agnostic and ignores `targets`."""
+    check_choice("method", method, METHODS)
     if method == "gradcam":
         if targets is None:
             raise ValueError("targets must be given for method 'gradcam' (explicit classes, never argmax)")
         return grad_cam(model, x, targets, batch_size)
-    if method == "eigencam":
-        return eigen_cam(model, x, batch_size)
-    raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    return eigen_cam(model, x, batch_size)

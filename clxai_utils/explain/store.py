@@ -30,7 +30,7 @@ from clxai_utils.core.config import ExplainConfig
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import EXPLANATION_KINDS, Run
-from clxai_utils.core.validate import check_choices
+from clxai_utils.core.validate import check_choice, check_choices
 from clxai_utils.data import augment
 from clxai_utils.data.prepare import balanced_subset, load_prepared
 from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
@@ -112,8 +112,7 @@ class ExplanationSet:
             _check_class_indices(name, getattr(self, name), n, num_classes)
         if torch.unique(self.image_ids).numel() != n:
             raise ValueError("image_ids must be unique")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+        check_choice("method", self.method, METHODS)
         _check_plain("meta", self.meta)
 
     def __len__(self) -> int:
@@ -185,10 +184,8 @@ def compute_explanations(
     label (`"true"`); the maps are then computed in chunks of `batch_size`. `maps_dtype`
     float16 halves the file size (step 2^-11 near 1, enough for [0, 1] maps).
     """
-    if target not in TARGET_RULES:
-        raise ValueError(f"target must be one of {list(TARGET_RULES)}, got {target!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+    check_choice("target", target, TARGET_RULES)
+    check_choice("method", method, METHODS)
     if maps_dtype not in MAP_DTYPES:
         raise ValueError(f"maps_dtype must be one of {[str(d) for d in MAP_DTYPES]}, got {maps_dtype}")
     meta = _full_meta(meta, method, target)

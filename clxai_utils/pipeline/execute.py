@@ -71,14 +71,11 @@ class SweepResult:
 
 
 def papermill_command(job: Job, notebooks_dir: Path) -> list[str]:
-    """The papermill call of one job; `--cwd` matches how the notebooks are run by hand."""
-    return [
-        sys.executable, "-m", "papermill",
-        str(notebooks_dir / f"{job.notebook}.ipynb"), str(job.executed),
-        "--kernel", "python3", "--cwd", str(notebooks_dir),
-        "--no-progress-bar", "--log-level", "WARNING",
-        "-y", yaml.safe_dump(notebook_parameters(job), default_flow_style=True),
-    ]  # fmt: skip
+    """The papermill call of one job (with quiet kernels, see `kernel`); `--cwd` matches how the notebooks are run by hand."""
+    notebook = str(notebooks_dir / f"{job.notebook}.ipynb")
+    options = ["--kernel", "python3", "--cwd", str(notebooks_dir), "--no-progress-bar", "--log-level", "WARNING"]
+    parameters = yaml.safe_dump(notebook_parameters(job), default_flow_style=True)
+    return [sys.executable, "-m", "clxai_utils.pipeline.kernel", notebook, str(job.executed), *options, "-y", parameters]
 
 
 def notebook_parameters(job: Job) -> dict[str, Any]:
@@ -175,9 +172,10 @@ class _Scheduler:
     def _ready(self) -> list[Job]:
         done = ("ok", "cached")
         return [
-            job for job in self.jobs
+            job
+            for job in self.jobs
             if self.results[job.name].status == "not run" and all(self.results[n].status in done for n in job.needs)
-        ]  # fmt: skip
+        ]
 
     def _skip_blocked(self) -> None:
         """Skip jobs with a failed or skipped need; plan order makes one pass transitive."""

@@ -12,6 +12,7 @@ published notebooks with nbval and compares the cells marked NBVAL_CHECK_OUTPUT.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import io
 import json
@@ -35,19 +36,68 @@ def shrink_png(encoded: str, max_width: int = MAX_WIDTH) -> str:
     """A base64 PNG at most `max_width` pixels wide with a 256-colour palette, or the input if that is smaller."""
     image = Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB")
     if image.width > max_width:
-        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.quantize(256).save(buffer, format="PNG", optimize=True)
     smaller = base64.b64encode(buffer.getvalue()).decode("ascii")
     return smaller if len(smaller) < len(encoded) else encoded
 
 
+def _tagged(notebook: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    return [cell for cell in notebook["cells"] if tag in cell["metadata"].get("tags", [])]
+
+
+def _assignments(source: str) -> dict[str, str]:
+    """`name -> value source` of the top-level assignments of a cell (papermill writes plain `name = value`)."""
+    values: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [target.id for target in targets if isinstance(target, ast.Name)]
+            if node.value is not None and len(names) == len(targets):
+                for target_name in names:
+                    values[target_name] = ast.get_source_segment(source, node.value) or ""
+    return values
+
+
+def fold_injected_parameters(notebook: dict[str, Any], name: str) -> dict[str, Any]:
+    """Write papermill's injected values into the `parameters` cell and drop the injected cell.
+
+    A reader who opens the notebook in JupyterLab then sees, and can edit, the values it was
+    run with in one place: with the injected cell left in, an edit of the parameters cell
+    would be silently overridden by the cell after it.
+    """
+    injected = _tagged(notebook, "injected-parameters")
+    if not injected:
+        return notebook
+    parameters = _tagged(notebook, "parameters")
+    if len(parameters) != 1 or len(injected) != 1:
+        raise PublishError(f"{name} needs exactly one 'parameters' and one 'injected-parameters' cell")
+    values = _assignments("".join(injected[0]["source"]))
+    lines = "".join(parameters[0]["source"]).splitlines()
+    found = set()
+    for i, line in enumerate(lines):
+        node = ast.parse(line).body[0] if line.strip() and not line.lstrip().startswith("#") else None
+        if not isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) or node.value is None:
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        if isinstance(target, ast.Name) and target.id in values:
+            value = node.value
+            lines[i] = line[: value.col_offset] + values[target.id] + line[value.end_col_offset :]
+            found.add(target.id)
+    if missing := sorted(set(values) - found):
+        raise PublishError(f"{name} was run with parameters {missing} that its parameters cell does not define")
+    parameters[0]["source"] = "\n".join(lines)
+    notebook["cells"] = [cell for cell in notebook["cells"] if cell is not injected[0]]
+    return notebook
+
+
 def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
-    """The notebook without papermill's machine-specific metadata, with figures at most MAX_WIDTH wide.
+    """The notebook without papermill's machine-specific metadata and injected cell, figures at most MAX_WIDTH wide.
 
     An error output is refused.
     """
-    notebook = json.loads(json.dumps(notebook))  # a deep copy of plain JSON
+    notebook = fold_injected_parameters(json.loads(json.dumps(notebook)), name)  # on a deep copy of plain JSON
     notebook["metadata"].pop("papermill", None)
     for cell in notebook["cells"]:
         cell["metadata"].pop("papermill", None)

@@ -84,16 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), help=f"any of {' '.join(LOSSES)} (default all)")
     parser.add_argument("--seeds", nargs="+", type=_int_at_least(0), default=[0], help="seeds >= 0 (default 0)")
     parser.add_argument(
-        "--jobs", type=_int_at_least(1), default=1,
+        "--jobs",
+        type=_int_at_least(1),
+        default=1,
         help="run up to N ready jobs at once (default 1). On a 2-core machine N > 1 gains nothing: "
         "one notebook already keeps both cores busy.",
-    )  # fmt: skip
+    )
     parser.add_argument("--runs-root", default=None, help="where run folders go (default outputs/runs)")
     parser.add_argument("--notebooks-dir", default=None, help="folder of the pipeline notebooks (default notebooks/)")
     parser.add_argument(
-        "--data-source", default=None,
+        "--data-source",
+        default=None,
         help="'torchvision', a folder or a .tar.gz, for 00_data only (default: $CLXAI_DATA_SOURCE, else torchvision)",
-    )  # fmt: skip
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, cached or to run; run nothing")
     return parser
 
@@ -108,9 +111,14 @@ def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) 
     args = parser.parse_args(argv)
     try:
         jobs = plan(
-            args.dataset, args.profile, args.losses, args.seeds,
-            runs_root=args.runs_root, data_source=args.data_source, pipeline=pipeline,
-        )  # fmt: skip
+            args.dataset,
+            args.profile,
+            args.losses,
+            args.seeds,
+            runs_root=args.runs_root,
+            data_source=args.data_source,
+            pipeline=pipeline,
+        )
         if args.dry_run:
             print(format_plan(jobs))
             return 0

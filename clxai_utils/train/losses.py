@@ -8,19 +8,12 @@ separate function on a distance matrix so that it can be checked on hand-made di
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-
-def _check_positive(name: str, value: float) -> None:
-    """Reject a hyper-parameter that is not a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+from clxai_utils.core.validate import check_positive
 
 
 def _check_ndim(name: str, value: Tensor, ndim: int, layout: str) -> None:
@@ -59,7 +52,7 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.07) -> Tensor:
     if n_images * n_views < 2:
         raise ValueError(f"z must hold at least 2 views in total (N * V >= 2), got N={n_images}, V={n_views}")
     _check_labels(labels, n_images, "z")
-    _check_positive("temperature", temperature)
+    check_positive("temperature", temperature)
 
     feats = z.reshape(n_images * n_views, dim)
     view_labels = labels.repeat_interleave(n_views)
@@ -116,7 +109,7 @@ def mine_semi_hard(dist: Tensor, labels: Tensor, margin: float) -> Triplets:
     if dist.shape[0] != dist.shape[1]:
         raise ValueError(f"dist must be a square (N, N) tensor, got {tuple(dist.shape)}")
     _check_labels(labels, dist.shape[0], "dist")
-    _check_positive("margin", margin)
+    check_positive("margin", margin)
 
     with torch.no_grad():
         d = dist.detach()
@@ -149,7 +142,7 @@ def triplet_loss(emb: Tensor, labels: Tensor, margin: float = 0.3) -> Tensor:
     """
     _check_ndim("emb", emb, 2, "(N, D)")
     _check_labels(labels, emb.shape[0], "emb")
-    _check_positive("margin", margin)
+    check_positive("margin", margin)
 
     dist = pairwise_distances(emb)
     trip = mine_semi_hard(dist, labels, margin)

@@ -28,7 +28,6 @@ accuracies, 40% vs 42% for SupCon and 40% vs 48% for the triplet loss, one seed 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -38,7 +37,7 @@ import torchvision
 from torch import nn
 
 from clxai_utils.core.registry import LOSSES
-from clxai_utils.core.validate import check_positive_int
+from clxai_utils.core.validate import check_choice, check_positive, check_positive_int
 
 ARCHS: tuple[str, ...] = ("resnet18_cifar", "resnet50")
 EMBEDDING_DIM = 128
@@ -51,29 +50,13 @@ _CIFAR_BLOCKS = (2, 2, 2, 2)
 
 
 def _check_width(arch: str, width: Any) -> float:
-    """Width must be a finite float > 0; only the CIFAR ResNet-18 can be scaled."""
-    if isinstance(width, bool) or not isinstance(width, (int, float)):
-        raise TypeError(f"width must be a float > 0, got {width!r} ({type(width).__name__})")
-    width = float(width)
-    if not math.isfinite(width) or width <= 0:
-        raise ValueError(f"width must be a finite float > 0, got {width!r}")
+    """Width must be a finite number > 0; only the CIFAR ResNet-18 can be scaled."""
+    width = check_positive("width", width)
     if arch != "resnet18_cifar" and width != 1.0:
         raise ValueError(
             f"width must be 1.0 for arch {arch!r} (width scaling exists only for 'resnet18_cifar'), got {width!r}"
         )
     return width
-
-
-def _check_arch(arch: Any) -> str:
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {list(ARCHS)}, got {arch!r}")
-    return arch
-
-
-def _check_loss(loss: Any) -> str:
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
-    return loss
 
 
 # --------------------------------------------------------------------------- backbones
@@ -172,7 +155,7 @@ def resnet50() -> Backbone:
 
 def build_backbone(arch: str, width: float = 1.0) -> Backbone:
     """Backbone by name: 'resnet18_cifar' (any width > 0) or 'resnet50' (width 1 only)."""
-    arch = _check_arch(arch)
+    arch = check_choice("arch", arch, ARCHS)
     width = _check_width(arch, width)
     return resnet18_cifar(width) if arch == "resnet18_cifar" else resnet50()
 
@@ -258,7 +241,7 @@ class ContrastiveModel(nn.Module):
         return self.projection(self.backbone(x))
 
 
-def explainable_from_contrastive(model: ContrastiveModel, probe: nn.Linear) -> ExplainableClassifier:
+def explainable_from_contrastive(model: nn.Module, probe: nn.Linear) -> ExplainableClassifier:
     """Backbone of `model` + `probe` on normalised features; the projection head is dropped.
 
     The backbone and probe modules are shared, not copied: no extra memory, and the
@@ -282,10 +265,10 @@ class ModelSpec:
     loss: str
 
     def __post_init__(self) -> None:
-        _check_arch(self.arch)
+        check_choice("arch", self.arch, ARCHS)
         object.__setattr__(self, "width", _check_width(self.arch, self.width))
         check_positive_int("num_classes", self.num_classes)
-        _check_loss(self.loss)
+        check_choice("loss", self.loss, LOSSES)
 
     @property
     def normalize_features(self) -> bool:
@@ -304,7 +287,7 @@ class ModelSpec:
         return cls(**data)
 
 
-def build_training_model(spec: ModelSpec) -> nn.Module:
+def build_training_model(spec: ModelSpec) -> ExplainableClassifier | ContrastiveModel:
     """The model a training stage optimises: classifier for CE, backbone+projection otherwise."""
     backbone = build_backbone(spec.arch, spec.width)
     if spec.loss == "ce":

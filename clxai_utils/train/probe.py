@@ -140,7 +140,7 @@ def load_classifier(run: Run, loss: str) -> tuple[ExplainableClassifier, ModelSp
     out_dir = run.model_dir(loss)
     model, spec, identity = load_trained(out_dir)
     check_profile(identity, run.profile, out_dir)
-    if spec.loss == "ce":
+    if isinstance(model, ExplainableClassifier):  # a CE model (spec.loss == "ce"), evaluated with its own head
         return model, spec
     probe_path = out_dir / PROBE
     if not probe_path.is_file():

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -38,7 +38,7 @@ from clxai_utils.data import augment
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import DatasetInfo, ImageSplit
 from clxai_utils.train.losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
-from clxai_utils.train.models import ModelSpec, build_training_model
+from clxai_utils.train.models import ContrastiveModel, ExplainableClassifier, ModelSpec, build_training_model
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -103,12 +103,14 @@ def compute_loss(
         return value, {"train_acc": (logits.argmax(1) == labels).float().mean().item()}
     n, v = images.shape[:2]
     z = model(images.flatten(0, 1)).float().view(n, v, -1)  # losses in float32 even under autocast
+    # load_profile requires these settings > 0 for their loss; the loss functions check them again.
     if loss == "supcon":
-        return supcon_loss(z, labels, cfg.temperature), {}
+        return supcon_loss(z, labels, cast(float, cfg.temperature)), {}
+    margin = cast(float, cfg.margin)
     emb, emb_labels = z.flatten(0, 1), labels.repeat_interleave(v)
     with torch.no_grad():
-        semi = mine_semi_hard(pairwise_distances(emb), emb_labels, cfg.margin).semi_hard.float().mean().item()
-    return triplet_loss(emb, emb_labels, cfg.margin), {"semi_hard_frac": semi}
+        semi = mine_semi_hard(pairwise_distances(emb), emb_labels, margin).semi_hard.float().mean().item()
+    return triplet_loss(emb, emb_labels, margin), {"semi_hard_frac": semi}
 
 
 def augment_batch(
@@ -204,7 +206,8 @@ def train(
     )
     for epoch in range(start_epoch, last_epoch):
         model.train()
-        t0, total, extras = time.perf_counter(), 0.0, {}
+        t0, total = time.perf_counter(), 0.0
+        extras: dict[str, float] = {}
         order = torch.randperm(len(split), generator=shuffle_gen)
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
@@ -254,7 +257,7 @@ def train(
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
 
-def load_trained(out_dir: str | Path) -> tuple[nn.Module, ModelSpec, dict[str, Any]]:
+def load_trained(out_dir: str | Path) -> tuple[ExplainableClassifier | ContrastiveModel, ModelSpec, dict[str, Any]]:
     """The final model written by `train` (CE: classifier; SupCon/triplet: backbone + projection head)."""
     path = Path(out_dir) / MODEL
     if not path.is_file():
