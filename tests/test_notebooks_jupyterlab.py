@@ -48,8 +48,13 @@ def execute(path: Path, out_dir: Path, **values: object) -> nbformat.NotebookNod
         f"{path.name} carries an injected-parameters cell: it would override the parameters cell"
     )
     edit_parameters(notebook, **values)
-    client = NotebookClient(notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                            kernel_manager_class=quiet_kernel_manager())
+    client = NotebookClient(
+        notebook,
+        timeout=1800,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        kernel_manager_class=quiet_kernel_manager(),
+    )
     client.execute()
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, out_dir / path.name)
@@ -64,7 +69,11 @@ def text_outputs(notebook: nbformat.NotebookNode) -> str:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_reports_that_run() -> None:
@@ -75,7 +84,9 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
     out_dir = outputs_dir() / "notebooks"
     executed = {path.stem: execute(path, out_dir, profile="smoke") for path in NOTEBOOKS if path.stem != "07_analysis"}
     assert smoke.facets_paths["table"].is_file() and smoke.accuracy_path.is_file()
-    assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], "a smoke run writes into its own run folder only"
+    assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], (
+        "a smoke run writes into its own run folder only"
+    )
     report = execute(repo_root() / "notebooks" / "07_analysis.ipynb", out_dir)
     assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "07 finds the run made in JupyterLab"
     assert f"run {smoke.id}" in text_outputs(executed["00_data"])

@@ -84,7 +84,9 @@ def test_accuracy_per_loss(fresh: dict[str, Any]) -> None:
             assert fresh["accuracy"][loss] == expected, f"{loss}: same weights, other accuracy"
         else:
             tol = max(SEED_SIGMAS * ref["seed_std"]["accuracy"][loss], ACCURACY_FLOOR)
-            assert abs(fresh["accuracy"][loss] - expected) <= tol, f"{loss}: accuracy {fresh['accuracy'][loss]:.4f}, reference {expected:.4f} ± {tol:.4f}"
+            assert abs(fresh["accuracy"][loss] - expected) <= tol, (
+                f"{loss}: accuracy {fresh['accuracy'][loss]:.4f}, reference {expected:.4f} ± {tol:.4f}"
+            )
 
 
 def test_metric_means_per_loss_and_method(fresh: dict[str, Any]) -> None:

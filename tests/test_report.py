@@ -1,4 +1,5 @@
 """Analysis stage: loading run tables, Table 4, claim verdicts, figures and report files."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,35 +18,76 @@ from clxai_utils.core.registry import METRICS
 from clxai_utils.core.run import Run
 
 
-def facets_rows(seed: int, loss: str, method: str, metrics: dict[str, np.ndarray], profile: str = "quick") -> pd.DataFrame:
+def facets_rows(
+    seed: int, loss: str, method: str, metrics: dict[str, np.ndarray], profile: str = "quick"
+) -> pd.DataFrame:
     """One (seed, loss, method) block of a facets table in the 06_metrics schema; unset metrics are NaN."""
     n = len(next(iter(metrics.values())))
-    frame = pd.DataFrame({
-        "dataset": "cifar10", "profile": profile, "seed": seed, "loss": loss, "method": method,
-        "image_id": np.arange(n), "label": np.arange(n) % 10, "prediction": np.arange(n) % 10,
-        "correct": True, "map_all_zero": False,
-    })
+    frame = pd.DataFrame(
+        {
+            "dataset": "cifar10",
+            "profile": profile,
+            "seed": seed,
+            "loss": loss,
+            "method": method,
+            "image_id": np.arange(n),
+            "label": np.arange(n) % 10,
+            "prediction": np.arange(n) % 10,
+            "correct": True,
+            "map_all_zero": False,
+        }
+    )
     for metric in METRICS:
         frame[metric] = metrics.get(metric, np.full(n, np.nan))
     return frame
 
 
 def accuracy_rows(seed: int, accuracy: dict[str, float], profile: str = "quick") -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": "cifar10", "profile": profile, "loss": loss, "seed": seed, "head": "linear",
-                          "test_images": 100, "accuracy": acc} for loss, acc in accuracy.items()])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "cifar10",
+                "profile": profile,
+                "loss": loss,
+                "seed": seed,
+                "head": "linear",
+                "test_images": 100,
+                "accuracy": acc,
+            }
+            for loss, acc in accuracy.items()
+        ]
+    )
 
 
 def pf_rows(seed: int, curves: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
-    frames = [pd.DataFrame({"dataset": "cifar10", "profile": "quick", "seed": seed, "loss": loss, "method": method,
-                            "step": np.arange(len(c)), "fraction": np.linspace(0, 1, len(c)), "mean": c,
-                            "std": 0.1, "n": 60}) for (loss, method), c in curves.items()]
+    frames = [
+        pd.DataFrame(
+            {
+                "dataset": "cifar10",
+                "profile": "quick",
+                "seed": seed,
+                "loss": loss,
+                "method": method,
+                "step": np.arange(len(c)),
+                "fraction": np.linspace(0, 1, len(c)),
+                "mean": c,
+                "std": 0.1,
+                "n": 60,
+            }
+        )
+        for (loss, method), c in curves.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def small_results() -> Results:
     """Two seeds, CE and SupCon, Grad-CAM, three images plus one all-zero map (NaN metrics) per run."""
-    images = {(0, "ce"): [0.1, 0.2, 0.3], (1, "ce"): [0.5, 0.6, 0.7],
-              (0, "supcon"): [0.1, 0.1, 0.1], (1, "supcon"): [0.3, 0.3, 0.3]}
+    images = {
+        (0, "ce"): [0.1, 0.2, 0.3],
+        (1, "ce"): [0.5, 0.6, 0.7],
+        (0, "supcon"): [0.1, 0.1, 0.1],
+        (1, "supcon"): [0.3, 0.3, 0.3],
+    }
     blocks = []
     for (seed, loss), v in images.items():
         block = facets_rows(seed, loss, "gradcam", {m: np.array([*v, np.nan]) for m in METRICS if m != "pointing_game"})
@@ -105,8 +147,11 @@ def claims_facets(n: int = 60) -> pd.DataFrame:
         triplet = {m: ce[m] + signed(m, 0.1) + noise[m] for m in METRICS}  # better everywhere
         for loss, values in (("ce", ce), ("supcon", supcon), ("triplet", triplet)):
             blocks.append(facets_rows(seed, loss, "gradcam", values))
-            worse = {m: v - signed(m, 0.1) + rng.normal(scale=0.01, size=n) for m, v in values.items()
-                     if m != "contrastivity_ssim"}
+            worse = {
+                m: v - signed(m, 0.1) + rng.normal(scale=0.01, size=n)
+                for m, v in values.items()
+                if m != "contrastivity_ssim"
+            }
             worse["pointing_game"] = values["pointing_game"] * (np.arange(n) % 3 != 0)  # Eigen-CAM loses hits
             blocks.append(facets_rows(seed, loss, "eigencam", worse))
     return pd.concat(blocks, ignore_index=True)
@@ -117,8 +162,12 @@ def test_claims_verdicts_on_built_data() -> None:
     table = claims.claims(stats.compare_losses(facets), stats.compare_methods(facets))
     gradcam = table[table["method"] == "gradcam"].set_index("metric")
     expected = {
-        "pf_auc": "supported", "continuity_ssim": "not supported", "complexity_entropy": "inconclusive",
-        "sparseness_gini": "supported", "contrastivity_ssim": "supported", "pointing_game": "supported",
+        "pf_auc": "supported",
+        "continuity_ssim": "not supported",
+        "complexity_entropy": "inconclusive",
+        "sparseness_gini": "supported",
+        "contrastivity_ssim": "supported",
+        "pointing_game": "supported",
         "attribution_localisation": "not supported",
     }
     assert gradcam.loc[list(expected), "verdict"].to_dict() == expected
@@ -137,8 +186,10 @@ def test_method_claim_majority_rule() -> None:
     facets = claims_facets()
     swapped = facets.assign(method=facets["method"].map({"gradcam": "eigencam", "eigencam": "gradcam"}))
     swapped.loc[swapped["method"] == "eigencam", "contrastivity_ssim"] = np.nan
-    same = pd.concat([facets[facets["method"] == "gradcam"],
-                      facets[facets["method"] == "gradcam"].assign(method="eigencam")], ignore_index=True)
+    same = pd.concat(
+        [facets[facets["method"] == "gradcam"], facets[facets["method"] == "gradcam"].assign(method="eigencam")],
+        ignore_index=True,
+    )
     for data, verdict in ((swapped, "not supported"), (same, "inconclusive")):
         table = claims.claims(stats.compare_losses(data, metrics=["pf_auc"]), stats.compare_methods(data))
         row = table[table["claim"] == "Grad-CAM better than Eigen-CAM"].iloc[0]
@@ -147,9 +198,15 @@ def test_method_claim_majority_rule() -> None:
 
 @pytest.mark.parametrize(
     ("p", "winner", "expected", "verdict"),
-    [(0.01, "supcon", "supcon", "supported"), (0.01, "ce", "supcon", "not supported"),
-     (0.2, "ce", "supcon", "inconclusive"), (np.nan, "", "supcon", "inconclusive"),
-     (0.2, "ce", None, "supported"), (0.01, "ce", None, "not supported"), (np.nan, "", None, "inconclusive")],
+    [
+        (0.01, "supcon", "supcon", "supported"),
+        (0.01, "ce", "supcon", "not supported"),
+        (0.2, "ce", "supcon", "inconclusive"),
+        (np.nan, "", "supcon", "inconclusive"),
+        (0.2, "ce", None, "supported"),
+        (0.01, "ce", None, "not supported"),
+        (np.nan, "", None, "inconclusive"),
+    ],
 )
 def test_verdict_rule(p: float, winner: str, expected: str | None, verdict: str) -> None:
     assert claims.verdict(p, winner, expected, alpha=0.05) == verdict
@@ -158,7 +215,10 @@ def test_verdict_rule(p: float, winner: str, expected: str | None, verdict: str)
 def test_claim_definitions_state_the_claims_and_their_rules() -> None:
     table = claims.claim_definitions()
     assert list(table.columns) == ["claim", "section", "statement", "metrics", "comparison", "expected", "rule"]
-    assert list(table["claim"]) == [c.claim for c in claims.LOSS_CLAIMS] + ["Grad-CAM better than Eigen-CAM", "TL good on CIFAR-10"]
+    assert list(table["claim"]) == [c.claim for c in claims.LOSS_CLAIMS] + [
+        "Grad-CAM better than Eigen-CAM",
+        "TL good on CIFAR-10",
+    ]
     assert table["section"].str.startswith("§5").all()  # every claim is made in the Results section
     for claim, row in zip(claims.LOSS_CLAIMS, table.to_dict("records")):
         assert (row["metrics"], row["comparison"], row["section"]) == (claim.metric, "supcon vs ce", claim.section)
@@ -170,7 +230,10 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
             assert f"{claims.verdict(0.01, 'ce', None, 0.05)} if p_holm < 0.05" in row["rule"]
         else:
             for winner in ("supcon", "ce"):
-                assert f"{claims.verdict(0.01, winner, claim.expected, 0.05)} if p_holm < 0.05 and {winner} is better" in row["rule"]
+                assert (
+                    f"{claims.verdict(0.01, winner, claim.expected, 0.05)} if p_holm < 0.05 and {winner} is better"
+                    in row["rule"]
+                )
             assert claims.verdict(0.2, "supcon", claim.expected, 0.05) == "inconclusive"
             assert "inconclusive if p_holm ≥ 0.05 or untestable" in row["rule"]
     rows = table.set_index("metrics")
@@ -180,13 +243,22 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
     method, triplet = table.iloc[-2], table.iloc[-1]
     assert method["metrics"].split(", ") == list(dict.fromkeys(stats.compare_methods(claims_facets())["metric"]))
     assert "contrastivity_ssim" not in method["metrics"] and method["comparison"].startswith("gradcam vs eigencam")
-    assert triplet["metrics"].split(", ") == list(claims.TRIPLET_METRICS) and triplet["comparison"].startswith("triplet vs ce")
+    assert triplet["metrics"].split(", ") == list(claims.TRIPLET_METRICS) and triplet["comparison"].startswith(
+        "triplet vs ce"
+    )
     assert (method["expected"], triplet["expected"]) == ("gradcam", "triplet")
     # "more than m/2" is strict, as in `_majority_row`: 2 significant wins of 4 is inconclusive, 3 is supported
     assert "in more than m/2" in triplet["rule"] and "ce is in more than m/2" in triplet["rule"]
     for wins, verdict in ((2, "inconclusive"), (3, "supported")):
-        group = pd.DataFrame({"dataset": "cifar10", "profile": "quick", "n_seeds": 1, "p_holm": [0.01] * wins + [0.5] * (4 - wins),
-                              "winner": ["triplet"] * 4})
+        group = pd.DataFrame(
+            {
+                "dataset": "cifar10",
+                "profile": "quick",
+                "n_seeds": 1,
+                "p_holm": [0.01] * wins + [0.5] * (4 - wins),
+                "winner": ["triplet"] * 4,
+            }
+        )
         assert claims._majority_row(group, "c", "s", "triplet", "gradcam", 0.05)["verdict"] == verdict
 
     assert "p_holm < 0.01" in claims.claim_definitions(alpha=0.01)["rule"].iloc[0]
@@ -199,8 +271,12 @@ def write_run(root: Path, seed: int) -> Path:
     """One run root as 04_linear_probe and 06_metrics leave it."""
     results_dir = Run("cifar10", "quick", seed, root=root / f"cifar10-quick-seed{seed}").accuracy_path.parent
     results_dir.mkdir(parents=True)
-    facets = pd.concat([facets_rows(seed, loss, method, {m: np.full(3, seed + 0.5) for m in METRICS})
-                        for loss, method in itertools.product(("ce", "supcon"), ("gradcam", "eigencam"))])
+    facets = pd.concat(
+        [
+            facets_rows(seed, loss, method, {m: np.full(3, seed + 0.5) for m in METRICS})
+            for loss, method in itertools.product(("ce", "supcon"), ("gradcam", "eigencam"))
+        ]
+    )
     facets.to_csv(results_dir / "facets.csv", index=False)
     accuracy_rows(seed, {"ce": 0.9, "supcon": 0.8}).to_csv(results_dir / "accuracy.csv", index=False)
     pf_rows(seed, {("ce", "gradcam"): [1, 0.4, 0.1]}).to_csv(results_dir / "pf_curves.csv", index=False)
@@ -237,10 +313,7 @@ def test_load_results_errors(tmp_path: Path) -> None:
 def test_markdown_table_by_hand() -> None:
     table = pd.DataFrame({"name": ["a|b", "c"], "x": [1.23456, np.nan], "n": [1, 2], "ok": [True, False]})
     assert report.markdown_table(table) == (
-        "| name | x | n | ok |\n"
-        "|---|---:|---:|---|\n"
-        "| a\\|b | 1.235 | 1 | True |\n"
-        "| c |  | 2 | False |\n"
+        "| name | x | n | ok |\n|---|---:|---:|---|\n| a\\|b | 1.235 | 1 | True |\n| c |  | 2 | False |\n"
     )
 
 
@@ -261,10 +334,26 @@ def test_write_report_writes_every_format(tmp_path: Path) -> None:
 
 
 def test_pf_curve_figure_averages_seeds() -> None:
-    curves = pd.concat([pf_rows(0, {("ce", "gradcam"): [1, 0.5, 0.0], ("supcon", "gradcam"): [1, 0.2, 0.0],
-                                    ("ce", "eigencam"): [1, 0.6, 0.1]}),
-                        pf_rows(1, {("ce", "gradcam"): [0.8, 0.3, 0.2], ("supcon", "gradcam"): [0.6, 0.2, 0.0],
-                                    ("ce", "eigencam"): [1, 0.6, 0.1]})])
+    curves = pd.concat(
+        [
+            pf_rows(
+                0,
+                {
+                    ("ce", "gradcam"): [1, 0.5, 0.0],
+                    ("supcon", "gradcam"): [1, 0.2, 0.0],
+                    ("ce", "eigencam"): [1, 0.6, 0.1],
+                },
+            ),
+            pf_rows(
+                1,
+                {
+                    ("ce", "gradcam"): [0.8, 0.3, 0.2],
+                    ("supcon", "gradcam"): [0.6, 0.2, 0.0],
+                    ("ce", "eigencam"): [1, 0.6, 0.1],
+                },
+            ),
+        ]
+    )
     fig = figures.plot_pf_curves(curves)
     gradcam, eigencam = fig.axes
     assert gradcam.get_title() == "gradcam" and eigencam.get_title() == "eigencam"
@@ -300,7 +389,10 @@ def test_provenance_flags_non_paper_profiles() -> None:
 def test_readme_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> None:
     (tmp_path / "table4.md").write_text("| a |\n|---|\n| 1 |\n")
     readme = "intro\n<!-- report: table4.md -->\nstale | old\n<!-- /report -->\nafter\n"
-    assert report.sync_readme(readme, tmp_path) == "intro\n<!-- report: table4.md -->\n| a |\n|---|\n| 1 |\n<!-- /report -->\nafter\n"
+    assert (
+        report.sync_readme(readme, tmp_path)
+        == "intro\n<!-- report: table4.md -->\n| a |\n|---|\n| 1 |\n<!-- /report -->\nafter\n"
+    )
     path = tmp_path / "README.md"
     path.write_text(readme)
     assert report.main(["--readme", str(path), "--report-dir", str(tmp_path), "--check"]) == 1
@@ -313,4 +405,8 @@ def test_readme_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> No
 def test_accuracy_by_run_in_percent() -> None:
     table = tables.accuracy_by_run(small_results())
     assert list(table.columns) == ["dataset", "profile", "seed", "ce", "supcon"]
-    assert table["seed"].tolist() == [0, 1] and table["ce"].tolist() == [90.0, 80.0] and table["supcon"].tolist() == [70.0, 70.0]
+    assert (
+        table["seed"].tolist() == [0, 1]
+        and table["ce"].tolist() == [90.0, 80.0]
+        and table["supcon"].tolist() == [70.0, 70.0]
+    )

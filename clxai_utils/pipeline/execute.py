@@ -72,10 +72,11 @@ class SweepResult:
 
 def papermill_command(job: Job, notebooks_dir: Path) -> list[str]:
     """The papermill call of one job (with quiet kernels, see `kernel`); `--cwd` matches how the notebooks are run by hand."""
+    papermill = [sys.executable, "-m", "clxai_utils.pipeline.kernel"]  # papermill's command line, quiet kernels
     notebook = str(notebooks_dir / f"{job.notebook}.ipynb")
     options = ["--kernel", "python3", "--cwd", str(notebooks_dir), "--no-progress-bar", "--log-level", "WARNING"]
     parameters = yaml.safe_dump(notebook_parameters(job), default_flow_style=True)
-    return [sys.executable, "-m", "clxai_utils.pipeline.kernel", notebook, str(job.executed), *options, "-y", parameters]
+    return [*papermill, notebook, str(job.executed), *options, "-y", parameters]
 
 
 def notebook_parameters(job: Job) -> dict[str, Any]:
