@@ -93,7 +93,7 @@ def _write_variant(tmp_path: Path, edit) -> Path:
         (lambda r: r["smoke"]["datasets"]["cifar10"]["train"]["supcon"].update(augment="strong"), r"augment='strong'"),
         (
             lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(noise_sigma=0.0),
-            r"metrics\.noise_sigma must be > 0",
+            r"metrics\.noise_sigma must be a finite number > 0",
         ),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["metrics"].update(baseline="white"), r"baseline='white'"),
         (lambda r: r["smoke"]["datasets"]["cifar10"]["explain"].update(images_per_class=0), r"images_per_class >= 1"),

@@ -11,6 +11,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
+from clxai_utils.core.config import MetricsConfig
 from clxai_utils.evaluate import metrics as M
 
 quantus = pytest.importorskip("quantus")
@@ -428,36 +429,34 @@ def test_zero_maps_and_undefined_metrics():
 # --------------------------------------------------------------------------- params
 
 
-def test_metric_params_validation_and_record():
-    p = M.MetricParams(pixels_per_step=32, seed=0)
+def test_metrics_config_validation_and_record():
+    p = MetricsConfig(pixels_per_step=32, batch_size=1024)
     d = p.to_dict()
     assert d == {
         "pixels_per_step": 32,
-        "seed": 0,
+        "batch_size": 1024,
         "baseline": "black",
         "noise_sigma": 0.02,
         "ssim_win_size": 7,
         "ssim_k1": 0.01,
         "ssim_k2": 0.03,
         "ssim_data_range": 1.0,
-        "pf_batch_size": 1024,
     }
-    assert M.MetricParams(**d) == p
+    assert MetricsConfig(**d) == p
     assert p.ssim_kwargs() == {"win_size": 7, "k1": 0.01, "k2": 0.03, "data_range": 1.0}
-    assert torch.equal(p.baseline_vector(CIFAR_MEAN, CIFAR_STD), M.black_baseline(CIFAR_MEAN, CIFAR_STD))
+    assert torch.equal(M.make_baseline(p.baseline, CIFAR_MEAN, CIFAR_STD), M.black_baseline(CIFAR_MEAN, CIFAR_STD))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        p.seed = 1
+        p.batch_size = 1  # type: ignore[misc]
     bad = [
         ({"noise_sigma": 0.0}, "noise_sigma"),
         ({"noise_sigma": -0.02}, "noise_sigma"),
         ({"pixels_per_step": 0}, "pixels_per_step"),
         ({"pixels_per_step": 1.5}, "pixels_per_step"),
-        ({"seed": -1}, "seed"),
+        ({"batch_size": 0}, "batch_size"),
         ({"baseline": "white"}, "baseline"),
         ({"ssim_win_size": 6}, "ssim_win_size"),
         ({"ssim_k1": 0}, "ssim_k1"),
-        ({"pf_batch_size": 0}, "pf_batch_size"),
     ]
     for change, name in bad:
         with pytest.raises(ValueError, match=name):
-            M.MetricParams(**{"pixels_per_step": 32, "seed": 0, **change})
+            MetricsConfig(**{"pixels_per_step": 32, "batch_size": 1024, **change})

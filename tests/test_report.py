@@ -269,7 +269,7 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
 
 def write_run(root: Path, seed: int) -> Path:
     """One run root as 04_linear_probe and 06_metrics leave it."""
-    results_dir = Run("cifar10", "quick", seed, root=root / f"cifar10-quick-seed{seed}").accuracy_path.parent
+    results_dir = Run("cifar10", "quick", seed, root=root / Run("cifar10", "quick", seed).id).accuracy_path.parent
     results_dir.mkdir(parents=True)
     facets = pd.concat(
         [

@@ -19,7 +19,7 @@ from clxai_utils.core.validate import ConfigError
 from clxai_utils.data.prepare import load_prepared, prepare_data
 from clxai_utils.data.sources import write_synthetic_imagefolder
 from clxai_utils.evaluate import facets as FA
-from clxai_utils.evaluate.metrics import contrast_classes, pixel_flipping, ssim
+from clxai_utils.evaluate.metrics import contrast_classes, make_baseline, pixel_flipping, ssim
 from clxai_utils.explain.cams import explain
 from clxai_utils.explain.store import (
     ExplanationSet,
@@ -105,14 +105,14 @@ def test_metric_columns_equal_direct_computation(run: Run, results: FA.FacetResu
     split = explained_split(data, run.settings.explain)
     x = normalised_images(split, data.info)
     block = results.table[(results.table["loss"] == "ce") & (results.table["method"] == "gradcam")]
-    params = FA.metric_params(run.settings.metrics, 0)
+    params = run.settings.metrics
     pf = pixel_flipping(
         model,
         x,
         stored.maps,
         stored.targets,
         pixels_per_step=128,
-        baseline=params.baseline_vector(data.info.mean, data.info.std),
+        baseline=make_baseline(params.baseline, data.info.mean, data.info.std),
     )
     assert torch.allclose(torch.tensor(block["pf_auc"].to_numpy()), pf.auc, atol=1e-9, equal_nan=True)
     others = contrast_classes(stored.predictions, stored.image_ids, 10, 0)
@@ -176,7 +176,7 @@ def test_bad_parameters_are_named(run: Run) -> None:
     finally:
         probe.with_suffix(".bak").rename(probe)
     with pytest.raises(ValueError, match="noise_sigma must be"):
-        FA.metric_params(MetricsConfig(32, 64, "black", 0.0), 0)
+        MetricsConfig(32, 64, "black", 0.0)
     with pytest.raises(ValueError, match="n_examples must be an integer >= 1, got 0"):
         FA.evaluate_facets(run, LOSSES, progress=False, n_examples=0)
 

@@ -3,7 +3,7 @@
 Each toy notebook writes `toy/<name>.json` (its seed and losses) in its run's folder (the
 `Run` it builds from its parameters, below the CLXAI_RUNS the sweep hands it) and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
-files make a notebook fail (`fail-<name>-seed<k>`) or hang until killed (`hold-<name>`).
+files make a notebook fail (`fail-<name>-<seed>`) or hang until killed (`hold-<name>`).
 Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
 """
 
@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from clxai_utils.core.artifacts import read_json, write_json
+from clxai_utils.core.run import Run
 from clxai_utils.pipeline.execute import JobResult, job_environment, papermill_command, run_sweep
 from clxai_utils.pipeline.plan import Job, Step, check_pipeline, format_plan, plan
 from clxai_utils.pipeline.sweep import format_summary, main
@@ -33,7 +34,7 @@ import json, pathlib, time
 from clxai_utils.core.run import Run
 out = Run(dataset, profile, seed).root
 ctl = pathlib.Path({ctl!r})
-if (ctl / f"fail-{name}-seed{{seed}}").exists():
+if (ctl / f"fail-{name}-{{seed}}").exists():
     raise RuntimeError("toy failure requested")
 if (ctl / "hold-{name}").exists():
     time.sleep(60)
@@ -87,7 +88,7 @@ def toy(tmp_path: Path) -> Toy:
 
 
 def run_name(seed: int) -> str:
-    return f"cifar10-smoke-seed{seed}"
+    return Run("cifar10", "smoke", seed).id
 
 
 def sweep(toy: Toy, jobs: list[Job], on_finish: Callable[[JobResult], None] | None = None):
@@ -107,7 +108,7 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
     toy: Toy, capsys: pytest.CaptureFixture
 ) -> None:
     toy.write("train_ce", "final")  # supcon is not selected, so its notebook need not exist
-    toy.flag("fail-train_ce-seed0").touch()
+    toy.flag("fail-train_ce-0").touch()
     jobs = toy.plan(TRAIN_PIPELINE, seeds=[0, 1], losses=["ce"])
     s0, s1 = run_name(0), run_name(1)
     assert [j.name for j in jobs] == [f"{s0}/train_ce", f"{s0}/final", f"{s1}/train_ce", f"{s1}/final"]
@@ -128,7 +129,7 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
     summary = format_summary(first)
     assert f"{s0}/train_ce  failed" in summary and str(failed.log) in summary
 
-    toy.flag("fail-train_ce-seed0").unlink()
+    toy.flag("fail-train_ce-0").unlink()
     second = sweep(toy, jobs)
     assert f"[cached] {s1}/final" in capsys.readouterr().out
     assert [second.statuses[j.name] for j in jobs] == ["ok", "ok", "cached", "cached"] and second.exit_code == 0
@@ -197,7 +198,7 @@ def test_cli_reruns_a_job_whose_parameters_changed_and_a_failed_rerun_never_look
         f"to run  {final.name}  {json.dumps(final.params)}",
     ]
 
-    toy.flag("fail-final-seed0").touch()
+    toy.flag("fail-final-0").touch()
     assert main([*argv, "--losses", "supcon", "ce"], pipeline=pipeline) == 1
     printed = capsys.readouterr().out
     assert f"[cached] {prep.name}" in printed and f"[FAILED] {final.name}" in printed
@@ -226,7 +227,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     losses = {"losses": ["ce", "supcon", "triplet"]}
     expected = []
     for seed in (0, 1):
-        run = f"cifar10-quick-seed{seed}"
+        run = Run("cifar10", "quick", seed).id
         expected.append(("to run", f"{run}/00_data", {**base, "seed": seed, "data_source": str(source)}))
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))

@@ -13,13 +13,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import yaml
 
 from clxai_utils.core.paths import repo_root
 from clxai_utils.core.registry import LOSSES
-from clxai_utils.core.validate import ConfigError, check_choice
+from clxai_utils.core.validate import ConfigError, check_choice, check_positive, check_positive_int
 
 DATASETS = ("cifar10", "imagenet_s50")
 OPTIMIZERS = ("sgd", "adamw", "radam")
@@ -88,18 +88,58 @@ class ExplainConfig:
     batch_size: int
 
 
+class SsimKwargs(TypedDict):
+    """The keyword arguments of `evaluate.metrics.ssim` that `MetricsConfig` fixes."""
+
+    win_size: int
+    k1: float
+    k2: float
+    data_range: float
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
-    """The protocol settings of 06_metrics, recorded in the results' JSON sidecar.
+    """The protocol of 06_metrics, validated on creation and recorded in the results' JSON sidecar.
 
-    `pixels_per_step` is the Pixel Flipping step; `noise_sigma` the continuity noise in
-    normalised input space; `batch_size` bounds the images (or flipped copies) per forward pass.
+    The one settings type of the metrics: the profile file sets the first four fields, the
+    SSIM constants keep their defaults (those of scikit-image's SSIM, METHOD.md section 5).
+    `pixels_per_step` is the Pixel Flipping step; `batch_size` bounds the images (or flipped
+    copies) per forward pass; `noise_sigma` is the continuity noise in normalised input space.
+    The evaluation's random draws take the run's seed.
     """
 
     pixels_per_step: int
     batch_size: int
     baseline: str = "black"
     noise_sigma: float = 0.02
+    ssim_win_size: int = 7
+    ssim_k1: float = 0.01
+    ssim_k2: float = 0.03
+    ssim_data_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive_int("pixels_per_step", self.pixels_per_step)
+        check_positive_int("batch_size", self.batch_size)
+        check_choice("baseline", self.baseline, BASELINES)
+        check_positive("noise_sigma", self.noise_sigma)
+        win = check_positive_int("ssim_win_size", self.ssim_win_size)
+        if win % 2 == 0 or win < 3:
+            raise ValueError(f"ssim_win_size must be odd and >= 3, got {win}")
+        for name in ("ssim_k1", "ssim_k2", "ssim_data_range"):
+            check_positive(name, getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting as a plain dict, for the results' sidecar."""
+        return dataclasses.asdict(self)
+
+    def ssim_kwargs(self) -> SsimKwargs:
+        """Keyword arguments for `ssim`."""
+        return {
+            "win_size": self.ssim_win_size,
+            "k1": self.ssim_k1,
+            "k2": self.ssim_k2,
+            "data_range": self.ssim_data_range,
+        }
 
 
 @dataclass(frozen=True)
@@ -169,7 +209,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
                 raise ConfigError(f"missing key {name!r} in {where}")
             continue
         kwargs[name] = _coerce(data[name], hints[name], f"{where}.{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as error:  # a range check of the settings type itself
+        raise ConfigError(f"{where}.{error}") from None
 
 
 def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
@@ -196,15 +239,6 @@ def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
     return cfg
 
 
-def _validate_metrics(cfg: MetricsConfig, where: str) -> MetricsConfig:
-    check_choice(f"{where}.baseline", cfg.baseline, BASELINES)
-    if cfg.pixels_per_step < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"{where}: need pixels_per_step >= 1 and batch_size >= 1; got {cfg}")
-    if not cfg.noise_sigma > 0:
-        raise ConfigError(f"{where}.noise_sigma must be > 0 (the continuity noise), got {cfg.noise_sigma}")
-    return cfg
-
-
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
@@ -225,7 +259,7 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         train=train,
         probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),
         explain=_validate_explain(_build(ExplainConfig, data.get("explain"), f"{where}.explain"), f"{where}.explain"),
-        metrics=_validate_metrics(_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"), f"{where}.metrics"),
+        metrics=_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"),
     )
 
 

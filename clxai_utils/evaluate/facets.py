@@ -28,17 +28,17 @@ from torch import Tensor, nn
 from clxai_utils.core.artifacts import write_csv, write_json
 from clxai_utils.core.config import MetricsConfig
 from clxai_utils.core.progress import progress_bar
-from clxai_utils.core.registry import FACETS, LOSSES, METHODS, METRICS
+from clxai_utils.core.registry import FACETS, LOSSES, METHOD_REGISTRY, METHODS, METRICS
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choices, check_positive_int
 from clxai_utils.data.augment import denormalize
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.evaluate.metrics import (
-    MetricParams,
     add_input_noise,
     attribution_localisation,
     complexity_entropy,
     contrast_classes,
+    make_baseline,
     pixel_flipping,
     pointing_game,
     sparseness_gini,
@@ -69,17 +69,6 @@ ID_COLUMNS: dict[str, str] = {
     "map_all_zero": "the explained map is all zero: its metrics are NaN by definition",
     "mosaic_map_all_zero": "the mosaic map is all zero: its coherence metrics are NaN by definition",
 }
-
-
-def metric_params(cfg: MetricsConfig, seed: int) -> MetricParams:
-    """The full protocol of one evaluation (the profile's settings + the seed), validated."""
-    return MetricParams(
-        pixels_per_step=cfg.pixels_per_step,
-        seed=seed,
-        baseline=cfg.baseline,
-        noise_sigma=cfg.noise_sigma,
-        pf_batch_size=cfg.batch_size,
-    )
 
 
 @dataclass
@@ -126,7 +115,7 @@ class _Clock:
 
 
 def _faithfulness(
-    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, baseline: Tensor
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, baseline: Tensor
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     result = pixel_flipping(
         model,
@@ -135,13 +124,13 @@ def _faithfulness(
         maps.targets,
         pixels_per_step=params.pixels_per_step,
         baseline=baseline,
-        batch_size=params.pf_batch_size,
+        batch_size=params.batch_size,
     )
     return {"pf_auc": result.auc}, result.curves, result.fractions
 
 
 def _continuity(
-    model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int
+    model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Same class, same method, on the noisy copy: only the input changes."""
     noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size)
@@ -149,11 +138,11 @@ def _continuity(
 
 
 def _contrastivity(
-    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricParams, batch_size: int
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int, seed: int
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """Grad-CAM of one other class per image, drawn from (seed, image id)."""
-    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], params.seed)
-    contrast = explain(model, x, "gradcam", others, batch_size)
+    """The same method's map of one other class per image, drawn from (seed, image id)."""
+    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], seed)
+    contrast = explain(model, x, maps.method, others, batch_size)
     return {"contrastivity_ssim": ssim(maps.maps.float(), contrast, **params.ssim_kwargs())}, contrast, others
 
 
@@ -230,8 +219,9 @@ class _Inputs:
     x_noisy: Tensor
     masks: Tensor
     baseline: Tensor
-    params: MetricParams
+    params: MetricsConfig
     batch_size: int
+    seed: int
 
 
 def _score(
@@ -259,9 +249,9 @@ def _score(
     )
     values |= faithful | continuity
     step("contrastivity")
-    if maps.method == "gradcam":  # Eigen-CAM ignores the class: its contrastivity is undefined
+    if METHOD_REGISTRY[maps.method].class_specific:  # a class-agnostic map (Eigen-CAM) has no contrastivity
         contrast, extra["contrast_maps"], extra["contrast_classes"] = clock.time(
-            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size
+            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size, inputs.seed
         )
         values |= contrast
     step("complexity")
@@ -276,7 +266,7 @@ def _sidecar(
     losses: list[str],
     methods: list[str],
     n_images: int,
-    params: MetricParams,
+    params: MetricsConfig,
     table: pd.DataFrame,
     throughput: pd.DataFrame,
 ) -> dict[str, Any]:
@@ -322,7 +312,7 @@ def evaluate_facets(
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     n_examples = check_positive_int("n_examples", n_examples)
     seed, settings = run.seed, run.settings
-    params = metric_params(settings.metrics, seed)
+    params = settings.metrics
     paths = run.facets_paths
     _remove_stale(paths)
     data, _ = load_prepared(run)
@@ -333,9 +323,10 @@ def evaluate_facets(
         x,
         add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed)),
         mosaics.masks,
-        params.baseline_vector(data.info.mean, data.info.std),
+        make_baseline(params.baseline, data.info.mean, data.info.std),
         params,
         settings.explain.batch_size,
+        seed,
     )
     clock, blocks, curve_blocks, examples = _Clock(), [], [], {}
     bar = progress_bar(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)

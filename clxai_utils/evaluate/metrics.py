@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
-from typing import TypedDict
 
 import numpy as np
 import torch
@@ -357,60 +356,3 @@ def attribution_localisation(maps: Tensor, masks: Tensor) -> Tensor:
     share = (flat * inside).sum(dim=1) / flat.sum(dim=1)
     undefined = zero_maps(maps) | ~inside.any(dim=1)
     return share.masked_fill(undefined, float("nan"))
-
-
-# ---------------------------------------------------------------------------- params
-
-
-class SsimKwargs(TypedDict):
-    """The keyword arguments of `ssim` that `MetricParams` fixes."""
-
-    win_size: int
-    k1: float
-    k2: float
-    data_range: float
-
-
-@dataclass(frozen=True)
-class MetricParams:
-    """Every metric setting of one evaluation run, validated, recorded next to the results via `to_dict()`."""
-
-    pixels_per_step: int
-    seed: int
-    baseline: str = "black"
-    noise_sigma: float = 0.02
-    ssim_win_size: int = 7
-    ssim_k1: float = 0.01
-    ssim_k2: float = 0.03
-    ssim_data_range: float = 1.0
-    pf_batch_size: int | None = 1024
-
-    def __post_init__(self) -> None:
-        check_positive_int("pixels_per_step", self.pixels_per_step)
-        check_seed(self.seed)
-        check_choice("baseline", self.baseline, BASELINES)
-        check_positive("noise_sigma", self.noise_sigma)
-        win = check_positive_int("ssim_win_size", self.ssim_win_size)
-        if win % 2 == 0 or win < 3:
-            raise ValueError(f"ssim_win_size must be odd and >= 3, got {win}")
-        for name in ("ssim_k1", "ssim_k2", "ssim_data_range"):
-            check_positive(name, getattr(self, name))
-        if self.pf_batch_size is not None:
-            check_positive_int("pf_batch_size", self.pf_batch_size)
-
-    def to_dict(self) -> dict[str, object]:
-        """Plain dict of every setting, for the results JSON."""
-        return asdict(self)
-
-    def ssim_kwargs(self) -> SsimKwargs:
-        """Keyword arguments for `ssim`."""
-        return {
-            "win_size": self.ssim_win_size,
-            "k1": self.ssim_k1,
-            "k2": self.ssim_k2,
-            "data_range": self.ssim_data_range,
-        }
-
-    def baseline_vector(self, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
-        """The Pixel Flipping baseline (C,) in normalised space for this data set's normalisation."""
-        return make_baseline(self.baseline, mean, std)
