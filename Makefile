@@ -38,7 +38,8 @@ help:
 	@echo "make run      - create the environment if needed, run the pipeline (00-06) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
-	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed)"
+	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
+	@echo "                rewrite the README's result blocks and gallery from $(REPORT)/"
 	@echo "make test     - lint + types, unit tests, every notebook on the smoke profile (as JupyterLab runs it), the committed"
 	@echo "                notebooks re-executed (quick profile) and validated with nbval, then the pinned quick-run numbers"
 	@echo "make lint     - ruff (lint + format check) on the package, tests and notebooks; mypy on the package"
@@ -73,8 +74,11 @@ report: $(STAMP)
 	$(PAPERMILL) notebooks/07_analysis.ipynb $(REPORT)/07_analysis.ipynb; \
 	echo "   07_analysis done in $$(( $$(date +%s) - start )) s; report in $(REPORT)/"
 
+# The executed notebooks become the committed ones; the README's result blocks and gallery follow the report.
 publish: $(STAMP)
 	$(PY) -m clxai_utils.pipeline.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
+	$(PY) -m clxai_utils.analysis.report --readme README.md --report-dir $(REPORT)
+	cp $(RUNS)/$(RUN_ID)/figures/05_explanations/gallery.png docs/gallery_$(PROFILE)_seed0.png
 
 test: lint unit-tests nbval nbval-committed pinned
 

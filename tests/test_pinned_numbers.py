@@ -73,38 +73,67 @@ def fresh() -> dict[str, Any]:
 
 
 def same_weights(fresh: dict[str, Any], ref: dict[str, Any]) -> bool:
-    return fresh["model_digests"] == ref["model_digests"]
+    return bool(fresh["model_digests"] == ref["model_digests"])
 
 
-def test_accuracy_per_loss(fresh: dict[str, Any]) -> None:
-    ref = reference()
-    assert fresh["accuracy"].keys() == ref["accuracy"].keys()
-    for loss, expected in ref["accuracy"].items():
-        if same_weights(fresh, ref):
-            assert fresh["accuracy"][loss] == expected, f"{loss}: same weights, other accuracy"
-        else:
-            tol = max(SEED_SIGMAS * ref["seed_std"]["accuracy"][loss], ACCURACY_FLOOR)
-            assert abs(fresh["accuracy"][loss] - expected) <= tol, (
-                f"{loss}: accuracy {fresh['accuracy'][loss]:.4f}, reference {expected:.4f} ± {tol:.4f}"
-            )
+def tolerance(ref: dict[str, Any], kind: str, key: str, exact: bool) -> float:
+    """The allowed |fresh - reference| of one number (see the module docstring)."""
+    if kind == "accuracy":
+        return 0.0 if exact else max(SEED_SIGMAS * ref["seed_std"]["accuracy"][key], ACCURACY_FLOOR)
+    return SAME_WEIGHTS_ATOL if exact else max(SEED_SIGMAS * ref["seed_std"]["metric_means"][key], METRIC_FLOOR)
 
 
-def test_metric_means_per_loss_and_method(fresh: dict[str, Any]) -> None:
-    ref = reference()
-    assert fresh["metric_means"].keys() == ref["metric_means"].keys()
+def differences(fresh: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """Every number of `fresh` outside its tolerance around `ref`, as readable lines."""
     exact = same_weights(fresh, ref)
     wrong = []
-    for key, expected in ref["metric_means"].items():
-        got = fresh["metric_means"][key]
-        if expected is None or got is None:
-            if expected is not got:
-                wrong.append(f"{key}: {got} (reference {expected})")
+    for kind in ("accuracy", "metric_means"):
+        if fresh[kind].keys() != ref[kind].keys():
+            wrong.append(f"{kind}: keys {sorted(fresh[kind])} differ from the reference's {sorted(ref[kind])}")
             continue
-        tol = SAME_WEIGHTS_ATOL if exact else max(SEED_SIGMAS * ref["seed_std"]["metric_means"][key], METRIC_FLOOR)
-        if abs(got - expected) > tol:
-            wrong.append(f"{key}: {got:.6f}, reference {expected:.6f} ± {tol:.2g}")
-    mode = "same weights as the reference" if exact else "other weights: tolerances from the seed spread"
-    assert not wrong, f"{len(wrong)} metric mean(s) moved ({mode}):\n" + "\n".join(wrong)
+        for key, expected in ref[kind].items():
+            got = fresh[kind][key]
+            if expected is None or got is None:
+                if expected is not got:
+                    wrong.append(f"{kind} {key}: {got} (reference {expected})")
+                continue
+            tol = tolerance(ref, kind, key, exact)
+            if abs(got - expected) > tol:
+                wrong.append(f"{kind} {key}: {got:.6f}, reference {expected:.6f} ± {tol:.2g}")
+    return wrong
+
+
+def test_accuracy_and_metric_means_match_the_reference(fresh: dict[str, Any]) -> None:
+    ref = reference()
+    mode = (
+        "same weights as the reference"
+        if same_weights(fresh, ref)
+        else "other weights: tolerances from the seed spread"
+    )
+    wrong = differences(fresh, ref)
+    assert not wrong, f"{len(wrong)} number(s) moved ({mode}):\n" + "\n".join(wrong)
+
+
+def test_a_changed_metric_is_caught(fresh: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison is sharp enough to see a change of one metric: the Gini offset 1e-7 raised to 1e-4."""
+    from clxai_utils.evaluate import metrics
+    from clxai_utils.explain.store import load_explanations
+
+    if not same_weights(fresh, reference()):
+        pytest.skip("other weights than the reference's: the seed-spread tolerances cannot resolve a one-metric change")
+    run = Run("cifar10", "quick", 0)
+    maps = load_explanations(run, "ce", "gradcam").maps.float()
+    assert metrics.sparseness_gini(maps).nanmean().item() == pytest.approx(
+        fresh["metric_means"]["ce/gradcam/sparseness_gini"]
+    )
+    monkeypatch.setattr(metrics, "GINI_OFFSET", 1e-4)
+    changed = metrics.sparseness_gini(maps).nanmean().item()
+    perturbed = {**fresh, "metric_means": {**fresh["metric_means"], "ce/gradcam/sparseness_gini": changed}}
+    wrong = differences(perturbed, reference())
+    assert any("ce/gradcam/sparseness_gini" in line for line in wrong), (
+        f"a Gini offset of 1e-4 moves the mean by {changed - fresh['metric_means']['ce/gradcam/sparseness_gini']:.2g}, "
+        "which the comparison does not catch"
+    )
 
 
 def main() -> None:
