@@ -29,6 +29,7 @@ def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
     cell.outputs = [output]
     nb.cells = [cell]
     nb.metadata["papermill"] = {"input_path": "/home/someone/notebooks/a.ipynb", "duration": 3.0}
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {"x": {"value": "0%"}}}}
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
@@ -42,6 +43,7 @@ def test_published_notebook_keeps_outputs_and_tags_but_no_papermill_metadata(tmp
     assert publish([source], dest) == [dest / "a.ipynb"]
     nb = json.loads((dest / "a.ipynb").read_text())
     assert "papermill" not in nb["metadata"] and nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert "widgets" not in nb["metadata"]
     assert nb["cells"][0]["metadata"] == {"tags": ["x"]}
     assert "".join(nb["cells"][0]["outputs"][0]["text"]) == "1\n"
     assert "/home/someone" not in (dest / "a.ipynb").read_text()

@@ -93,12 +93,13 @@ def fold_injected_parameters(notebook: dict[str, Any], name: str) -> dict[str, A
 
 
 def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
-    """The notebook without papermill's machine-specific metadata and injected cell, figures at most MAX_WIDTH wide.
+    """The notebook without papermill's machine-specific metadata, injected cell and widget state, figures at most MAX_WIDTH wide.
 
     An error output is refused.
     """
     notebook = fold_injected_parameters(json.loads(json.dumps(notebook)), name)  # on a deep copy of plain JSON
     notebook["metadata"].pop("papermill", None)
+    notebook["metadata"].pop("widgets", None)  # stale widget state: the progress bars are plain text
     for cell in notebook["cells"]:
         cell["metadata"].pop("papermill", None)
         cell["metadata"].pop("execution", None)

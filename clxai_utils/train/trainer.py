@@ -201,7 +201,7 @@ def train(
     bar = progress_bar(
         total=(cfg.epochs - start_epoch) * steps_per_epoch,
         desc=f"{spec.loss} training",
-        disable=not progress,
+        disable=not progress or start_epoch >= last_epoch,  # nothing left to train: no empty bar
         unit="step",
     )
     for epoch in range(start_epoch, last_epoch):
