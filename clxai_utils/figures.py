@@ -191,6 +191,23 @@ def _grid(n: int, ncols: int = 4, size: float = 2.4) -> tuple[plt.Figure, np.nda
     return fig, axes.flat[:n]
 
 
+def _finish_grid(fig: plt.Figure, axes: np.ndarray, legend_title: str) -> None:
+    """Tight layout, then one shared legend beside the last panel.
+
+    After tight_layout, so the legend takes an empty grid cell (or widens the saved figure)
+    instead of a panel's room.
+    """
+    fig.tight_layout()
+    axes[-1].legend(
+        *axes[0].get_legend_handles_labels(),
+        fontsize=7,
+        title=legend_title,
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+    )
+
+
 def plot_metric_distributions(
     facets: pd.DataFrame, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
@@ -217,16 +234,7 @@ def plot_metric_distributions(
         ax.tick_params(labelsize=8)
         ax.get_legend().remove()
     fig.suptitle(f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): metric distributions", fontsize=10)
-    fig.tight_layout()
-    # after tight_layout, so the legend takes an empty grid cell (or widens the saved figure) instead of a panel's room
-    axes[-1].legend(
-        *axes[0].get_legend_handles_labels(),
-        fontsize=7,
-        title="method",
-        title_fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1),
-    )
+    _finish_grid(fig, axes, "method")
     return fig
 
 
@@ -277,14 +285,5 @@ def plot_accuracy_vs_metric(
     fig.suptitle(
         f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}), {method}: per-seed means vs accuracy", fontsize=10
     )
-    fig.tight_layout()
-    # after tight_layout, so the legend takes an empty grid cell (or widens the saved figure) instead of a panel's room
-    axes[-1].legend(
-        *axes[0].get_legend_handles_labels(),
-        fontsize=7,
-        title="loss",
-        title_fontsize=7,
-        loc="upper left",
-        bbox_to_anchor=(1.02, 1),
-    )
+    _finish_grid(fig, axes, "loss")
     return fig

@@ -25,8 +25,10 @@ from typing import Any
 from jupyter_client.manager import AsyncKernelManager, KernelManager
 
 
-class QuietKernelManager(AsyncKernelManager):
-    """The async manager nbclient and papermill use, with CurveZMQ and no SIGINT at shutdown."""
+class _Quiet:
+    """CurveZMQ where the kernel supports it, and no SIGINT at shutdown (mixed into both managers)."""
+
+    shutting_down: bool
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("transport_encryption", "auto")
@@ -35,20 +37,15 @@ class QuietKernelManager(AsyncKernelManager):
     async def _async_interrupt_kernel(self) -> None:
         if self.shutting_down:
             return
-        await super()._async_interrupt_kernel()
+        await super()._async_interrupt_kernel()  # type: ignore[misc]  # the manager's, next in the MRO
 
 
-class QuietBlockingKernelManager(KernelManager):
-    """The same for the blocking manager nbval starts its kernels with."""
+class QuietKernelManager(_Quiet, AsyncKernelManager):
+    """The async manager nbclient and papermill use."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("transport_encryption", "auto")
-        super().__init__(**kwargs)
 
-    async def _async_interrupt_kernel(self) -> None:
-        if self.shutting_down:
-            return
-        await super()._async_interrupt_kernel()
+class QuietBlockingKernelManager(_Quiet, KernelManager):
+    """The blocking manager nbval starts its kernels with."""
 
 
 def quiet_kernel_manager() -> type[QuietKernelManager]:
