@@ -47,3 +47,11 @@ def test_torch_artefacts_load_weights_only(tmp_path: Path) -> None:
     save_torch(tmp_path / "x.pt", {"w": torch.arange(3), "meta": {"loss": "ce"}})
     loaded = load_torch(tmp_path / "x.pt")
     assert torch.equal(loaded["w"], torch.arange(3)) and loaded["meta"] == {"loss": "ce"}
+
+
+def test_saving_the_same_object_twice_gives_the_same_bytes(tmp_path: Path) -> None:
+    """Model digests hash the files: they must not depend on the temporary file's name."""
+    obj = {"state_dict": {"w": torch.arange(6.0).reshape(2, 3)}, "identity": {"seed": 0}}
+    first, second = save_torch(tmp_path / "a" / "model.pt", obj), save_torch(tmp_path / "b" / "model.pt", obj)
+    assert first.read_bytes() == second.read_bytes()
+    assert torch.equal(load_torch(first)["state_dict"]["w"], obj["state_dict"]["w"])

@@ -56,9 +56,14 @@ def write_csv(target: str | os.PathLike, table: pd.DataFrame) -> Path:
 
 
 def save_torch(target: str | os.PathLike, obj: Any) -> Path:
-    """`torch.save` atomically; objects must load with `torch.load(weights_only=True)`."""
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+    """`torch.save` atomically; objects must load with `torch.load(weights_only=True)`.
+
+    The bytes depend only on `obj`: saved to a path, torch names the archive inside the file
+    after it, and the random temporary name would make every save of the same weights differ
+    (and with it the model digests that decide whether stored maps are reused).
+    """
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
     return Path(target)
 
 
