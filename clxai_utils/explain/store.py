@@ -227,12 +227,18 @@ def explained_mosaics(split: ImageSplit, info: DatasetInfo, seed: int) -> Mosaic
 
 
 def model_digest(run: Run, loss: str) -> str:
-    """SHA-256 of the files that define the explained function (weights, and the probe for SupCon/TL)."""
+    """SHA-256 of the weights that define the explained function (the model's, and the probe's for SupCon/TL).
+
+    The tensors are hashed (name, dtype, shape, values), not the files: pickle's memo and
+    torch's archive layout make two saves of the same weights differ in their bytes.
+    """
     digest = hashlib.sha256()
     folder = run.model_dir(loss)
     for name in ("model.pt", "probe.pt"):
         if (folder / name).is_file():
-            digest.update((folder / name).read_bytes())
+            for key, tensor in sorted(load_torch(folder / name)["state_dict"].items()):
+                digest.update(f"{name}/{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
