@@ -8,7 +8,6 @@ notebooks use come from the same `Run` as in JupyterLab. The executed copies lan
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from nbclient import NotebookClient
 from clxai_utils.core.paths import outputs_dir, repo_root, runs_root
 from clxai_utils.core.run import Run
 from clxai_utils.pipeline.kernel import quiet_kernel_manager
+from clxai_utils.pipeline.publish import set_parameters
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -28,17 +28,9 @@ NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 def edit_parameters(notebook: nbformat.NotebookNode, **values: object) -> None:
     """Set `name = value` in the parameters cell, as a reader would type it (annotation and comment kept)."""
     cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-    lines = cell.source.splitlines()
-    for name, value in values.items():
-        for i, line in enumerate(lines):
-            node = ast.parse(line).body[0] if line.strip() else None
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-                assert node.value is not None
-                lines[i] = line[: node.value.col_offset] + repr(value) + line[node.value.end_col_offset :]
-                break
-        else:
-            raise AssertionError(f"no parameter {name!r} in the parameters cell")
-    cell.source = "\n".join(lines)
+    cell.source, found = set_parameters(cell.source, {name: repr(value) for name, value in values.items()})
+    if missing := sorted(set(values) - found):
+        raise AssertionError(f"no parameter(s) {missing} in the parameters cell")
 
 
 def execute(path: Path, out_dir: Path, **values: object) -> nbformat.NotebookNode:

@@ -60,6 +60,26 @@ def _assignments(source: str) -> dict[str, str]:
     return values
 
 
+def set_parameters(source: str, values: dict[str, str]) -> tuple[str, set[str]]:
+    """A parameters cell's `source` with the value of each `name = ...` line in `values` replaced.
+
+    `values` maps names to source text (e.g. `repr(value)`); annotations and comments stay.
+    Returns the new source and the names that were found.
+    """
+    lines = source.splitlines()
+    found = set()
+    for i, line in enumerate(lines):
+        node = ast.parse(line).body[0] if line.strip() and not line.lstrip().startswith("#") else None
+        if not isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) or node.value is None:
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        if isinstance(target, ast.Name) and target.id in values:
+            value = node.value
+            lines[i] = line[: value.col_offset] + values[target.id] + line[value.end_col_offset :]
+            found.add(target.id)
+    return "\n".join(lines), found
+
+
 def fold_injected_parameters(notebook: dict[str, Any], name: str) -> dict[str, Any]:
     """Write papermill's injected values into the `parameters` cell and drop the injected cell.
 
@@ -74,20 +94,10 @@ def fold_injected_parameters(notebook: dict[str, Any], name: str) -> dict[str, A
     if len(parameters) != 1 or len(injected) != 1:
         raise PublishError(f"{name} needs exactly one 'parameters' and one 'injected-parameters' cell")
     values = _assignments("".join(injected[0]["source"]))
-    lines = "".join(parameters[0]["source"]).splitlines()
-    found = set()
-    for i, line in enumerate(lines):
-        node = ast.parse(line).body[0] if line.strip() and not line.lstrip().startswith("#") else None
-        if not isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)) or node.value is None:
-            continue
-        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
-        if isinstance(target, ast.Name) and target.id in values:
-            value = node.value
-            lines[i] = line[: value.col_offset] + values[target.id] + line[value.end_col_offset :]
-            found.add(target.id)
+    source, found = set_parameters("".join(parameters[0]["source"]), values)
     if missing := sorted(set(values) - found):
         raise PublishError(f"{name} was run with parameters {missing} that its parameters cell does not define")
-    parameters[0]["source"] = "\n".join(lines)
+    parameters[0]["source"] = source
     notebook["cells"] = [cell for cell in notebook["cells"] if cell is not injected[0]]
     return notebook
 
