@@ -10,9 +10,10 @@ line. Outside a kernel (a terminal, a log file) tqdm writes to stderr as usual.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from tqdm.std import tqdm
 
@@ -82,3 +83,27 @@ def progress_bar(
         ncols=100 if isinstance(target, DisplayLine) else None,
         dynamic_ncols=not isinstance(target, DisplayLine),
     )
+
+
+def relay_output(stream: IO[bytes]) -> None:
+    """Copy a child process's output here until it closes: lines are printed, redraws update one line.
+
+    A child's tqdm bar redraws with carriage returns; relayed as lines it would fill a
+    notebook with one line per redraw, so a segment ending in "\\r" goes to one display line
+    (in a kernel) or is redrawn in place (in a terminal).
+    """
+    bar: DisplayLine | None = DisplayLine() if in_kernel() else None
+    pending = b""
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        pending += chunk
+        *segments, pending = re.split(rb"(?<=[\r\n])", pending)
+        for segment in segments:
+            text = segment.decode(errors="replace")
+            if not text.endswith("\r"):
+                print(text, end="", flush=True)
+            elif bar is not None:
+                bar.write(text)
+            else:
+                sys.stderr.write(text)
+    if pending:
+        print(pending.decode(errors="replace"), flush=True)

@@ -12,6 +12,7 @@ papermill or in a sweep, so runs of different profiles or seeds never collide an
     <root>/results/accuracy.{csv,json}               04
     <root>/explanations/<loss>/<method>[_mosaics].pt 05
     <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
+    <root>/neurons/<loss>/activations_<layer>.pt     08  unit activations on the test images
     <root>/figures/<notebook>/*.png                  figures of each notebook
     <root>/notebooks/<notebook>.{ipynb,log,done.json} sweeps: executed notebooks and markers
 """
@@ -93,6 +94,12 @@ class Run:
             "sidecar": table.with_suffix(".json"),
             "curves": table.parent / RESULT_TABLES["pf_curves"],
         }
+
+    def neuron_activations_path(self, loss: str, layer: str) -> Path:
+        """Activations of every unit of one layer on the test images (08); `neurons.units` checks the layer."""
+        if not (isinstance(layer, str) and layer.isidentifier()):
+            raise ValueError(f"layer must be a module name such as 'layer4', got {layer!r}")
+        return self.root / "neurons" / check_choice("loss", loss, LOSSES) / f"activations_{layer}.pt"
 
     def figures_dir(self, notebook: str) -> Path:
         """Where a notebook saves its figures, e.g. `run.figures_dir("00_data")`."""

@@ -17,6 +17,7 @@ test data (the authors chose CE checkpoints on the test set).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +25,11 @@ from typing import Any, cast
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
 
 from clxai_utils.core.artifacts import load_torch, save_torch, write_csv
 from clxai_utils.core.config import TrainConfig
@@ -33,16 +37,29 @@ from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
 from clxai_utils.core.seeding import seed_everything
-from clxai_utils.core.validate import check_choice
+from clxai_utils.core.validate import check_choice, check_positive_int
 from clxai_utils.data import augment
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import DatasetInfo, ImageSplit
-from clxai_utils.train.losses import mine_semi_hard, pairwise_distances, supcon_loss, triplet_loss
+from clxai_utils.train.distributed import (
+    World,
+    check_world_size,
+    global_supcon_loss,
+    global_triplet_loss,
+    mean_over_ranks,
+    run_torchrun,
+)
+from clxai_utils.train.losses import mine_semi_hard, pairwise_distances
 from clxai_utils.train.models import ContrastiveModel, ExplainableClassifier, ModelSpec, build_training_model
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
+SINGLE_PROCESS = World()
+#: The number of training processes of a run when the caller gives none (a sweep sets it per run).
+DEVICES_ENV = "CLXAI_DEVICES"
+#: Augmentation streams of ranks 1, 2, ... start this far apart (rank 0 keeps the single-process stream).
+RANK_SEED_STRIDE = 10_007
 
 
 class CheckpointMismatch(RuntimeError):
@@ -94,9 +111,18 @@ def build_scheduler(
 
 
 def compute_loss(
-    model: nn.Module, loss: str, images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
+    model: nn.Module,
+    loss: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    world: World = SINGLE_PROCESS,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one batch of already-augmented, normalised images ((N,C,H,W) for CE, (N,V,C,H,W) otherwise)."""
+    """Loss of one batch of already-augmented, normalised images ((N,C,H,W) for CE, (N,V,C,H,W) otherwise).
+
+    Under several processes `images` is this rank's share; SupCon and the triplet loss then
+    span the whole batch (`clxai_utils.train.distributed`).
+    """
     if loss == "ce":
         logits = model(images)
         value = F.cross_entropy(logits.float(), labels)
@@ -105,12 +131,12 @@ def compute_loss(
     z = model(images.flatten(0, 1)).float().view(n, v, -1)  # losses in float32 even under autocast
     # load_profile requires these settings > 0 for their loss; the loss functions check them again.
     if loss == "supcon":
-        return supcon_loss(z, labels, cast(float, cfg.temperature)), {}
+        return global_supcon_loss(z, labels, cast(float, cfg.temperature), world), {}
     margin = cast(float, cfg.margin)
     emb, emb_labels = z.flatten(0, 1), labels.repeat_interleave(v)
-    with torch.no_grad():
+    with torch.no_grad():  # this rank's anchors among its own rows: a statistic, not the loss
         semi = mine_semi_hard(pairwise_distances(emb), emb_labels, margin).semi_hard.float().mean().item()
-    return triplet_loss(emb, emb_labels, margin), {"semi_hard_frac": semi}
+    return global_triplet_loss(emb, emb_labels, margin, world), {"semi_hard_frac": semi}
 
 
 def augment_batch(
@@ -128,7 +154,7 @@ def augment_batch(
     return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
-def _load_resumable(path: Path, identity: RunIdentity) -> dict[str, Any] | None:
+def _load_resumable(path: Path, identity: RunIdentity, world_size: int) -> dict[str, Any] | None:
     """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
     if not path.is_file():
         return None
@@ -138,7 +164,53 @@ def _load_resumable(path: Path, identity: RunIdentity) -> dict[str, Any] | None:
             f"{path} was written by a run with other settings:\n  saved: {state['identity']}\n  now:   {asdict(identity)}\n"
             "Delete that folder to retrain, or use the parameters it was trained with."
         )
+    if state["world_size"] != world_size:
+        raise CheckpointMismatch(
+            f"{path} was written by {state['world_size']} training process(es), and this run has {world_size}: "
+            "each process has its own augmentation stream, so resume with the same number of devices "
+            "(or delete that folder to retrain)."
+        )
     return state
+
+
+def _epoch_order(n: int, epoch: int, seed: int, shuffle_gen: torch.Generator, world: World) -> torch.Tensor:
+    """This rank's image order in one epoch.
+
+    One process: a permutation from the run's shuffle generator. Several: torch's
+    DistributedSampler, seeded by the run seed and the epoch (so resuming needs no state),
+    gives each rank its own share.
+    """
+    if world.size == 1:
+        return torch.randperm(n, generator=shuffle_gen)
+    indices = cast(Dataset, range(n))  # the sampler only needs len()
+    sampler: DistributedSampler[int] = DistributedSampler(
+        indices, world.size, world.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler))
+
+
+def _all_ranks(value: Any, world: World) -> list[Any]:
+    """`value` of every rank, in rank order (the augmentation states that rank 0 checkpoints)."""
+    if world.size == 1:
+        return [value]
+    values: list[Any] = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool) -> nn.Module:
+    """The model to train on `device`: channels-last on CUDA, SyncBatchNorm if asked (CUDA only)."""
+    model = build_training_model(spec)
+    if sync_batchnorm:
+        if device.type != "cuda":
+            raise ValueError(
+                f"sync_batchnorm=True needs CUDA devices (SyncBatchNorm cannot run on {device.type}); "
+                "leave it off on CPU"
+            )
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
 @dataclass
@@ -164,21 +236,24 @@ def train(
     device: torch.device | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
+    world: World = SINGLE_PROCESS,
+    sync_batchnorm: bool = False,
 ) -> TrainResult:
     """Train `spec` with `cfg` on `split`, resuming from `out_dir/checkpoint.pt` when present.
 
     `stop_after_epoch` ends the call early (after that epoch's checkpoint), to simulate an
-    interruption or to spread a long run over several sessions.
+    interruption or to spread a long run over several sessions. Under several processes
+    (`world`, see `clxai_utils.train.launch`) every rank calls this with its own device;
+    each trains on its share of every batch and rank 0 writes the files.
     """
     check_choice("loss", spec.loss, LOSSES)
     out_dir = Path(out_dir)
     device = device or default_device()
+    local_batch = check_world_size(cfg.batch_size, world.size, "number of training processes")
     shuffle_gen = seed_everything(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1_000_003)
-    model = build_training_model(spec).to(device)
+    aug_gen = torch.Generator().manual_seed(seed + 1_000_003 + RANK_SEED_STRIDE * world.rank)
+    model = _prepare_model(spec, device, sync_batchnorm)
     on_gpu = device.type == "cuda"
-    if on_gpu:
-        model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = len(split) // cfg.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
@@ -188,35 +263,36 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if state := _load_resumable(out_dir / CHECKPOINT, identity):
+    if state := _load_resumable(out_dir / CHECKPOINT, identity, world.size):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         shuffle_gen.set_state(state["shuffle_gen"])
-        aug_gen.set_state(state["aug_gen"])
+        aug_gen.set_state(state["aug_gens"][world.rank])
         history, start_epoch = state["history"], state["epoch"]
+    net = model if world.size == 1 else DistributedDataParallel(model, device_ids=[device.index] if on_gpu else None)
     resumed_from = start_epoch
     last_epoch = cfg.epochs if stop_after_epoch is None else min(cfg.epochs, stop_after_epoch)
     # One redraw a second at most (progress_bar): a redraw per step floods a notebook's output channel.
     bar = progress_bar(
         total=(cfg.epochs - start_epoch) * steps_per_epoch,
         desc=f"{spec.loss} training",
-        disable=not progress or start_epoch >= last_epoch,  # nothing left to train: no empty bar
+        disable=not (progress and world.is_main) or start_epoch >= last_epoch,  # nothing left to train: no empty bar
         unit="step",
     )
     for epoch in range(start_epoch, last_epoch):
-        model.train()
+        net.train()
         t0, total = time.perf_counter(), 0.0
         extras: dict[str, float] = {}
-        order = torch.randperm(len(split), generator=shuffle_gen)
+        order = _epoch_order(len(split), epoch, seed, shuffle_gen, world)
         for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = order[step * local_batch : (step + 1) * local_batch]
             x = augment_batch(spec.loss, cfg, split.images[idx], info, aug_gen).to(device, non_blocking=True)
             y = split.labels[idx].to(device)
             if on_gpu:
                 x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
-                value, stats = compute_loss(model, spec.loss, x, y, cfg)
+                value, stats = compute_loss(net, spec.loss, x, y, cfg, world)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -227,32 +303,44 @@ def train(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}", refresh=False)
         seconds = time.perf_counter() - t0
+        means = mean_over_ranks(
+            {"loss": total / steps_per_epoch} | {k: v / steps_per_epoch for k, v in extras.items()}, world
+        )
         row = {
             "epoch": epoch + 1,
-            "loss": total / steps_per_epoch,
+            "loss": means.pop("loss"),
             "lr": scheduler.get_last_lr()[0],
             "seconds": seconds,
             "images_per_s": steps_per_epoch * cfg.batch_size / seconds,
         }
-        history.append(row | {k: v / steps_per_epoch for k, v in extras.items()})
-        save_torch(
-            out_dir / CHECKPOINT,
-            {
-                "identity": asdict(identity),
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "shuffle_gen": shuffle_gen.get_state(),
-                "aug_gen": aug_gen.get_state(),
-                "history": history,
-            },
-        )
-        write_csv(out_dir / HISTORY, pd.DataFrame(history))
+        history.append(row | means)
+        aug_states = _all_ranks(aug_gen.get_state(), world)
+        if world.is_main:
+            save_torch(
+                out_dir / CHECKPOINT,
+                {
+                    "identity": asdict(identity),
+                    "world_size": world.size,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "shuffle_gen": shuffle_gen.get_state(),
+                    "aug_gens": aug_states,
+                    "history": history,
+                },
+            )
+            write_csv(out_dir / HISTORY, pd.DataFrame(history))
     bar.close()
-    if last_epoch == cfg.epochs:
+    if last_epoch == cfg.epochs and world.is_main:
         save_torch(
-            out_dir / MODEL, {"spec": spec.to_dict(), "identity": asdict(identity), "state_dict": model.state_dict()}
+            out_dir / MODEL,
+            {
+                "spec": spec.to_dict(),
+                "identity": asdict(identity),
+                "world_size": world.size,
+                "state_dict": model.state_dict(),
+            },
         )
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
@@ -269,15 +357,50 @@ def load_trained(out_dir: str | Path) -> tuple[ExplainableClassifier | Contrasti
     return model.eval(), spec, state["identity"]
 
 
-def run_training(run: Run, loss: str, *, stop_after_epoch: int | None = None, progress: bool = True) -> TrainResult:
-    """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`."""
+def resolve_devices(devices: int | None) -> int:
+    """How many processes train one run: `devices`, else $CLXAI_DEVICES (set by a sweep), else 1.
+
+    Each process takes one GPU where CUDA is available (so at most the visible ones), else
+    CPU cores (gloo), which is what the tests use.
+    """
+    source = "devices"
+    if devices is None:
+        devices, source = int(os.environ.get(DEVICES_ENV, "1")), DEVICES_ENV
+    check_positive_int(source, devices)
+    visible = torch.cuda.device_count()
+    if visible and devices > visible:
+        raise ValueError(f"{source}={devices} asks for more GPUs than the {visible} visible here")
+    return devices
+
+
+def run_training(
+    run: Run,
+    loss: str,
+    *,
+    devices: int | None = None,
+    stop_after_epoch: int | None = None,
+    progress: bool = True,
+    world: World = SINGLE_PROCESS,
+    device: torch.device | None = None,
+    sync_batchnorm: bool = False,
+) -> TrainResult:
+    """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`.
+
+    With `devices` > 1 (or $CLXAI_DEVICES) the run trains with DistributedDataParallel in that
+    many processes, started by torchrun (`clxai_utils.train.launch`); this call waits for them
+    and returns what they wrote. `world` and `device` are set by that entry point.
+    """
     check_choice("loss", loss, LOSSES)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
         raise ValueError(f"stop_after_epoch must be None or an integer >= 1, got {stop_after_epoch!r}")
     settings = run.settings
     cfg = settings.train[loss]
+    n_devices = resolve_devices(devices) if world.size == 1 else world.size
+    check_world_size(cfg.batch_size, n_devices, "devices")
     data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
+    if world.size == 1 and n_devices > 1:
+        return _train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm)
     identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
     return train(
         spec,
@@ -287,6 +410,26 @@ def run_training(run: Run, loss: str, *, stop_after_epoch: int | None = None, pr
         run.model_dir(loss),
         identity=identity,
         seed=run.seed,
+        device=device,
         stop_after_epoch=stop_after_epoch,
         progress=progress,
+        world=world,
+        sync_batchnorm=sync_batchnorm,
     )
+
+
+def _train_in_processes(
+    run: Run, loss: str, spec: ModelSpec, devices: int, stop_after_epoch: int | None, sync_batchnorm: bool
+) -> TrainResult:
+    """Train through torchrun in `devices` processes, then read the checkpoint they left."""
+    out_dir = run.model_dir(loss)
+    resumed_from = load_torch(out_dir / CHECKPOINT)["epoch"] if (out_dir / CHECKPOINT).is_file() else 0
+    args = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", loss]
+    args += ["--run-dir", str(run.root)]
+    args += [] if stop_after_epoch is None else ["--stop-after-epoch", str(stop_after_epoch)]
+    args += ["--sync-batchnorm"] if sync_batchnorm else []
+    run_torchrun(devices, "clxai_utils.train.launch", args)
+    state = load_torch(out_dir / CHECKPOINT)
+    model = build_training_model(spec)
+    model.load_state_dict(state["model"])
+    return TrainResult(model.eval(), spec, pd.DataFrame(state["history"]), out_dir, resumed_from)
