@@ -83,7 +83,14 @@ def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: Ima
     again = run(split, "ce", tmp_path / "ce")
     assert again.resumed_from_epoch == 4
     state = torch.load(tmp_path / "ce" / T.CHECKPOINT, weights_only=True)
-    assert state["epoch"] == 4 and set(state) >= {"model", "optimizer", "scheduler", "shuffle_gen", "aug_gens", "world_size"}
+    assert state["epoch"] == 4 and set(state) >= {
+        "model",
+        "optimizer",
+        "scheduler",
+        "shuffle_gen",
+        "aug_gens",
+        "world_size",
+    }
     model, spec, _ = T.load_trained(tmp_path / "ce")
     assert spec.loss == "ce"
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,13 +70,23 @@ class SweepResult:
         return int(any(r.status in ("failed", "skipped") for r in self.results))
 
 
+def papermill_call(notebook: Path, executed: Path, parameters: dict[str, Any]) -> list[str]:
+    """papermill's command line with quiet kernels (see `kernel`); `--cwd` matches how the notebooks are run by hand."""
+    papermill = [sys.executable, "-m", "clxai_utils.pipeline.kernel"]
+    options = ["--kernel", "python3", "--cwd", str(notebook.parent), "--no-progress-bar", "--log-level", "WARNING"]
+    return [
+        *papermill,
+        str(notebook),
+        str(executed),
+        *options,
+        "-y",
+        yaml.safe_dump(parameters, default_flow_style=True),
+    ]
+
+
 def papermill_command(job: Job, notebooks_dir: Path) -> list[str]:
-    """The papermill call of one job (with quiet kernels, see `kernel`); `--cwd` matches how the notebooks are run by hand."""
-    papermill = [sys.executable, "-m", "clxai_utils.pipeline.kernel"]  # papermill's command line, quiet kernels
-    notebook = str(notebooks_dir / f"{job.notebook}.ipynb")
-    options = ["--kernel", "python3", "--cwd", str(notebooks_dir), "--no-progress-bar", "--log-level", "WARNING"]
-    parameters = yaml.safe_dump(notebook_parameters(job), default_flow_style=True)
-    return [*papermill, notebook, str(job.executed), *options, "-y", parameters]
+    """The papermill call of one job."""
+    return papermill_call(notebooks_dir / f"{job.notebook}.ipynb", job.executed, notebook_parameters(job))
 
 
 def notebook_parameters(job: Job) -> dict[str, Any]:
@@ -84,20 +94,21 @@ def notebook_parameters(job: Job) -> dict[str, Any]:
     return {name: value for name, value in job.params.items() if name not in ENV_PARAMETERS}
 
 
-def job_environment(job: Job) -> dict[str, str]:
+def job_environment(job: Job, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The job's environment: the folder holding its run as CLXAI_RUNS, plus the ENV_PARAMETERS it takes.
 
     The notebook then builds the same `Run` (and so the same paths) from its parameters.
+    `extra` adds machine settings of the sweep (say CLXAI_DEVICES, the devices per run).
     """
-    extra = {env: str(job.params[name]) for name, env in ENV_PARAMETERS.items() if name in job.params}
-    return {**os.environ, "CLXAI_RUNS": str(job.run.root.parent), **extra}
+    values = {env: str(job.params[name]) for name, env in ENV_PARAMETERS.items() if name in job.params}
+    return {**os.environ, **(extra or {}), "CLXAI_RUNS": str(job.run.root.parent), **values}
 
 
 class _Runner:
     """Runs papermill subprocesses from worker threads; `terminate_all` stops them (Ctrl-C)."""
 
-    def __init__(self, notebooks_dir: Path) -> None:
-        self.notebooks_dir = notebooks_dir
+    def __init__(self, notebooks_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.notebooks_dir, self.env = notebooks_dir, env
         self._lock = threading.Lock()
         self._procs: set[subprocess.Popen] = set()
         self._stopping = False
@@ -106,7 +117,7 @@ class _Runner:
         """Run one job; write its marker only if papermill succeeded and the artefacts exist."""
         start = time.monotonic()
         job.executed.parent.mkdir(parents=True, exist_ok=True)
-        env = job_environment(job)
+        env = job_environment(job, self.env)
         with self._lock:  # so that terminate_all either sees this process or prevents its start
             if self._stopping:
                 return JobResult(job, "interrupted")
@@ -210,9 +221,9 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
     """Treat SIGTERM (`kill`, a batch system's stop) like Ctrl-C, so papermill children are stopped too."""
-    if threading.current_thread() is not threading.main_thread():
+    if not enabled or threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread
         return
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -228,12 +239,16 @@ def run_sweep(
     max_parallel: int = 1,
     notebooks_dir: str | os.PathLike | None = None,
     on_finish: Callable[[JobResult], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    sigterm_stops: bool = True,
 ) -> SweepResult:
     """Run every job not cached, `max_parallel` at a time, and report each as it finishes.
 
     `on_finish` is called in this thread after each finished job (cached ones included); a
     KeyboardInterrupt raised there is treated like Ctrl-C, which makes interruption testable;
-    so is SIGTERM.
+    so is SIGTERM, unless `sigterm_stops` is False (a cluster task: submitit handles SIGTERM,
+    and a time limit arrives as submitit's requeue, a SystemExit, which stops the running
+    notebooks too before it ends the task). `env` is added to every job's environment.
     Markers of jobs about to run are removed first, so an interrupted or failed re-run can
     never leave a job looking complete from an older run.
     """
@@ -249,14 +264,17 @@ def run_sweep(
             if on_finish is not None:
                 on_finish(result)
 
-        scheduler = _Scheduler(jobs, _Runner(folder), report)
+        scheduler = _Scheduler(jobs, _Runner(folder, env), report)
         for job in jobs:
             if scheduler.results[job.name].status != "cached":
                 job.marker.unlink(missing_ok=True)
-        with ThreadPoolExecutor(max_workers=max_parallel) as pool, _sigterm_as_interrupt():
+        with ThreadPoolExecutor(max_workers=max_parallel) as pool, _sigterm_as_interrupt(sigterm_stops):
             try:
                 scheduler.run(pool, max_parallel, bar)
             except KeyboardInterrupt:
                 scheduler.interrupt()
                 return SweepResult(tuple(scheduler.results.values()), interrupted=True)
+            except SystemExit:  # submitit requeues a stopped cluster task by exiting from its signal handler
+                scheduler.interrupt()
+                raise
     return SweepResult(tuple(scheduler.results.values()))

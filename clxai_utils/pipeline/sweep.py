@@ -1,9 +1,11 @@
 """The sweep command: run the pipeline notebooks with papermill over a grid of seeds.
 
     python -m clxai_utils.pipeline.sweep --dataset cifar10 --profile quick --losses ce supcon triplet --seeds 0 1 2
+    python -m clxai_utils.pipeline.sweep --profile paper --seeds 0 1 2 3 4 --backend slurm --partition gpu --dry-run
 
 Re-running the same command resumes a stopped sweep; `--dry-run` lists the jobs, cached
-or to run. See `clxai_utils.pipeline.plan` for what counts as done.
+or to run. See `clxai_utils.pipeline.plan` for what counts as done. `--backend local`
+(the default) runs here; the others submit through submitit (`clxai_utils.pipeline.cluster`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,24 @@ import shlex
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from clxai_utils.core.config import DATASETS
+from clxai_utils.core.paths import report_dir as default_report_dir
+from clxai_utils.core.paths import runs_root as default_runs_root
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.data.sources import DataError
+from clxai_utils.pipeline.cluster import (
+    CLUSTER_BACKENDS,
+    RESOURCES_FILE,
+    Resources,
+    check_devices,
+    load_resources,
+    sweep_on_cluster,
+)
 from clxai_utils.pipeline.execute import JobResult, SweepResult, check_notebooks, run_sweep
-from clxai_utils.pipeline.plan import PIPELINE, Step, format_plan, plan
+from clxai_utils.pipeline.plan import PIPELINE, Job, Step, format_plan, plan
+from clxai_utils.train.distributed import DEVICES_ENV
 
 
 def _where(result: JobResult) -> str:
@@ -98,7 +112,64 @@ def build_parser() -> argparse.ArgumentParser:
         help="'torchvision', a folder or a .tar.gz, for 00_data only (default: $CLXAI_DATA_SOURCE, else torchvision)",
     )
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, cached or to run; run nothing")
+    parser.add_argument(
+        "--backend",
+        choices=("local", *CLUSTER_BACKENDS),
+        default="local",
+        help="local: run here (default); slurm: one job-array task per run through submitit; "
+        "submitit-local / debug: submitit on this machine (subprocesses / this process), for tests",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=_int_at_least(0),
+        default=None,
+        help="GPUs per run (more than 1: DDP training through torchrun); default from --resources, 0 on the local backend",
+    )
+    cluster = parser.add_argument_group(
+        "cluster resources (--backend slurm; defaults: the profile's entry of --resources)"
+    )
+    cluster.add_argument(
+        "--resources", default=None, help=f"YAML file of resources per profile (default {RESOURCES_FILE})"
+    )
+    cluster.add_argument(
+        "--partition", default=None, help="Slurm partition (required where the cluster has no default)"
+    )
+    cluster.add_argument("--account", default=None, help="Slurm account to charge")
+    cluster.add_argument("--cpus", type=_int_at_least(1), default=None, help="CPU cores per run")
+    cluster.add_argument("--mem-gb", type=float, default=None, help="memory per run, GB")
+    cluster.add_argument("--time-min", type=float, default=None, help="time limit of one task, minutes (then requeued)")
+    cluster.add_argument("--array-parallelism", type=_int_at_least(1), default=None, help="at most N runs at once")
+    cluster.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. constraint=a100"
+    )
+    cluster.add_argument(
+        "--report-dir", default=None, help="where the sweep's 07_analysis writes (default outputs/report)"
+    )
     return parser
+
+
+def _sbatch_options(pairs: Sequence[str]) -> dict[str, str] | None:
+    """--sbatch KEY=VALUE flags as a dict (None when none given, so the resources file's apply)."""
+    if not pairs:
+        return None
+    if bad := [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]:
+        raise ValueError(f"--sbatch takes KEY=VALUE, got {bad}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def _cluster_resources(args: argparse.Namespace) -> Resources:
+    return load_resources(
+        args.profile,
+        args.resources,
+        partition=args.partition,
+        account=args.account,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        mem_gb=args.mem_gb,
+        time_min=args.time_min,
+        array_parallelism=args.array_parallelism,
+        sbatch=_sbatch_options(args.sbatch),
+    )
 
 
 def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) -> int:
@@ -119,16 +190,38 @@ def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) 
             data_source=args.data_source,
             pipeline=pipeline,
         )
+        if args.backend != "local":
+            return _cluster_sweep(args, jobs, pipeline[0].notebook)
+        env = None
+        if args.gpus is not None:
+            resources = Resources(gpus=args.gpus)
+            check_devices(resources, jobs, "local")
+            env = {DEVICES_ENV: str(resources.devices)}
         if args.dry_run:
             print(format_plan(jobs))
             return 0
         check_notebooks(jobs, args.notebooks_dir)
-    except (ValueError, TypeError, FileNotFoundError, DataError) as error:
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, DataError) as error:
         parser.error(str(error))
-    result = run_sweep(jobs, max_parallel=args.jobs, notebooks_dir=args.notebooks_dir)
+    result = run_sweep(jobs, max_parallel=args.jobs, notebooks_dir=args.notebooks_dir, env=env)
     print(format_summary(result))
     print(_closing_advice(result, shlex.join([sys.executable, "-m", "clxai_utils.pipeline.sweep", *argv])))
     return result.exit_code
+
+
+def _cluster_sweep(args: argparse.Namespace, jobs: Sequence[Job], first_step: str) -> int:
+    """The sweep through submitit (see `clxai_utils.pipeline.cluster`)."""
+    notebooks = check_notebooks([] if args.dry_run else jobs, args.notebooks_dir)
+    return sweep_on_cluster(
+        jobs,
+        backend=args.backend,
+        resources=_cluster_resources(args),
+        notebooks_dir=notebooks,
+        first_step=first_step,
+        runs_root=Path(args.runs_root).resolve() if args.runs_root else default_runs_root(),
+        report_dir=Path(args.report_dir).resolve() if args.report_dir else default_report_dir(),
+        dry_run=args.dry_run,
+    )
 
 
 if __name__ == "__main__":

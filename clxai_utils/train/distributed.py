@@ -29,6 +29,9 @@ from torch import Tensor
 from clxai_utils.core.progress import relay_output
 from clxai_utils.train.losses import supcon_loss, triplet_loss
 
+#: The number of training processes of a run when the caller gives none (a sweep sets it per run).
+DEVICES_ENV = "CLXAI_DEVICES"
+
 
 @dataclass(frozen=True)
 class World:
@@ -69,11 +72,14 @@ def run_torchrun(processes: int, module: str, args: list[str]) -> None:
         )
 
 
-def check_world_size(batch_size: int, world_size: int, option: str = "world size") -> int:
-    """The per-rank batch; every rank must hold the same number of images (the gather needs equal shards)."""
+def check_world_size(batch_size: int, world_size: int, option: str = "world size", of: str = "") -> int:
+    """The per-rank batch; every rank must hold the same number of images (the gather needs equal shards).
+
+    `of` says whose batch it is in the message, e.g. "of loss ce in profile 'paper'".
+    """
     if world_size < 1 or batch_size % world_size:
         raise ValueError(
-            f"{option}={world_size} does not divide the batch size {batch_size}: "
+            f"{option}={world_size} does not divide the batch size {batch_size}{' ' + of if of else ''}: "
             f"choose a number of processes that divides {batch_size}, or change batch_size in the profile"
         )
     return batch_size // world_size

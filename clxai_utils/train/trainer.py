@@ -42,6 +42,7 @@ from clxai_utils.data import augment
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import DatasetInfo, ImageSplit
 from clxai_utils.train.distributed import (
+    DEVICES_ENV,
     World,
     check_world_size,
     global_supcon_loss,
@@ -56,8 +57,6 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
 SINGLE_PROCESS = World()
-#: The number of training processes of a run when the caller gives none (a sweep sets it per run).
-DEVICES_ENV = "CLXAI_DEVICES"
 #: Augmentation streams of ranks 1, 2, ... start this far apart (rank 0 keeps the single-process stream).
 RANK_SEED_STRIDE = 10_007
 
@@ -365,7 +364,10 @@ def resolve_devices(devices: int | None) -> int:
     """
     source = "devices"
     if devices is None:
-        devices, source = int(os.environ.get(DEVICES_ENV, "1")), DEVICES_ENV
+        text, source = os.environ.get(DEVICES_ENV, "1"), DEVICES_ENV
+        if not text.strip().isdigit():
+            raise ValueError(f"{DEVICES_ENV}={text!r} must be a whole number of training processes >= 1")
+        devices = int(text)
     check_positive_int(source, devices)
     visible = torch.cuda.device_count()
     if visible and devices > visible:

@@ -1,0 +1,215 @@
+"""Sweeps through submitit: the Slurm dry run and its checks, the debug executor, requeue at a time limit.
+
+Toy notebooks (from test_sweep) stand in for the pipeline, except in the last test, which
+runs the real smoke pipeline through the debug executor (marked `notebooks`, a stage of
+`make smoke-notebooks`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import submitit
+import yaml
+from test_sweep import Toy, run_name, toy_step
+
+from clxai_utils.core.artifacts import read_json
+from clxai_utils.pipeline import cluster as C
+from clxai_utils.pipeline.sweep import main
+
+TOY_PIPELINE = [
+    toy_step("data"),
+    toy_step("work", needs=("data",)),
+    toy_step("final", needs=("work",), params=("profile", "dataset", "seed", "losses")),
+]
+REPORT_CODE = """\
+import json, pathlib
+runs = sorted(p.name for p in pathlib.Path(runs_root).iterdir() if p.is_dir() and p.name != "submitit")
+pathlib.Path(report_dir, "runs.json").write_text(json.dumps(runs))
+"""
+# A notebook that takes EPOCHS * SLEEP seconds, keeps its progress in a file, and resumes from it.
+LOOP_CODE = """\
+import json, pathlib, time
+from clxai_utils.core.run import Run
+out = Run(dataset, profile, seed).root / "toy"
+out.mkdir(parents=True, exist_ok=True)
+state = out / "epochs.json"
+done = json.loads(state.read_text()) if state.exists() else []
+with open(out / "starts.txt", "a") as f:
+    f.write(f"{{len(done)}}\\n")
+for epoch in range(len(done), {epochs}):
+    time.sleep({sleep})
+    done.append(epoch)
+    tmp = state.with_suffix(".tmp")
+    tmp.write_text(json.dumps(done))
+    tmp.replace(state)
+(out / "work.json").write_text(json.dumps(done))
+"""
+
+
+def write_notebook(folder: Path, name: str, params: str, code: str) -> None:
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> Toy:
+    toy = Toy(tmp_path / "notebooks", tmp_path / "ctl", tmp_path / "runs")
+    toy.notebooks.mkdir()
+    toy.ctl.mkdir()
+    write_notebook(toy.notebooks, "07_analysis", 'runs_root = ""\nreport_dir = ""', REPORT_CODE)
+    return toy
+
+
+def cli(toy: Toy, *extra: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list[str]:
+    return [
+        "--profile", "smoke", "--losses", "ce", "--seeds", *map(str, seeds), "--data-source", "torchvision",
+        "--runs-root", str(toy.runs), "--notebooks-dir", str(toy.notebooks), "--report-dir", str(toy.runs.parent / "report"),
+        *extra,
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------------ dry run and checks (nothing runs)
+
+
+def test_slurm_dry_run_prints_one_array_task_per_run_with_resources(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["--profile", "paper", "--seeds", "0", "1", "2", "--runs-root", str(tmp_path), "--backend", "slurm"]
+    argv += ["--partition", "gpu", "--gpus", "2", "--time-min", "600", "--sbatch", "constraint=a100", "--dry-run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "slurm sweep: 3 run(s) to submit, 0 finished" in out
+    assert "prepare: 1 job, 00_data of 3 run(s); gpus 0, cpus 10, mem 64 GB, time 120 min, partition gpu" in out
+    assert "array: 3 task(s), at most 16 at once, each gpus 2, cpus 10, mem 64 GB, time 600 min, partition gpu" in out
+    assert "2 training process(es) per run" in out and "at most 10 time limits" in out
+    for seed in range(3):
+        assert f"  [{seed}] cifar10-paper-seed{seed}: 00_data 01_train_ce 02_train_supcon 03_train_triplet" in out
+    assert "extra sbatch options: --constraint=a100" in out
+    assert not (tmp_path / "submitit").exists()  # nothing submitted
+
+
+def test_slurm_without_slurm_stops_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    monkeypatch.setattr(C.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "paper", "--runs-root", str(tmp_path), "--backend", "slurm"])
+    assert stop.value.code == 2
+    assert "--backend slurm needs Slurm's sbatch on this machine's PATH" in capsys.readouterr().err
+
+
+def test_partition_is_required_where_the_cluster_has_no_default() -> None:
+    resources = C.Resources()
+    with pytest.raises(ValueError, match=r"--partition is required: .* \(partitions: gpu, cpu\)"):
+        C.check_slurm(resources, sinfo=lambda: "gpu\ncpu\n")
+    C.check_slurm(resources, sinfo=lambda: "gpu*\ncpu\n")  # a default partition: fine
+    C.check_slurm(C.Resources(partition="cpu"), sinfo=lambda: "gpu\ncpu\n")
+    assert C.default_partition(lambda: "long\nshort*\n") == "short"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--backend", "pbs"], "argument --backend: invalid choice: 'pbs'"),
+        (
+            ["--backend", "slurm", "--gpus", "3"],
+            "--gpus=3 does not divide the batch size 128 of loss ce in profile 'paper'",
+        ),
+        (["--backend", "debug", "--gpus", "1"], "--gpus=1 asks for more GPUs than the 0 visible"),
+        (["--gpus", "1"], "--gpus=1 asks for more GPUs than the 0 visible"),
+        (["--backend", "slurm", "--sbatch", "constraint"], "--sbatch takes KEY=VALUE, got ['constraint']"),
+        (["--backend", "slurm", "--time-min", "1"], "signal_delay_s=180 must be shorter than the time limit (1.0 min)"),
+    ],
+)
+def test_bad_cluster_options_are_named(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    monkeypatch.setattr(C.torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(SystemExit) as stop:
+        main(["--profile", "paper", "--runs-root", str(tmp_path), "--dry-run", *argv])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_resources_file_entries_are_validated(tmp_path: Path) -> None:
+    file = tmp_path / "cluster.yaml"
+    file.write_text(yaml.safe_dump({"smoke": {"gpus": 0, "walltime": 5}}))
+    with pytest.raises(ValueError, match=r"unknown keys \['walltime'\]"):
+        C.load_resources("smoke", file)
+    with pytest.raises(ValueError, match="has no entry for profile 'paper'"):
+        C.load_resources("paper", file)
+    file.write_text(yaml.safe_dump({"smoke": {"gpus": -1}}))
+    with pytest.raises(ValueError, match="gpus must be an integer >= 0, got -1"):
+        C.load_resources("smoke", file)
+    paper = C.load_resources("paper", None, partition="gpu", gpus=4)
+    assert (paper.partition, paper.gpus, paper.cpus, paper.devices) == ("gpu", 4, 10, 4)
+
+
+def test_slurm_script_carries_the_resources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # as if srun were here
+    resources = C.Resources(
+        partition="gpu", account="lab", gpus=2, cpus=6, mem_gb=48, time_min=90, sbatch={"qos": "high"}
+    )
+    executor = C.make_executor("slurm", tmp_path, resources)
+    script = executor._make_submission_file_text("python -c pass", "uid")  # what sbatch would receive
+    for line in ["--partition=gpu", "--account=lab", "--gpus-per-node=2", "--cpus-per-task=6", "--mem=48GB"]:
+        assert f"#SBATCH {line}" in script
+    assert "#SBATCH --time=90" in script and "#SBATCH --qos=high" in script and "#SBATCH --signal=USR2@120" in script
+
+
+# ------------------------------------------------------------------ executions through submitit
+
+
+def test_debug_executor_isolates_a_failing_run_and_a_second_call_skips_finished_runs(
+    toy: Toy, capsys: pytest.CaptureFixture
+) -> None:
+    toy.write("data", "work", "final")
+    toy.flag("fail-work-1").touch()
+    assert main(cli(toy, "--backend", "debug", seeds=(0, 1)), pipeline=TOY_PIPELINE) == 1
+    out = capsys.readouterr().out
+    failed = run_notebooks(toy, 1) / "work.log"
+    assert f"[FAILED] {run_name(1)}: [FAILED] {run_name(1)}/work" in out and str(failed) in out
+    assert f"[ok] {run_name(0)}" in out
+    assert "toy failure requested" in failed.read_text()
+    assert read_json(toy.runs.parent / "report" / "runs.json") == [run_name(0), run_name(1)]  # 07 ran after all
+    assert (run_notebooks(toy, 1) / "cluster.log").read_text().count("task") == 1
+
+    toy.flag("fail-work-1").unlink()
+    before = toy.executions()
+    assert main(cli(toy, "--backend", "debug", "--dry-run", seeds=(0, 1)), pipeline=TOY_PIPELINE) == 0
+    assert "1 run(s) to submit, 1 finished (skipped)" in capsys.readouterr().out
+    assert main(cli(toy, "--backend", "debug", seeds=(0, 1)), pipeline=TOY_PIPELINE) == 0
+    ran = toy.executions() - before
+    assert ran == {f"{run_name(1)}/work": 1, f"{run_name(1)}/final": 1}  # seed 1's data and all of seed 0: cached
+
+
+def run_notebooks(toy: Toy, seed: int) -> Path:
+    return toy.runs.resolve() / run_name(seed) / "notebooks"
+
+
+def test_a_task_stopped_at_its_time_limit_is_requeued_and_resumes(toy: Toy, capsys: pytest.CaptureFixture) -> None:
+    """submitit's local executor: 90 s limit, signal 30 s before; the work takes 60 s after a start-up of ~20 s."""
+    toy.write("data")
+    write_notebook(toy.notebooks, "work", 'profile = ""\ndataset = ""\nseed = -1', LOOP_CODE.format(epochs=12, sleep=5))
+    resources = toy.runs.parent / "cluster.yaml"
+    limits = {"gpus": 0, "cpus": 1, "time_min": 1.5, "aux_time_min": 2.0, "signal_delay_s": 30, "max_requeues": 3}
+    resources.write_text(yaml.safe_dump({"smoke": limits}))
+    argv = cli(toy, "--backend", "submitit-local", "--resources", str(resources), seeds=(0,))
+    assert main(argv, pipeline=TOY_PIPELINE[:2]) == 0, capsys.readouterr().out
+    toy_dir = toy.runs / run_name(0) / "toy"
+    starts = [int(n) for n in (toy_dir / "starts.txt").read_text().split()]
+    assert len(starts) >= 2 and starts[0] == 0 and 0 < starts[1] < 12, starts  # stopped, then resumed mid-way
+    assert json.loads((toy_dir / "work.json").read_text()) == list(range(12))
+    log = (run_notebooks(toy, 0) / "cluster.log").read_text()
+    assert log.count("task ") == len(starts)  # one line per attempt, each naming its submitit log
+
+
+def test_run_task_is_checkpointable_with_the_same_arguments(tmp_path: Path) -> None:
+    task = C.RunTask(tmp_path, {"CLXAI_DEVICES": "1"})
+    resubmission = task.checkpoint(("jobs",))
+    assert isinstance(resubmission, submitit.helpers.DelayedSubmission)
+    assert resubmission.function is task and resubmission.args == (("jobs",),)
