@@ -1,5 +1,5 @@
 # Two commands: `make run` (the pipeline on the quick profile) and `make test` (lint and type checks,
-# unit tests, every notebook on the smoke profile as JupyterLab runs it, the committed notebooks
+# unit tests, the multi-process and submitit tests, every notebook on the smoke profile as JupyterLab runs it, the committed notebooks
 # validated with nbval, and the quick run's numbers against the pinned reference).
 # Both create the environment from uv.lock when it is missing or stale.
 
@@ -32,7 +32,7 @@ SWEEP := $(PY) -m clxai_utils.pipeline.sweep --dataset $(DATASET) --profile $(PR
 NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout 1800 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: help env run sweep report publish test lint unit-tests smoke-notebooks nbval nbval-committed pinned
+.PHONY: help env run sweep report publish test lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
 	@echo "make run      - create the environment if needed, run the pipeline (00-06) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
@@ -40,10 +40,10 @@ help:
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
 	@echo "                rewrite the README's result blocks and gallery from $(REPORT)/"
-	@echo "make test     - lint + types, unit tests, every notebook on the smoke profile (as JupyterLab runs it), the committed"
+	@echo "make test     - lint + types, unit tests, multi-process and submitit tests, every notebook on the smoke profile (as JupyterLab runs it), the committed"
 	@echo "                notebooks re-executed (quick profile) and validated with nbval, then the pinned quick-run numbers"
 	@echo "make lint     - ruff (lint + format check) on the package, tests and notebooks; mypy on the package"
-	@echo "make nbval-committed / make pinned - single stages of make test"
+	@echo "make cluster-tests / make nbval-committed / make pinned - single stages of make test"
 	@echo "make env      - only create/update the environment (.venv from uv.lock)"
 
 $(UV):
@@ -80,7 +80,7 @@ publish: $(STAMP)
 	$(PY) -m clxai_utils.analysis.report --readme README.md --report-dir $(REPORT)
 	cp $(RUNS)/$(RUN_ID)/figures/05_explanations/gallery.png docs/gallery_$(PROFILE)_seed0.png
 
-test: lint unit-tests nbval nbval-committed pinned
+test: lint unit-tests cluster-tests nbval nbval-committed pinned
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check clxai_utils tests notebooks
@@ -102,6 +102,13 @@ smoke-notebooks: $(STAMP)
 	fi; \
 	echo "== 00-07 on the smoke profile (data=$$src), as JupyterLab runs them"; \
 	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
+
+# Several processes and submitit jobs on this machine: the distributed losses and a DDP step on two gloo
+# processes, torchrun and a two-task submitit job training one run, the sweep through submitit's debug and
+# local executors (a failing run isolated, finished runs skipped, a task requeued at its time limit), and the
+# real smoke grid through the debug executor.
+cluster-tests: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "cluster or notebooks" tests/test_distributed.py tests/test_cluster.py
 
 # nbval re-executes each smoke-executed notebook and compares the cells marked NBVAL_CHECK_OUTPUT
 # with the first execution: the smoke path must be deterministic.

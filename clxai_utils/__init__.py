@@ -21,13 +21,18 @@ Subpackages:
 * `data`: sources and the image cache (`sources`), the run's subsets and manifest
   (`prepare`), batched augmentations (`augment`);
 * `train`: networks (`models`), SupCon and triplet losses (`losses`), the resumable
-  trainer (`trainer`), linear probes and accuracy (`probe`);
+  trainer (`trainer`), linear probes and accuracy (`probe`), several processes per run
+  (`distributed`: the gather with gradients and the global losses; `launch`: the entry
+  point torchrun or submitit starts);
 * `explain`: Grad-CAM and Eigen-CAM (`cams`), stored maps (`store`), 2x2 mosaics (`mosaics`);
 * `evaluate`: the batched metrics (`metrics`) and the per-image facets table (`facets`);
 * `analysis`: Table 4 (`tables`), paired tests (`stats`), the paper's claims (`claims`),
   the report files (`report`);
-* `pipeline`: sweeps over seeds with papermill (`plan`, `execute`, `sweep`), publishing
-  executed notebooks (`publish`);
+* `neurons`: labelling the units of the trained networks (the CSP paper): unit
+  activations, the scorers, INVERT, interpretability and faithfulness scores, open_clip
+  encoders, the vocabulary (its notebook, 08, is still to be written);
+* `pipeline`: sweeps over seeds with papermill (`plan`, `execute`, `sweep`), on Slurm
+  through submitit (`cluster`), publishing executed notebooks (`publish`);
 * `figures`: every figure the notebooks draw.
 """
 

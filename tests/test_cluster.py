@@ -1,13 +1,15 @@
 """Sweeps through submitit: the Slurm dry run and its checks, the debug executor, requeue at a time limit.
 
-Toy notebooks (from test_sweep) stand in for the pipeline, except in the last test, which
-runs the real smoke pipeline through the debug executor (marked `notebooks`, a stage of
-`make smoke-notebooks`).
+Toy notebooks (from test_sweep) stand in for the pipeline, except in the test marked
+`notebooks`, which runs the real smoke pipeline through the debug executor. The tests that
+execute anything are marked (`make cluster-tests` runs them); the dry run and the checks
+of options run with the unit tests.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -17,6 +19,8 @@ import yaml
 from test_sweep import Toy, run_name, toy_step
 
 from clxai_utils.core.artifacts import read_json
+from clxai_utils.core.run import Run
+from clxai_utils.data.sources import write_synthetic_imagefolder
 from clxai_utils.pipeline import cluster as C
 from clxai_utils.pipeline.sweep import main
 
@@ -164,6 +168,7 @@ def test_slurm_script_carries_the_resources(tmp_path: Path, monkeypatch: pytest.
 # ------------------------------------------------------------------ executions through submitit
 
 
+@pytest.mark.cluster
 def test_debug_executor_isolates_a_failing_run_and_a_second_call_skips_finished_runs(
     toy: Toy, capsys: pytest.CaptureFixture
 ) -> None:
@@ -191,6 +196,7 @@ def run_notebooks(toy: Toy, seed: int) -> Path:
     return toy.runs.resolve() / run_name(seed) / "notebooks"
 
 
+@pytest.mark.cluster
 def test_a_task_stopped_at_its_time_limit_is_requeued_and_resumes(toy: Toy, capsys: pytest.CaptureFixture) -> None:
     """submitit's local executor: 90 s limit, signal 30 s before; the work takes 60 s after a start-up of ~20 s."""
     toy.write("data")
@@ -206,6 +212,26 @@ def test_a_task_stopped_at_its_time_limit_is_requeued_and_resumes(toy: Toy, caps
     assert json.loads((toy_dir / "work.json").read_text()) == list(range(12))
     log = (run_notebooks(toy, 0) / "cluster.log").read_text()
     assert log.count("task ") == len(starts)  # one line per attempt, each naming its submitit log
+
+
+@pytest.mark.notebooks
+def test_the_smoke_grid_runs_through_the_debug_executor_and_a_second_call_skips_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real notebooks, smoke profile, CE and SupCon: prepare, one array task (01, 02, 04-06), 07; again: nothing."""
+    if not os.environ.get("CLXAI_DATA_SOURCE") or os.environ["CLXAI_DATA_SOURCE"] == "torchvision":
+        monkeypatch.setenv("CLXAI_DATA_SOURCE", str(write_synthetic_imagefolder(tmp_path / "images")))
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    argv = ["--profile", "smoke", "--losses", "ce", "supcon", "--runs-root", str(runs), "--report-dir", str(report)]
+    argv += ["--backend", "debug"]
+    assert main(argv) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "debug sweep: 1 run(s) to submit, 0 finished" in out and "[ok] cifar10-smoke-seed0" in out
+    run = Run("cifar10", "smoke", 0, root=runs / "cifar10-smoke-seed0")
+    assert run.accuracy_path.is_file() and all(p.is_file() for p in run.facets_paths.values())
+    assert (report / "07_analysis.ipynb").is_file() and (report / "table4.md").is_file()
+    assert main(argv) == 0
+    assert "debug sweep: 0 run(s) to submit, 1 finished (skipped)" in capsys.readouterr().out
 
 
 def test_run_task_is_checkpointable_with_the_same_arguments(tmp_path: Path) -> None:

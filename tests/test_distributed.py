@@ -1,5 +1,8 @@
 """Several processes on the CPU (gloo): the global losses, their gradients, a DDP step, torchrun training.
 
+The tests that start processes are marked `cluster` (`make cluster-tests`); the checks of
+options run with the unit tests.
+
 Each check compares two processes that share one batch with one process that holds it all:
 the distributed loss equals the single-process loss, and the gradient that DDP ends up
 applying equals the single-process gradient.
@@ -98,6 +101,7 @@ def ranks() -> list[dict[str, Any]]:
     return on_two_ranks(_every_check_rank)
 
 
+@pytest.mark.cluster
 @pytest.mark.parametrize("name", ["supcon", "triplet"])
 def test_distributed_loss_and_gradient_equal_the_full_batch(name: str, ranks: list[dict[str, Any]]) -> None:
     z, labels = batch()
@@ -130,6 +134,7 @@ def _gather_without_grad_rank(rank: int) -> torch.Tensor:
     return local.grad
 
 
+@pytest.mark.cluster
 def test_a_gather_without_gradient_gives_the_wrong_gradient(ranks: list[dict[str, Any]]) -> None:
     """The negative control: dropping the cross-rank terms changes the gradient (so the test above can fail)."""
     z, labels = batch()
@@ -163,6 +168,7 @@ def _ddp_step_rank(rank: int) -> dict[str, torch.Tensor]:
     return _sgd_step(model, shard(x, rank), shard(y, rank), D.World.current())
 
 
+@pytest.mark.cluster
 def test_ddp_step_equals_the_single_process_step(ranks: list[dict[str, Any]]) -> None:
     x, y = _step_data()
     expected = _sgd_step(_no_bn_model(), x, y, D.World())
@@ -193,21 +199,28 @@ def test_sync_batchnorm_needs_cuda() -> None:
         T._prepare_model(ModelSpec("resnet18_cifar", 0.125, 10, "ce"), torch.device("cpu"), sync_batchnorm=True)
 
 
-def test_torchrun_smoke_training_finishes_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two CPU processes through torchrun: stop after one epoch, resume, and end with a model."""
+@pytest.mark.cluster
+def test_torchrun_training_stops_and_a_submitit_job_of_two_tasks_resumes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two CPU processes through torchrun stop after one epoch; a job of two submitit tasks finishes the run."""
     monkeypatch.setenv("CLXAI_DATA_DIR", str(tmp_path / "datadir"))
     run = Run("cifar10", "smoke", 0, root=tmp_path / "run")
     prepare_data(run, str(write_synthetic_imagefolder(tmp_path / "tree")))
     first = T.run_training(run, "supcon", devices=2, stop_after_epoch=1)
     assert first.resumed_from_epoch == 0 and len(first.history) == 1
     assert not (run.model_dir("supcon") / T.MODEL).exists()
-    second = T.run_training(run, "supcon", devices=2)
+    argv = ["--dataset", "cifar10", "--profile", "smoke", "--seed", "0", "--loss", "supcon", "--run-dir", str(run.root)]
+    argv += ["--submit", "submitit-local", "--gpus", "0", "--processes-per-node", "2"]
+    from clxai_utils.train import launch
+
+    assert launch.main(argv) == 0, capsys.readouterr().out
+    state = T.load_torch(run.model_dir("supcon") / T.CHECKPOINT)
     epochs = run.settings.train["supcon"].epochs
-    assert second.resumed_from_epoch == 1 and len(second.history) == epochs
+    assert state["world_size"] == 2 and state["epoch"] == epochs and len(state["history"]) == epochs
     model, _, _ = T.load_trained(run.model_dir("supcon"))
-    for a, b in zip(model.state_dict().values(), second.model.state_dict().values()):
+    for a, b in zip(model.state_dict().values(), state["model"].values()):
         assert torch.equal(a, b)
-    assert T.load_torch(run.model_dir("supcon") / T.CHECKPOINT)["world_size"] == 2
     with pytest.raises(T.CheckpointMismatch, match="2 training process"):
         T.run_training(run, "supcon", devices=1)
 

@@ -22,6 +22,7 @@ Resources come from `configs/cluster.yaml` (per profile) and the command line.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import shutil
@@ -38,7 +39,7 @@ import torch
 import yaml
 
 from clxai_utils.core.paths import repo_root
-from clxai_utils.core.validate import check_choice
+from clxai_utils.core.validate import check_choice, int_at_least
 from clxai_utils.pipeline.execute import papermill_call, run_sweep
 from clxai_utils.pipeline.plan import Job, cached_names
 from clxai_utils.train.distributed import DEVICES_ENV, check_world_size
@@ -114,12 +115,64 @@ def load_resources(profile: str, path: str | os.PathLike | None = None, **overri
     return Resources(**values)
 
 
+def add_resource_arguments(parser: argparse.ArgumentParser, per: str) -> None:
+    """The resource flags of the sweep (`per`="run") and of one multi-node training (`per`="node")."""
+    gpus_help = {
+        "run": "GPUs per run (more than 1: DDP training through torchrun); default from --resources, 0 on the local backend",
+        "node": "GPUs per node, one training process each; default from --resources",
+    }[per]
+    parser.add_argument("--gpus", type=int_at_least(0), default=None, help=gpus_help)
+    group = parser.add_argument_group("cluster resources (defaults: the profile's entry of --resources)")
+    group.add_argument(
+        "--resources", default=None, help=f"YAML file of resources per profile (default {RESOURCES_FILE})"
+    )
+    group.add_argument("--partition", default=None, help="Slurm partition (required where the cluster has no default)")
+    group.add_argument("--account", default=None, help="Slurm account to charge")
+    group.add_argument("--cpus", type=int_at_least(1), default=None, help=f"CPU cores per {per}")
+    group.add_argument("--mem-gb", type=float, default=None, help=f"memory per {per}, GB")
+    group.add_argument("--time-min", type=float, default=None, help="time limit of one job, minutes (then requeued)")
+    group.add_argument("--array-parallelism", type=int_at_least(1), default=None, help="at most N runs at once")
+    group.add_argument(
+        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. constraint=a100"
+    )
+
+
+def _sbatch_options(pairs: Sequence[str]) -> dict[str, str] | None:
+    """--sbatch KEY=VALUE flags as a dict (None when none given, so the resources file's apply)."""
+    if not pairs:
+        return None
+    if bad := [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]:
+        raise ValueError(f"--sbatch takes KEY=VALUE, got {bad}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def resources_from_args(args: argparse.Namespace, profile: str) -> Resources:
+    """The profile's resources, with the flags of `add_resource_arguments` that were given."""
+    return load_resources(
+        profile,
+        args.resources,
+        partition=args.partition,
+        account=args.account,
+        gpus=args.gpus,
+        cpus=args.cpus,
+        mem_gb=args.mem_gb,
+        time_min=args.time_min,
+        array_parallelism=args.array_parallelism,
+        sbatch=_sbatch_options(args.sbatch),
+    )
+
+
+def check_visible_gpus(gpus: int, backend: str) -> None:
+    """Where jobs run on this machine (every backend but slurm), --gpus can be at most the visible GPUs."""
+    if backend != "slurm" and gpus > torch.cuda.device_count():
+        raise ValueError(
+            f"--gpus={gpus} asks for more GPUs than the {torch.cuda.device_count()} visible on this machine"
+        )
+
+
 def check_devices(resources: Resources, jobs: Sequence[Job], backend: str) -> None:
     """GPUs per run: at most the visible ones where the run executes here, and dividing every batch."""
-    if backend != "slurm" and resources.gpus > torch.cuda.device_count():
-        raise ValueError(
-            f"--gpus={resources.gpus} asks for more GPUs than the {torch.cuda.device_count()} visible on this machine"
-        )
+    check_visible_gpus(resources.gpus, backend)
     for run in {job.run for job in jobs}:
         for loss, cfg in run.settings.train.items():
             check_world_size(cfg.batch_size, resources.devices, "--gpus", f"of loss {loss} in profile {run.profile!r}")
@@ -260,23 +313,41 @@ def check_slurm(resources: Resources, sinfo: Callable[[], str] | None = None) ->
         )
 
 
-def make_executor(backend: str, folder: Path, resources: Resources, *, aux: bool = False) -> submitit.Executor:
-    """A submitit executor of `backend` asking for `resources` (the array's, or those of prepare/report)."""
+def make_executor(
+    backend: str, folder: Path, resources: Resources, *, aux: bool = False, nodes: int = 1, tasks_per_node: int = 1
+) -> submitit.Executor:
+    """A submitit executor of `backend` asking for `resources`.
+
+    `aux`: the small prepare/report jobs (no GPU, `aux_time_min`). `nodes` x `tasks_per_node`
+    processes: one multi-node DDP training (`clxai_utils.train.launch --submit`).
+    """
     check_choice("backend", backend, CLUSTER_BACKENDS)
     minutes = resources.aux_time_min if aux else resources.time_min
     gpus = 0 if aux else resources.gpus
+    if backend != "slurm" and nodes > 1:
+        raise ValueError(
+            f"--nodes={nodes}: the {backend} backend runs on this machine, one node; only Slurm spans several nodes"
+        )
     if backend == "debug":
+        if tasks_per_node > 1:
+            raise ValueError("the debug backend runs one task in this process; use submitit-local for several")
         return submitit.DebugExecutor(folder)
     if backend == "submitit-local":
         local = submitit.LocalExecutor(folder, max_num_timeout=resources.max_requeues)
-        local.update_parameters(timeout_min=minutes, gpus_per_node=gpus, signal_delay_s=resources.signal_delay_s)
+        local.update_parameters(
+            timeout_min=minutes,
+            gpus_per_node=gpus,
+            tasks_per_node=tasks_per_node,
+            signal_delay_s=resources.signal_delay_s,
+        )
         return local
     slurm = submitit.SlurmExecutor(folder, max_num_timeout=resources.max_requeues)
     slurm.update_parameters(
         time=max(1, round(minutes)),
-        cpus_per_task=resources.cpus,
+        nodes=nodes,
+        ntasks_per_node=tasks_per_node,
+        cpus_per_task=max(1, resources.cpus // tasks_per_node),
         mem=f"{resources.mem_gb:g}GB",
-        ntasks_per_node=1,
         signal_delay_s=resources.signal_delay_s,
         array_parallelism=resources.array_parallelism,
         additional_parameters=dict(resources.sbatch),
@@ -305,12 +376,18 @@ def submit(
         prepare = make_executor(backend, folder, resources, aux=True).submit(_prepare, plan.prepare, notebooks_dir)
         messages.append(f"prepare: job {prepare.job_id}")
         if backend != "slurm":
-            _outcome(prepare)  # the array starts after it, as with Slurm's dependency
+            job_outcome(prepare)  # the array starts after it, as with Slurm's dependency
     tasks: list[submitit.Job] = []
+    outcomes: list[str] = []  # here (not slurm): each task's error, "" when it succeeded
     if plan.runs:
         executor = make_executor(backend, folder, resources)
         _after(executor, prepare)
-        tasks = executor.map_array(RunTask(notebooks_dir, env), list(plan.runs))
+        # Slurm caps the array at array_parallelism; submitit's local executor would start every task at once.
+        step = len(plan.runs) if backend == "slurm" else resources.array_parallelism
+        for start in range(0, len(plan.runs), step):
+            started = executor.map_array(RunTask(notebooks_dir, env), list(plan.runs[start : start + step]))
+            outcomes += [] if backend == "slurm" else [job_outcome(task) for task in started]
+            tasks += started
         messages.append(f"array: {len(tasks)} task(s), job {tasks[0].job_id.split('_')[0]}")
     report = make_executor(backend, folder, resources, aux=True)
     _after(report, tasks[-1] if tasks else None)
@@ -322,19 +399,19 @@ def submit(
             "Re-run the same command after the array has ended to resubmit unfinished runs."
         )
         return messages, 0
-    failures = 0
-    for task, run_jobs in zip(tasks, plan.runs):
-        error, run_id = _outcome(task), run_jobs[0].run.id
-        failures += bool(error)
+    for task, run_jobs, error in zip(tasks, plan.runs, outcomes):
+        run_id = run_jobs[0].run.id
         messages.append(
             f"[FAILED] {run_id}: {error} (submitit log: {task.paths.stdout})" if error else f"[ok] {run_id}"
         )
-    error = _outcome(report.submit(run_report, notebooks_dir, plan.runs_root, plan.report_dir))
-    messages.append(f"[FAILED] report: {error}" if error else f"report: {plan.report_dir / REPORT_NOTEBOOK}.ipynb")
-    return messages, int(bool(failures) or bool(error))
+    report_error = job_outcome(report.submit(run_report, notebooks_dir, plan.runs_root, plan.report_dir))
+    messages.append(
+        f"[FAILED] report: {report_error}" if report_error else f"report: {plan.report_dir / REPORT_NOTEBOOK}.ipynb"
+    )
+    return messages, int(any(outcomes) or bool(report_error))
 
 
-def _outcome(job: submitit.Job) -> str:
+def job_outcome(job: submitit.Job) -> str:
     """Wait for `job`; the last line of its error, or "" when it succeeded.
 
     `exception()` rather than `result()`: the debug executor opens a debugger on a failed result.
@@ -370,6 +447,7 @@ def sweep_on_cluster(
         )
     if backend == "slurm":
         check_slurm(resources)
+    print(format_cluster_plan(plan, resources, backend).splitlines()[0])
     messages, code = submit(plan, backend, resources, notebooks_dir, runs_root / "submitit")
     print("\n".join(messages))
     return code

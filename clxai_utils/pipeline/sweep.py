@@ -14,20 +14,21 @@ import argparse
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from clxai_utils.core.config import DATASETS
 from clxai_utils.core.paths import report_dir as default_report_dir
 from clxai_utils.core.paths import runs_root as default_runs_root
 from clxai_utils.core.registry import LOSSES
+from clxai_utils.core.validate import int_at_least
 from clxai_utils.data.sources import DataError
 from clxai_utils.pipeline.cluster import (
     CLUSTER_BACKENDS,
-    RESOURCES_FILE,
     Resources,
+    add_resource_arguments,
     check_devices,
-    load_resources,
+    resources_from_args,
     sweep_on_cluster,
 )
 from clxai_utils.pipeline.execute import JobResult, SweepResult, check_notebooks, run_sweep
@@ -73,21 +74,6 @@ def _closing_advice(result: SweepResult, command: str) -> str:
     return f"All {finished} jobs done ({counts['ok']} run, {counts['cached']} cached)."
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an int >= minimum, so the error names the flag."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m clxai_utils.pipeline.sweep",
@@ -96,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)} (default cifar10)")
     parser.add_argument("--profile", default="quick", help="run profile in configs/profiles.yaml (default quick)")
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), help=f"any of {' '.join(LOSSES)} (default all)")
-    parser.add_argument("--seeds", nargs="+", type=_int_at_least(0), default=[0], help="seeds >= 0 (default 0)")
+    parser.add_argument("--seeds", nargs="+", type=int_at_least(0), default=[0], help="seeds >= 0 (default 0)")
     parser.add_argument(
         "--jobs",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="run up to N ready jobs at once (default 1). On a 2-core machine N > 1 gains nothing: "
         "one notebook already keeps both cores busy.",
@@ -119,57 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="local: run here (default); slurm: one job-array task per run through submitit; "
         "submitit-local / debug: submitit on this machine (subprocesses / this process), for tests",
     )
+    add_resource_arguments(parser, per="run")
     parser.add_argument(
-        "--gpus",
-        type=_int_at_least(0),
-        default=None,
-        help="GPUs per run (more than 1: DDP training through torchrun); default from --resources, 0 on the local backend",
-    )
-    cluster = parser.add_argument_group(
-        "cluster resources (--backend slurm; defaults: the profile's entry of --resources)"
-    )
-    cluster.add_argument(
-        "--resources", default=None, help=f"YAML file of resources per profile (default {RESOURCES_FILE})"
-    )
-    cluster.add_argument(
-        "--partition", default=None, help="Slurm partition (required where the cluster has no default)"
-    )
-    cluster.add_argument("--account", default=None, help="Slurm account to charge")
-    cluster.add_argument("--cpus", type=_int_at_least(1), default=None, help="CPU cores per run")
-    cluster.add_argument("--mem-gb", type=float, default=None, help="memory per run, GB")
-    cluster.add_argument("--time-min", type=float, default=None, help="time limit of one task, minutes (then requeued)")
-    cluster.add_argument("--array-parallelism", type=_int_at_least(1), default=None, help="at most N runs at once")
-    cluster.add_argument(
-        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="extra sbatch option, e.g. constraint=a100"
-    )
-    cluster.add_argument(
-        "--report-dir", default=None, help="where the sweep's 07_analysis writes (default outputs/report)"
+        "--report-dir", default=None, help="where the cluster sweep's 07_analysis writes (default outputs/report)"
     )
     return parser
-
-
-def _sbatch_options(pairs: Sequence[str]) -> dict[str, str] | None:
-    """--sbatch KEY=VALUE flags as a dict (None when none given, so the resources file's apply)."""
-    if not pairs:
-        return None
-    if bad := [p for p in pairs if "=" not in p or not p.split("=", 1)[0]]:
-        raise ValueError(f"--sbatch takes KEY=VALUE, got {bad}")
-    return dict(p.split("=", 1) for p in pairs)
-
-
-def _cluster_resources(args: argparse.Namespace) -> Resources:
-    return load_resources(
-        args.profile,
-        args.resources,
-        partition=args.partition,
-        account=args.account,
-        gpus=args.gpus,
-        cpus=args.cpus,
-        mem_gb=args.mem_gb,
-        time_min=args.time_min,
-        array_parallelism=args.array_parallelism,
-        sbatch=_sbatch_options(args.sbatch),
-    )
 
 
 def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) -> int:
@@ -215,7 +155,7 @@ def _cluster_sweep(args: argparse.Namespace, jobs: Sequence[Job], first_step: st
     return sweep_on_cluster(
         jobs,
         backend=args.backend,
-        resources=_cluster_resources(args),
+        resources=resources_from_args(args, args.profile),
         notebooks_dir=notebooks,
         first_step=first_step,
         runs_root=Path(args.runs_root).resolve() if args.runs_root else default_runs_root(),

@@ -5,11 +5,17 @@ One node, G GPUs (what `run_training(run, loss, devices=G)` and the training not
     torchrun --standalone --nproc_per_node=G -m clxai_utils.train.launch \
         --dataset imagenet_s50 --profile paper --seed 0 --loss supcon
 
-Several nodes: submitit starts this module's `main` in every task of a Slurm job
-(`--slurm`), after exporting RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT with
-`submitit.helpers.TorchDistributedEnvironment`. Every process builds the same `Run`, joins
-the process group (NCCL on GPUs, gloo on CPUs) and calls `run_training` with its rank; rank 0
-writes the checkpoint after every epoch, so a stopped job resumes where it was.
+Several nodes, N x G GPUs: `--submit slurm` submits one job of N nodes x G tasks through
+submitit, which starts `main` in every task after exporting RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR and MASTER_PORT (`submitit.helpers.TorchDistributedEnvironment`)::
+
+    python -m clxai_utils.train.launch --dataset imagenet_s50 --profile paper --seed 0 --loss supcon \
+        --submit slurm --nodes 2 --gpus 4 --partition gpu
+
+Every process builds the same `Run`, joins the process group (NCCL on GPUs, gloo on CPUs)
+and calls `run_training` with its rank; rank 0 writes the checkpoint after every epoch, so
+a stopped (requeued) job resumes where it was, and the training notebook or the sweep then
+finds the finished model.
 """
 
 from __future__ import annotations
@@ -19,13 +25,24 @@ import os
 import sys
 from pathlib import Path
 
+import submitit
 import torch
 import torch.distributed as dist
 
 from clxai_utils.core.config import DATASETS
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
-from clxai_utils.train.distributed import World
+from clxai_utils.core.validate import int_at_least
+from clxai_utils.pipeline.cluster import (
+    CLUSTER_BACKENDS,
+    add_resource_arguments,
+    check_slurm,
+    check_visible_gpus,
+    job_outcome,
+    make_executor,
+    resources_from_args,
+)
+from clxai_utils.train.distributed import World, check_world_size
 from clxai_utils.train.trainer import run_training
 
 
@@ -42,7 +59,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--sync-batchnorm", action="store_true", help="synchronise BatchNorm statistics (CUDA only)")
     parser.add_argument("--stop-after-epoch", type=int, default=None, help="stop after this epoch's checkpoint")
+    submit = parser.add_argument_group("submitting the training as one job (instead of starting it with torchrun)")
+    submit.add_argument(
+        "--submit", choices=CLUSTER_BACKENDS, default=None, help="slurm, or submitit-local to try it here"
+    )
+    submit.add_argument("--nodes", type=int_at_least(1), default=1, help="nodes of the job (default 1)")
+    submit.add_argument(
+        "--processes-per-node",
+        type=int_at_least(1),
+        default=None,
+        help="training processes per node (default: one per GPU)",
+    )
+    submit.add_argument("--dry-run", action="store_true", help="print the job's resources; submit nothing")
+    add_resource_arguments(parser, per="node")
     return parser
+
+
+class TrainingTask(submitit.helpers.Checkpointable):
+    """One process of a submitted multi-node training: its rank from the job, then `main`; requeued as-is."""
+
+    def __call__(self, argv: list[str]) -> int:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return main(argv)
+
+
+def _training_argv(args: argparse.Namespace, run: Run) -> list[str]:
+    """The command line every process of the submitted job gets (the training options only)."""
+    argv = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", args.loss]
+    argv += ["--run-dir", str(run.root), "--device", args.device]
+    argv += ["--sync-batchnorm"] if args.sync_batchnorm else []
+    return argv + ([] if args.stop_after_epoch is None else ["--stop-after-epoch", str(args.stop_after_epoch)])
+
+
+def _submit(args: argparse.Namespace, run: Run) -> int:
+    """Submit the training as one job of --nodes x --gpus processes (slurm), or run it so here (submitit-local)."""
+    resources = resources_from_args(args, run.profile)
+    check_visible_gpus(resources.gpus, args.submit)
+    per_node = args.processes_per_node or resources.devices
+    processes = args.nodes * per_node
+    check_world_size(
+        run.settings.train[args.loss].batch_size, processes, "processes (nodes x per node)", f"of loss {args.loss}"
+    )
+    line = f"{args.loss} of {run.id}: {args.nodes} node(s) x {per_node} process(es), each node {resources.describe()}"
+    if args.dry_run:
+        print(line)
+        return 0
+    if args.submit == "slurm":
+        check_slurm(resources)
+    folder = run.model_dir(args.loss) / "submitit"
+    executor = make_executor(args.submit, folder, resources, nodes=args.nodes, tasks_per_node=per_node)
+    job = executor.submit(TrainingTask(), _training_argv(args, run))
+    print(f"{line}\njob {job.job_id}; logs in {folder}")
+    if args.submit == "slurm":
+        return 0
+    error = job_outcome(job)
+    print(f"[FAILED] {error}" if error else f"[ok] model in {run.model_dir(args.loss)}")
+    return int(bool(error))
 
 
 def _device(choice: str, local_rank: int) -> torch.device:
@@ -62,14 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     """Join the process group, train, leave it; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    run = Run(args.dataset, args.profile, args.seed, root=Path(args.run_dir)) if args.run_dir else None
+    run = run or Run(args.dataset, args.profile, args.seed)
+    if args.submit:
+        try:
+            return _submit(args, run)
+        except (ValueError, RuntimeError, FileNotFoundError) as error:
+            parser.error(str(error))
     if "RANK" not in os.environ:
         parser.error("no process group: start this module with torchrun (or submitit), which sets RANK and WORLD_SIZE")
     device = _device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-    run = (
-        Run(args.dataset, args.profile, args.seed, root=Path(args.run_dir))
-        if args.run_dir
-        else Run(args.dataset, args.profile, args.seed)
-    )
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         world = World.current()
