@@ -39,7 +39,7 @@ import torch
 import yaml
 
 from clxai_utils.core.paths import repo_root
-from clxai_utils.core.validate import check_choice, int_at_least
+from clxai_utils.core.validate import check_choice, check_positive, check_positive_int, int_at_least
 from clxai_utils.pipeline.execute import papermill_call, run_sweep
 from clxai_utils.pipeline.plan import Job, cached_names
 from clxai_utils.train.distributed import DEVICES_ENV, check_world_size
@@ -67,15 +67,12 @@ class Resources:
     setup: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("gpus", "cpus", "array_parallelism", "signal_delay_s", "max_requeues"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "gpus" else 1):
-                low = 0 if name == "gpus" else 1
-                raise ValueError(f"resources: {name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.gpus, int) or isinstance(self.gpus, bool) or self.gpus < 0:
+            raise ValueError(f"resources: gpus must be an integer >= 0, got {self.gpus!r}")
+        for name in ("cpus", "array_parallelism", "signal_delay_s", "max_requeues"):
+            check_positive_int(f"resources: {name}", getattr(self, name))
         for name in ("mem_gb", "time_min", "aux_time_min"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"resources: {name} must be a number > 0, got {value!r}")
+            check_positive(f"resources: {name}", getattr(self, name))
         if self.signal_delay_s >= self.time_min * 60:
             raise ValueError(
                 f"resources: signal_delay_s={self.signal_delay_s} must be shorter than the time limit ({self.time_min} min)"
@@ -246,8 +243,13 @@ class ClusterPlan:
     prepare: tuple[Job, ...]
     runs: tuple[tuple[Job, ...], ...]
     finished: tuple[str, ...]
+    cached: frozenset[str]
     runs_root: Path
     report_dir: Path
+
+    def header(self, backend: str) -> str:
+        """The first line of the dry run, also printed when the sweep is submitted."""
+        return f"{backend} sweep: {len(self.runs)} run(s) to submit, {len(self.finished)} finished (skipped)"
 
 
 def cluster_plan(jobs: Sequence[Job], first_step: str, runs_root: Path, report_dir: Path) -> ClusterPlan:
@@ -259,12 +261,12 @@ def cluster_plan(jobs: Sequence[Job], first_step: str, runs_root: Path, report_d
     pending = {run: tuple(js) for run, js in by_run.items() if any(j.name not in cached for j in js)}
     prepare = tuple(j for js in pending.values() for j in js if j.notebook == first_step and j.name not in cached)
     finished = tuple(run for run in by_run if run not in pending)
-    return ClusterPlan(prepare, tuple(pending.values()), finished, runs_root, report_dir)
+    return ClusterPlan(prepare, tuple(pending.values()), finished, frozenset(cached), runs_root, report_dir)
 
 
 def format_cluster_plan(plan: ClusterPlan, resources: Resources, backend: str) -> str:
     """The dry run: each submission, its resources, and one line per array task."""
-    lines = [f"{backend} sweep: {len(plan.runs)} run(s) to submit, {len(plan.finished)} finished (skipped)"]
+    lines = [plan.header(backend)]
     if plan.prepare:
         lines.append(
             f"prepare: 1 job, {plan.prepare[0].notebook} of {len(plan.prepare)} run(s); {resources.describe(aux=True)}"
@@ -276,8 +278,7 @@ def format_cluster_plan(plan: ClusterPlan, resources: Resources, backend: str) -
             f"(at most {resources.max_requeues} time limits, signal {resources.signal_delay_s} s before)"
         )
         for index, run_jobs in enumerate(plan.runs):
-            cached = cached_names(run_jobs)
-            todo = [j.notebook for j in run_jobs if j.name not in cached]
+            todo = [j.notebook for j in run_jobs if j.name not in plan.cached]
             lines.append(f"  [{index}] {run_jobs[0].run.id}: {' '.join(todo)}; logs in {run_jobs[0].run.notebooks_dir}")
     lines.append(f"report: {REPORT_NOTEBOOK} over {plan.runs_root} -> {plan.report_dir}, after the array")
     if resources.sbatch:
@@ -447,7 +448,7 @@ def sweep_on_cluster(
         )
     if backend == "slurm":
         check_slurm(resources)
-    print(format_cluster_plan(plan, resources, backend).splitlines()[0])
+    print(plan.header(backend))
     messages, code = submit(plan, backend, resources, notebooks_dir, runs_root / "submitit")
     print("\n".join(messages))
     return code

@@ -27,10 +27,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from clxai_utils.core.progress import relay_output
+from clxai_utils.core.run import Run
 from clxai_utils.train.losses import supcon_loss, triplet_loss
 
 #: The number of training processes of a run when the caller gives none (a sweep sets it per run).
 DEVICES_ENV = "CLXAI_DEVICES"
+#: The entry point torchrun and submitit start in every training process.
+LAUNCH_MODULE = "clxai_utils.train.launch"
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,23 @@ class World:
         return self.rank == 0
 
 
-def run_torchrun(processes: int, module: str, args: list[str]) -> None:
-    """Run `python -m module args` in `processes` processes on this machine (torchrun --standalone).
+def launch_arguments(
+    run: Run, loss: str, *, device: str = "auto", stop_after_epoch: int | None = None, sync_batchnorm: bool = False
+) -> list[str]:
+    """The command line of `LAUNCH_MODULE` that trains `loss` of `run` (every process gets the same)."""
+    args = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", loss]
+    args += ["--run-dir", str(run.root), "--device", device]
+    args += ["--sync-batchnorm"] if sync_batchnorm else []
+    return args + ([] if stop_after_epoch is None else ["--stop-after-epoch", str(stop_after_epoch)])
+
+
+def run_torchrun(processes: int, args: list[str]) -> None:
+    """Run `LAUNCH_MODULE` with `args` in `processes` processes on this machine (torchrun --standalone).
 
     Their output (rank 0's progress bar, errors) is relayed, so a notebook shows it.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    cmd += ["-m", module, *args]
+    cmd += ["-m", LAUNCH_MODULE, *args]
     threads = max(1, (os.cpu_count() or 1) // processes)  # CPU ranks share the cores instead of oversubscribing
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:

@@ -42,7 +42,7 @@ from clxai_utils.pipeline.cluster import (
     make_executor,
     resources_from_args,
 )
-from clxai_utils.train.distributed import World, check_world_size
+from clxai_utils.train.distributed import World, check_world_size, launch_arguments
 from clxai_utils.train.trainer import run_training
 
 
@@ -53,12 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--profile", required=True, help="run profile in configs/profiles.yaml")
-    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--seed", type=int_at_least(0), required=True)
     parser.add_argument("--loss", required=True, choices=LOSSES)
     parser.add_argument("--run-dir", default=None, help="the run's folder (default outputs/runs/<run id>)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--sync-batchnorm", action="store_true", help="synchronise BatchNorm statistics (CUDA only)")
-    parser.add_argument("--stop-after-epoch", type=int, default=None, help="stop after this epoch's checkpoint")
+    parser.add_argument(
+        "--stop-after-epoch", type=int_at_least(1), default=None, help="stop after this epoch's checkpoint"
+    )
     submit = parser.add_argument_group("submitting the training as one job (instead of starting it with torchrun)")
     submit.add_argument(
         "--submit", choices=CLUSTER_BACKENDS, default=None, help="slurm, or submitit-local to try it here"
@@ -83,14 +85,6 @@ class TrainingTask(submitit.helpers.Checkpointable):
         return main(argv)
 
 
-def _training_argv(args: argparse.Namespace, run: Run) -> list[str]:
-    """The command line every process of the submitted job gets (the training options only)."""
-    argv = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", args.loss]
-    argv += ["--run-dir", str(run.root), "--device", args.device]
-    argv += ["--sync-batchnorm"] if args.sync_batchnorm else []
-    return argv + ([] if args.stop_after_epoch is None else ["--stop-after-epoch", str(args.stop_after_epoch)])
-
-
 def _submit(args: argparse.Namespace, run: Run) -> int:
     """Submit the training as one job of --nodes x --gpus processes (slurm), or run it so here (submitit-local)."""
     resources = resources_from_args(args, run.profile)
@@ -108,7 +102,10 @@ def _submit(args: argparse.Namespace, run: Run) -> int:
         check_slurm(resources)
     folder = run.model_dir(args.loss) / "submitit"
     executor = make_executor(args.submit, folder, resources, nodes=args.nodes, tasks_per_node=per_node)
-    job = executor.submit(TrainingTask(), _training_argv(args, run))
+    argv = launch_arguments(
+        run, args.loss, device=args.device, stop_after_epoch=args.stop_after_epoch, sync_batchnorm=args.sync_batchnorm
+    )
+    job = executor.submit(TrainingTask(), argv)
     print(f"{line}\njob {job.job_id}; logs in {folder}")
     if args.submit == "slurm":
         return 0
@@ -134,13 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     """Join the process group, train, leave it; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    run = Run(args.dataset, args.profile, args.seed, root=Path(args.run_dir)) if args.run_dir else None
-    run = run or Run(args.dataset, args.profile, args.seed)
-    if args.submit:
-        try:
+    try:
+        run = Run(args.dataset, args.profile, args.seed, **({"root": Path(args.run_dir)} if args.run_dir else {}))
+        if args.submit:
             return _submit(args, run)
-        except (ValueError, RuntimeError, FileNotFoundError) as error:
-            parser.error(str(error))
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as error:
+        parser.error(str(error))
     if "RANK" not in os.environ:
         parser.error("no process group: start this module with torchrun (or submitit), which sets RANK and WORLD_SIZE")
     device = _device(args.device, int(os.environ.get("LOCAL_RANK", 0)))

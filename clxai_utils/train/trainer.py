@@ -47,6 +47,7 @@ from clxai_utils.train.distributed import (
     check_world_size,
     global_supcon_loss,
     global_triplet_loss,
+    launch_arguments,
     mean_over_ranks,
     run_torchrun,
 )
@@ -426,11 +427,7 @@ def _train_in_processes(
     """Train through torchrun in `devices` processes, then read the checkpoint they left."""
     out_dir = run.model_dir(loss)
     resumed_from = load_torch(out_dir / CHECKPOINT)["epoch"] if (out_dir / CHECKPOINT).is_file() else 0
-    args = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", loss]
-    args += ["--run-dir", str(run.root)]
-    args += [] if stop_after_epoch is None else ["--stop-after-epoch", str(stop_after_epoch)]
-    args += ["--sync-batchnorm"] if sync_batchnorm else []
-    run_torchrun(devices, "clxai_utils.train.launch", args)
+    run_torchrun(devices, launch_arguments(run, loss, stop_after_epoch=stop_after_epoch, sync_batchnorm=sync_batchnorm))
     state = load_torch(out_dir / CHECKPOINT)
     model = build_training_model(spec)
     model.load_state_dict(state["model"])
