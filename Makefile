@@ -21,7 +21,7 @@ SHARED_ARCHIVE := $(wildcard ../shared/data/cifar10_jpeg.tar.gz)
 # Data: CLXAI_DATA_SOURCE if set; else the shared JPEG CIFAR-10 beside the clone; else the official download.
 export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),torchvision)
 
-PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics
+PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics 08_neuron_labels
 SEEDS ?= 1 2
 RUNS := outputs/runs
 REPORT := outputs/report
@@ -35,7 +35,7 @@ NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env 
 .PHONY: help env run sweep report publish test lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
-	@echo "make run      - create the environment if needed, run the pipeline (00-06) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
+	@echo "make run      - create the environment if needed, run the pipeline (00-06, 08) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
@@ -77,7 +77,7 @@ report: $(STAMP)
 # The executed notebooks become the committed ones; the README's result blocks and gallery follow the report.
 publish: $(STAMP)
 	$(PY) -m clxai_utils.pipeline.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
-	$(PY) -m clxai_utils.analysis.report --readme README.md --report-dir $(REPORT)
+	$(PY) -m clxai_utils.analysis.report --readme README.md --report-dir $(REPORT) $(RUNS)/$(RUN_ID)/results
 	cp $(RUNS)/$(RUN_ID)/figures/05_explanations/gallery.png docs/gallery_$(PROFILE)_seed0.png
 
 test: lint unit-tests cluster-tests nbval nbval-committed pinned
@@ -100,7 +100,7 @@ smoke-notebooks: $(STAMP)
 	  $(PY) -c "from clxai_utils.data.sources import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	echo "== 00-07 on the smoke profile (data=$$src), as JupyterLab runs them"; \
+	echo "== 00-08 on the smoke profile (data=$$src), as JupyterLab runs them"; \
 	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
 
 # Several processes and submitit jobs on this machine: the distributed losses and a DDP step on two gloo

@@ -13,6 +13,7 @@ where each artefact lives, and the next stage reads what the previous one wrote 
 | 05_explanations        | `explain.store.run_explanations(run, losses)`    | models -> explanations/<loss>/<method>[_mosaics].pt |
 | 06_metrics             | `evaluate.facets.evaluate_facets(run, losses)`   | explanations -> results/facets.csv, .json, pf_curves.csv |
 | 07_analysis            | `analysis.tables.load_results()` and the report  | every run's results -> outputs/report/         |
+| 08_neuron_labels       | `neurons.units.run_activations(run, loss)`, then `neurons.planted.run_trials` and `neurons.comparison.unit_table` | models -> neurons/<loss>/, results/neuron_*.csv |
 
 Subpackages:
 
@@ -30,7 +31,8 @@ Subpackages:
   the report files (`report`);
 * `neurons`: labelling the units of the trained networks (the CSP paper): unit
   activations, the scorers, INVERT, interpretability and faithfulness scores, open_clip
-  encoders, the vocabulary (its notebook, 08, is still to be written);
+  encoders, the vocabulary, the planted-concept experiment (`planted`) and the comparison
+  of the losses' units (`comparison`);
 * `pipeline`: sweeps over seeds with papermill (`plan`, `execute`, `sweep`), on Slurm
   through submitit (`cluster`), publishing executed notebooks (`publish`);
 * `figures`: every figure the notebooks draw.
@@ -46,4 +48,5 @@ NOTEBOOK_STAGES: dict[str, str] = {
     "05_explanations": "explain.store.run_explanations",
     "06_metrics": "evaluate.facets.evaluate_facets",
     "07_analysis": "analysis.tables.load_results",
+    "08_neuron_labels": "neurons.units.run_activations",
 }

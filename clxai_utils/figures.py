@@ -287,3 +287,52 @@ def plot_accuracy_vs_metric(
     )
     _finish_grid(fig, axes, "loss")
     return fig
+
+
+def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
+    """08's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
+    spaces = list(dict.fromkeys(recovery["space"]))
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.6 * len(spaces), 3.4), squeeze=False, sharey=True)
+    palette = dict(zip(dict.fromkeys(recovery["scorer"]), sns.color_palette("tab10")))
+    for ax, space in zip(axes[0], spaces):
+        for scorer, rows in recovery[recovery["space"] == space].groupby("scorer", sort=False):
+            ax.plot(rows["rho"], rows["names_T"], "-o", ms=3, color=palette[scorer], label=f"{scorer}: T")
+            ax.plot(rows["rho"], rows["names_C"], "--", color=palette[scorer], alpha=0.6, label=f"{scorer}: C")
+        ax.set_title(space, fontsize=9)
+        ax.set_xlabel(r"$\rho = P(C \mid T)$")
+        ax.set_ylim(-0.03, 1.03)
+    axes[0, 0].set_ylabel("share of trials")
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
+    """08's per-unit scores, one panel each, a box and the units as points per loss."""
+    fig, axes = plt.subplots(1, len(scores), figsize=(3.2 * len(scores), 3.2), squeeze=False)
+    order = [loss for loss in LOSSES if loss in set(units["loss"])]
+    for ax, score in zip(axes[0], scores):
+        sns.boxplot(data=units, x="loss", y=score, order=order, ax=ax, color="0.9", fliersize=0)
+        sns.stripplot(data=units, x="loss", y=score, order=order, ax=ax, size=2.5, alpha=0.6)
+        ax.set_title(score, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def unit_gallery(units: Sequence[tuple[str, torch.Tensor, torch.Tensor]], scale: float = 1.0) -> plt.Figure:
+    """08's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
+    n_cols = len(units[0][1])
+    fig, axes = plt.subplots(2 * len(units), n_cols, figsize=(scale * n_cols, 2.35 * scale * len(units)), squeeze=False)
+    for u, (title, positives, twins) in enumerate(units):
+        for r, (batch, label) in enumerate(((positives, "positives"), (twins, "twins"))):
+            for c, img in enumerate(to_display(batch)):
+                ax = axes[2 * u + r, c]
+                ax.imshow(img, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            axes[2 * u + r, 0].set_ylabel(label, fontsize=8)
+        axes[2 * u, 0].set_title(title, loc="left", fontsize=8)
+    fig.tight_layout(h_pad=0.3, w_pad=0.2)
+    return fig

@@ -15,6 +15,7 @@ from clxai_utils.neurons.encoders import (
     TINY_MODEL,
     ConceptMeanStandIn,
     OpenClipEncoder,
+    clip_encoder,
 )
 
 pytest.importorskip("open_clip")
@@ -97,6 +98,25 @@ def test_bad_model_names_and_weights_are_refused(tmp_path: Path) -> None:
         ConfigError, match="pretrained='laion9000' is neither a weights file nor a pretrained tag of 'ViT-B-32'"
     ):
         OpenClipEncoder("ViT-B-32", pretrained="laion9000")
+
+
+def test_notebook_08s_encoder_parameters_are_named_in_its_errors(tmp_path: Path) -> None:
+    assert clip_encoder(None, None) is None
+    with pytest.raises(ConfigError, match="clip_model='ViT-Q-99' is not an open_clip model"):
+        clip_encoder("ViT-Q-99", None)
+    with pytest.raises(FileNotFoundError, match=r"clip_weights='.*missing\.pt': no weights file"):
+        clip_encoder(TINY_MODEL, tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match="clip_weights='w.pt' was given without clip_model"):
+        clip_encoder(None, "w.pt")
+    assert clip_encoder(TINY_MODEL, None).pretrained is None
+
+
+def test_label_embeddings_are_encoded_once_and_handed_out_as_copies(encoder: OpenClipEncoder) -> None:
+    first = encoder.label_embeddings(["cat", "stripes"])
+    first.zero_()
+    again = encoder.label_embeddings(["cat", "stripes"])
+    assert again.abs().sum() > 0 and len(encoder._label_cache) >= 1
+    assert torch.equal(again, encoder.label_embeddings(["cat", "stripes"]))
 
 
 def test_the_stand_in_space_is_concept_means_and_says_it_is_not_clip() -> None:

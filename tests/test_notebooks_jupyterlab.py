@@ -18,11 +18,15 @@ from nbclient import NotebookClient
 
 from clxai_utils.core.paths import outputs_dir, repo_root, runs_root
 from clxai_utils.core.run import Run
+from clxai_utils.neurons.encoders import TINY_MODEL
 from clxai_utils.pipeline.kernel import quiet_kernel_manager
 from clxai_utils.pipeline.publish import set_parameters
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+#: Parameters typed in besides the profile: 08 runs the real open_clip code path with an untrained small
+#: model, and 3 planted trials per attribute and rho instead of 10 (plumbing, not numbers).
+EXTRA_PARAMETERS: dict[str, dict[str, object]] = {"08_neuron_labels": {"clip_model": TINY_MODEL, "planted_seeds": 3}}
 
 
 def edit_parameters(notebook: nbformat.NotebookNode, **values: object) -> None:
@@ -74,7 +78,11 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
     for run in (smoke, quick):
         shutil.rmtree(run.root, ignore_errors=True)
     out_dir = outputs_dir() / "notebooks"
-    executed = {path.stem: execute(path, out_dir, profile="smoke") for path in NOTEBOOKS if path.stem != "07_analysis"}
+    executed = {
+        path.stem: execute(path, out_dir, profile="smoke", **EXTRA_PARAMETERS.get(path.stem, {}))
+        for path in NOTEBOOKS
+        if path.stem != "07_analysis"
+    }
     assert smoke.facets_paths["table"].is_file() and smoke.accuracy_path.is_file()
     assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], (
         "a smoke run writes into its own run folder only"

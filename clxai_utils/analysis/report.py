@@ -12,7 +12,7 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -108,14 +108,15 @@ def describe_provenance(results: Results) -> str:
 _BLOCK = re.compile(r"(<!-- report: (?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
 
 
-def sync_readme(text: str, folder: str | os.PathLike[str]) -> str:
-    """`text` with every report block replaced by the current content of that file in `folder`."""
-    folder = Path(folder)
+def sync_readme(text: str, folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """`text` with every report block replaced by the current content of that file in the first of `folders` holding it."""
+    searched = [Path(folders)] if isinstance(folders, (str, os.PathLike)) else [Path(f) for f in folders]
 
     def body(match: re.Match[str]) -> str:
-        source = folder / match["name"]
-        if not source.is_file():
-            raise FileNotFoundError(f"the README shows {match['name']}, but {source} does not exist: run `make report`")
+        source = next((folder / match["name"] for folder in searched if (folder / match["name"]).is_file()), None)
+        if source is None:
+            where = " or ".join(str(folder / match["name"]) for folder in searched)
+            raise FileNotFoundError(f"the README shows {match['name']}, but {where} does not exist: run `make report`")
         return match.group(1) + source.read_text() + match.group(4)
 
     return _BLOCK.sub(body, text)
@@ -125,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     """Rewrite (or, with --check, verify) the README's report blocks from outputs/report/."""
     parser = argparse.ArgumentParser(prog="python -m clxai_utils.analysis.report", description=main.__doc__)
     parser.add_argument("--readme", type=Path, default=repo_root() / "README.md")
-    parser.add_argument("--report-dir", type=Path, default=report_dir())
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        nargs="+",
+        default=[report_dir()],
+        help="folders the blocks' files are read from, first match wins",
+    )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if a block differs from the report; change nothing"
     )
@@ -138,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if synced != text:
             print(
-                f"{args.readme} differs from {args.report_dir}: run python -m clxai_utils.analysis.report",
+                f"{args.readme} differs from {', '.join(map(str, args.report_dir))}: run python -m clxai_utils.analysis.report",
                 file=sys.stderr,
             )
             return 1
         return 0
     with atomic_path(args.readme) as tmp:
         tmp.write_text(synced)
-    print(f"{args.readme}: {len(_BLOCK.findall(text))} block(s) written from {args.report_dir}")
+    print(f"{args.readme}: {len(_BLOCK.findall(text))} block(s) written from {', '.join(map(str, args.report_dir))}")
     return 0
 
 

@@ -379,3 +379,23 @@ def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS
     return _compare(
         facets, "method", METHOD_PAIRS, ["dataset", "profile", "loss"], check_choices("metrics", metrics, METRICS)
     )
+
+
+def permutation_test(x: Any, y: Any, n_permutations: int = 9999, seed: int = 0) -> tuple[float, float]:
+    """(mean(x) - mean(y), two-sided p) of an unpaired permutation test on the difference of means.
+
+    For two groups without a pairing (say the units of two networks): the pooled values are
+    relabelled `n_permutations` times at random, all at once, and p = (1 + #{|d*| >= |d|}) /
+    (1 + n_permutations), which never reaches 0 (Phipson & Smyth, 2010).
+    """
+    a, b = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if len(a) < 2 or len(b) < 2 or np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError(f"x and y must hold at least 2 values each and no NaN, got {len(a)} and {len(b)}")
+    if not isinstance(n_permutations, int) or n_permutations < 1:
+        raise ValueError(f"n_permutations must be a positive integer, got {n_permutations!r}")
+    pooled = np.concatenate([a, b])
+    observed = a.mean() - b.mean()
+    shuffled = np.random.default_rng(seed).permuted(np.tile(pooled, (n_permutations, 1)), axis=1)
+    null = shuffled[:, : len(a)].mean(1) - shuffled[:, len(a) :].mean(1)
+    exceed = np.count_nonzero(np.abs(null) >= abs(observed) - 1e-12)
+    return float(observed), float((1 + exceed) / (1 + n_permutations))

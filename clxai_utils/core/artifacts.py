@@ -55,6 +55,13 @@ def write_csv(target: str | os.PathLike, table: pd.DataFrame) -> Path:
     return Path(target)
 
 
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write a text file (say a Markdown table), atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
 def save_torch(target: str | os.PathLike, obj: Any) -> Path:
     """`torch.save` atomically; objects must load with `torch.load(weights_only=True)`.
 

@@ -13,6 +13,7 @@ papermill or in a sweep, so runs of different profiles or seeds never collide an
     <root>/explanations/<loss>/<method>[_mosaics].pt 05
     <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
     <root>/neurons/<loss>/activations_<layer>.pt     08  unit activations on the test images
+    <root>/results/neuron_*.csv                      08  planted-concept trials and recovery, units, loss tests
     <root>/figures/<notebook>/*.png                  figures of each notebook
     <root>/notebooks/<notebook>.{ipynb,log,done.json} sweeps: executed notebooks and markers
 """
@@ -100,6 +101,16 @@ class Run:
         if not (isinstance(layer, str) and layer.isidentifier()):
             raise ValueError(f"layer must be a module name such as 'layer4', got {layer!r}")
         return self.root / "neurons" / check_choice("loss", loss, LOSSES) / f"activations_{layer}.pt"
+
+    @property
+    def neuron_paths(self) -> dict[str, Path]:
+        """The tables of 08: planted-concept trials and recovery rates, the units of every loss, the loss tests,
+        their Markdown summaries (for the README), and, only when a CLIP model is given, the text labels
+        with their simulation correlation."""
+        names = ("planted_trials", "planted", "units", "loss_tests", "clip_labels")
+        paths = {name: self.root / "results" / f"neuron_{name}.csv" for name in names}
+        paths |= {f"{name}_md": self.root / "results" / f"neuron_{name}.md" for name in ("planted", "units")}
+        return paths
 
     def figures_dir(self, notebook: str) -> Path:
         """Where a notebook saves its figures, e.g. `run.figures_dir("00_data")`."""

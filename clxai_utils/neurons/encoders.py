@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,11 @@ TINY_MODEL = "ViT-S-32-alt"
 _EXTERNAL_PREFIXES = ("hf-hub:", "local-dir:")
 
 
-def check_model_name(model_name: Any) -> str:
-    """An open_clip model name (one of `open_clip.list_models()`, or an `hf-hub:` / `local-dir:` reference)."""
+def check_model_name(model_name: Any, name: str = "model_name") -> str:
+    """An open_clip model name (one of `open_clip.list_models()`, or an `hf-hub:` / `local-dir:` reference).
+
+    `name` is the caller's parameter, named in the error.
+    """
     import open_clip
 
     if isinstance(model_name, str) and (
@@ -59,12 +62,12 @@ def check_model_name(model_name: Any) -> str:
     close = difflib.get_close_matches(str(model_name), open_clip.list_models(), n=5)
     hint = f"; close names: {', '.join(close)}" if close else ""
     raise ConfigError(
-        f"model_name={model_name!r} is not an open_clip model (see open_clip.list_models(), "
+        f"{name}={model_name!r} is not an open_clip model (see open_clip.list_models(), "
         f"e.g. {TINY_MODEL!r}, 'ViT-B-32'){hint}"
     )
 
 
-def check_pretrained(model_name: str, pretrained: Any) -> str | None:
+def check_pretrained(model_name: str, pretrained: Any, name: str = "pretrained") -> str | None:
     """None, an existing local weights file (or `local-dir:` folder), or a pretrained tag open_clip knows for the model."""
     import open_clip
 
@@ -72,12 +75,12 @@ def check_pretrained(model_name: str, pretrained: Any) -> str | None:
         return None
     if not isinstance(pretrained, (str, os.PathLike)):
         raise TypeError(
-            f"pretrained must be None, a pretrained tag or a weights file path, got {type(pretrained).__name__}"
+            f"{name} must be None, a pretrained tag or a weights file path, got {type(pretrained).__name__}"
         )
     text = os.fspath(pretrained)
     if text.startswith("local-dir:"):
         if not Path(text.removeprefix("local-dir:")).is_dir():
-            raise FileNotFoundError(f"pretrained={text!r}: no such folder")
+            raise FileNotFoundError(f"{name}={text!r}: no such folder")
         return text
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if text in tags and not Path(text).exists():
@@ -85,10 +88,10 @@ def check_pretrained(model_name: str, pretrained: Any) -> str | None:
     if Path(text).is_file():
         return text
     if isinstance(pretrained, os.PathLike) or os.sep in text or Path(text).suffix:
-        raise FileNotFoundError(f"pretrained={text!r}: no weights file at {Path(text).resolve()}")
+        raise FileNotFoundError(f"{name}={text!r}: no weights file at {Path(text).resolve()}")
     known = ", ".join(tags) if tags else "none (pass a local weights file)"
     raise ConfigError(
-        f"pretrained={text!r} is neither a weights file nor a pretrained tag of {model_name!r}; its tags: {known}"
+        f"{name}={text!r} is neither a weights file nor a pretrained tag of {model_name!r}; its tags: {known}"
     )
 
 
@@ -126,12 +129,16 @@ class OpenClipEncoder:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         init_seed: int = 0,
+        parameter_names: tuple[str, str] = ("model_name", "pretrained"),
     ) -> None:
-        """`pretrained=None` builds an untrained model whose random weights come from `init_seed` only."""
+        """`pretrained=None` builds an untrained model whose random weights come from `init_seed` only.
+
+        `parameter_names` are what the caller calls `model_name` and `pretrained`, for the errors.
+        """
         import open_clip
 
-        self.model_name = check_model_name(model_name)
-        self.pretrained = check_pretrained(self.model_name, pretrained)
+        self.model_name = check_model_name(model_name, parameter_names[0])
+        self.pretrained = check_pretrained(self.model_name, pretrained, parameter_names[1])
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.device = torch.device(device)
         with torch.random.fork_rng(devices=[]):  # the untrained weights do not consume the caller's RNG
@@ -144,11 +151,12 @@ class OpenClipEncoder:
                 if self.pretrained is None or Path(self.pretrained).is_file():
                     raise
                 raise RuntimeError(
-                    f"could not fetch pretrained={self.pretrained!r} for {self.model_name!r} (no internet?): "
+                    f"could not fetch {parameter_names[1]}={self.pretrained!r} for {self.model_name!r} (no internet?): "
                     f"download the weights elsewhere and pass the file as pretrained"
                 ) from error
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
+        self._label_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], Tensor] = {}
 
     @property
     def name(self) -> str:
@@ -183,8 +191,15 @@ class OpenClipEncoder:
         return torch.cat(parts)
 
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] = CSP_TEMPLATES) -> Tensor:
-        """(labels, d) text embeddings: mean over `templates` of the normalised prompt embeddings."""
-        return template_embeddings(self.encode_texts, labels, templates)
+        """(labels, d) text embeddings: mean over `templates` of the normalised prompt embeddings.
+
+        Computed once per list of labels and templates (08 asks for the vocabulary's in two places);
+        a copy is returned, so the cached embeddings cannot be changed by a caller.
+        """
+        key = (tuple(labels), tuple(templates))
+        if key not in self._label_cache:
+            self._label_cache[key] = template_embeddings(self.encode_texts, labels, templates)
+        return self._label_cache[key].clone()
 
 
 class ConceptMeanStandIn:
@@ -232,3 +247,28 @@ class ConceptMeanStandIn:
             raise ValueError(f"concepts {missing} hold on no image: they have no embedding in the stand-in space")
         members = concepts.to(image_embeddings.dtype)
         return F.normalize(members.T @ image_embeddings, dim=1)
+
+
+def concatenated_features(features: Mapping[str, Tensor]) -> Tensor:
+    """The stand-in image embedding: each network's features L2-normalised, concatenated, normalised again.
+
+    Every network counts equally, so no loss's units are labelled in their own space alone.
+    """
+    if not features:
+        raise ValueError("features must hold at least one network's (N, d) features")
+    return F.normalize(torch.cat([F.normalize(f.float(), dim=1) for f in features.values()], dim=1), dim=1)
+
+
+def clip_encoder(
+    clip_model: str | None, clip_weights: str | os.PathLike[str] | None, device: str | torch.device = "cpu"
+) -> OpenClipEncoder | None:
+    """08's encoder from its parameters: None without `clip_model` (only the offline parts run), else open_clip.
+
+    `clip_weights=None` with a model gives an untrained open_clip model: the real code path,
+    labels without meaning (what the smoke tests run). Errors name `clip_model` / `clip_weights`.
+    """
+    if clip_model is None:
+        if clip_weights is not None:
+            raise ConfigError(f"clip_weights={os.fspath(clip_weights)!r} was given without clip_model: name its model")
+        return None
+    return OpenClipEncoder(clip_model, clip_weights, device=device, parameter_names=("clip_model", "clip_weights"))
