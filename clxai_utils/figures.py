@@ -324,15 +324,17 @@ def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
 def unit_gallery(units: Sequence[tuple[str, torch.Tensor, torch.Tensor]], scale: float = 1.0) -> plt.Figure:
     """08's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
     n_cols = len(units[0][1])
-    fig, axes = plt.subplots(2 * len(units), n_cols, figsize=(scale * n_cols, 2.35 * scale * len(units)), squeeze=False)
-    for u, (title, positives, twins) in enumerate(units):
-        for r, (batch, label) in enumerate(((positives, "positives"), (twins, "twins"))):
-            for c, img in enumerate(to_display(batch)):
-                ax = axes[2 * u + r, c]
+    fig = plt.figure(figsize=(scale * n_cols, 2.4 * scale * len(units)))
+    # One subfigure per unit, so that its title may be wider than an image without squeezing the grid.
+    subfigures = fig.subfigures(len(units), 1, squeeze=False)[:, 0]
+    for sub, (title, positives, twins) in zip(subfigures, units):
+        axes = sub.subplots(2, n_cols, squeeze=False)
+        sub.subplots_adjust(left=0.07, right=0.99, top=0.86, bottom=0.02, wspace=0.06, hspace=0.06)
+        sub.suptitle(title, x=0.07, ha="left", fontsize=8)
+        for row, (batch, label) in zip(axes, ((positives, "positives"), (twins, "twins"))):
+            for ax, img in zip(row, to_display(batch)):
                 ax.imshow(img, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            axes[2 * u + r, 0].set_ylabel(label, fontsize=8)
-        axes[2 * u, 0].set_title(title, loc="left", fontsize=8)
-    fig.tight_layout(h_pad=0.3, w_pad=0.2)
+            row[0].set_ylabel(label, fontsize=8)
     return fig

@@ -205,3 +205,5 @@ def test_unit_table_and_loss_comparison() -> None:
     row = tests.set_index("score").loc["invert_auroc"]
     assert row["a"] == "ce" and row["difference"] > 0.2 and row["p"] == pytest.approx(1 / 1000 * 1, abs=0.03)
     assert (tests["p_holm"] >= tests["p"]).all()
+    single = comparison.compare_losses(units[units["loss"] == "ce"])
+    assert single.empty and list(single.columns) == list(tests.columns), "one loss: nothing to compare, same columns"

@@ -143,8 +143,9 @@ def compare_losses(
                 {"score": score, "better": better, "a": a, "b": b, "n_a": len(x), "n_b": len(y),
                  "mean_a": x.mean(), "mean_b": y.mean(), "difference": diff, "p": p}
             )  # fmt: skip
-    table = pd.DataFrame(rows)
-    table["p_holm"] = holm(table["p"].to_numpy()) if len(table) else []
+    columns = ["score", "better", "a", "b", "n_a", "n_b", "mean_a", "mean_b", "difference", "p"]
+    table = pd.DataFrame(rows, columns=columns)  # no rows for a single loss, the columns all the same
+    table["p_holm"] = holm(table["p"].to_numpy())
     return table
 
 
