@@ -147,7 +147,7 @@ def test_class_selectivity_hand_case() -> None:
     # Class means of unit 0: (4, 1, 1): (4 - 1) / (4 + 1) = 0.6; unit 1 responds alike: 0; unit 2 is silent: NaN.
     activations = torch.tensor([[3.0, 2, 0], [5, 2, 0], [1, 2, 0], [1, 2, 0], [0, 2, 0], [2, 2, 0]])
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    selectivity = comparison.class_selectivity(activations, labels, 3)
+    selectivity = comparison.class_selectivity(comparison.class_means(activations, labels, 3))
     assert selectivity[:2].tolist() == pytest.approx([0.6, 0.0]) and torch.isnan(selectivity[2])
 
 

@@ -66,12 +66,16 @@ def unit_counts(n_images: int, share: float = 0.1) -> UnitCounts:
     return UnitCounts(**{name: check_count(name, min(value, cap), n_images) for name, value in AUTHOR_COUNTS.items()})
 
 
-def class_selectivity(activations: Tensor, labels: Tensor, n_classes: int) -> Tensor:
-    """(units,) Morcos et al.'s class selectivity index; NaN for a unit silent on every class."""
+def class_means(activations: Tensor, labels: Tensor, n_classes: int) -> Tensor:
+    """(classes, units) mean activation of every unit on the images of each class (0 for an empty class)."""
     counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).to(activations.dtype)
-    means = (F.one_hot(labels, n_classes).to(activations.dtype).T @ activations) / counts[:, None]  # (classes, units)
+    return (F.one_hot(labels, n_classes).to(activations.dtype).T @ activations) / counts[:, None]
+
+
+def class_selectivity(means: Tensor) -> Tensor:
+    """(units,) Morcos et al.'s class selectivity index from `class_means`; NaN for a unit silent on every class."""
     top = means.max(0).values
-    rest = (means.sum(0) - top) / (n_classes - 1)
+    rest = (means.sum(0) - top) / (means.shape[0] - 1)
     total = top + rest
     return (top - rest) / total.masked_fill(total == 0, torch.nan)
 
@@ -96,18 +100,17 @@ def unit_table(
     """One row per selected unit of one network (probe images = the 70 % select split), best units first."""
     chosen = select_units(activations, n_units, counts.top_count, counts.min_firing)
     acts = activations[:, chosen]
-    concepts = F.one_hot(labels, len(classes)).bool()
-    best = (invert or Invert()).__call__(acts, concepts, list(classes))
+    best = (invert or Invert())(acts, F.one_hot(labels, len(classes)).bool(), list(classes))
     _, positives = top_positives(acts, counts.n_positives)
     examples = embeddings[positives]
-    means = F.one_hot(labels, len(classes)).float().T @ acts / torch.bincount(labels, minlength=len(classes))[:, None]
+    means = class_means(acts, labels, len(classes))
     table = pd.DataFrame(
         {
             "loss": loss,
             "unit": chosen.tolist(),
             "invert_formula": list(best.formulas),
             "invert_auroc": best.auroc.tolist(),
-            "selectivity": class_selectivity(acts, labels, len(classes)).tolist(),
+            "selectivity": class_selectivity(means).tolist(),
             "top_class": [classes[i] for i in means.argmax(0).tolist()],
             "clarity": clarity(examples).tolist(),
             "polysemanticity": polysemanticity(examples).tolist(),
