@@ -18,7 +18,7 @@ where each artefact lives, and the next stage reads what the previous one wrote 
 Subpackages:
 
 * `core`: the run and its paths, profiles (`config`), registries of losses, methods and
-  metrics, validation, seeding, atomic artefacts, progress bars;
+  metrics, validation, seeding, numeric precision (`precision`), atomic artefacts, progress bars;
 * `data`: sources and the image cache (`sources`), the run's subsets and manifest
   (`prepare`), batched augmentations (`augment`);
 * `train`: networks (`models`), SupCon and triplet losses (`losses`), the resumable

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from clxai_utils.core.config import ProbeConfig, TrainConfig
+from clxai_utils.core.precision import cpu_computes_bf16
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import ConfigError
 from clxai_utils.data.sources import DATASET_INFO, ImageSplit, load_dataset, write_synthetic_imagefolder
 from clxai_utils.train import probe as P
 from clxai_utils.train import trainer as T
+from clxai_utils.train.distributed import launch_arguments
 from clxai_utils.train.models import ModelSpec
 
 INFO = DATASET_INFO["cifar10"]
@@ -210,3 +212,20 @@ def test_probe_does_not_depend_on_the_global_rng() -> None:
     torch.rand(1000)
     second, _ = P.train_probe(features, labels, 3, cfg, seed=5, progress=False)
     assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
+
+
+@pytest.mark.skipif(not cpu_computes_bf16(), reason="this CPU has no native bf16, so the switch refuses bf16")
+def test_bf16_training_is_recorded_and_not_resumed_in_float32(split: ImageSplit, tmp_path: Path) -> None:
+    fast = run(split, "supcon", tmp_path / "bf16", stop_after_epoch=2, precision="bf16")
+    assert all(math.isfinite(v) for v in fast.history["loss"])
+    assert torch.load(tmp_path / "bf16" / T.CHECKPOINT, weights_only=True)["precision"] == "bf16"
+    with pytest.raises(T.CheckpointMismatch, match=r"trained in bf16 and this run asks for float32"):
+        run(split, "supcon", tmp_path / "bf16", precision="float32")
+    run(split, "supcon", tmp_path / "bf16", precision="bf16")
+    assert torch.load(tmp_path / "bf16" / T.MODEL, weights_only=True)["precision"] == "bf16"
+
+
+def test_launch_arguments_carry_the_precision(tmp_path: Path) -> None:
+    run_ = Run("cifar10", "smoke", 0, root=tmp_path)
+    args = launch_arguments(run_, "ce", precision="bf16")
+    assert args[args.index("--precision") + 1] == "bf16" and "--precision" not in launch_arguments(run_, "ce")

@@ -58,12 +58,19 @@ class World:
 
 
 def launch_arguments(
-    run: Run, loss: str, *, device: str = "auto", stop_after_epoch: int | None = None, sync_batchnorm: bool = False
+    run: Run,
+    loss: str,
+    *,
+    device: str = "auto",
+    stop_after_epoch: int | None = None,
+    sync_batchnorm: bool = False,
+    precision: str | None = None,
 ) -> list[str]:
     """The command line of `LAUNCH_MODULE` that trains `loss` of `run` (every process gets the same)."""
     args = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", loss]
     args += ["--run-dir", str(run.root), "--device", device]
     args += ["--sync-batchnorm"] if sync_batchnorm else []
+    args += [] if precision is None else ["--precision", precision]
     return args + ([] if stop_after_epoch is None else ["--stop-after-epoch", str(stop_after_epoch)])
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from clxai_utils.core.config import DATASETS
+from clxai_utils.core.precision import PRECISION_ENV, PRECISIONS
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import int_at_least
@@ -58,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None, help="the run's folder (default outputs/runs/<run id>)")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: CUDA if available")
     parser.add_argument("--sync-batchnorm", action="store_true", help="synchronise BatchNorm statistics (CUDA only)")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help=f"numeric precision (default ${PRECISION_ENV}, else auto: bf16 on CUDA, float32 on CPU)",
+    )
     parser.add_argument(
         "--stop-after-epoch", type=int_at_least(1), default=None, help="stop after this epoch's checkpoint"
     )
@@ -103,7 +110,12 @@ def _submit(args: argparse.Namespace, run: Run) -> int:
     folder = run.model_dir(args.loss) / "submitit"
     executor = make_executor(args.submit, folder, resources, nodes=args.nodes, tasks_per_node=per_node)
     argv = launch_arguments(
-        run, args.loss, device=args.device, stop_after_epoch=args.stop_after_epoch, sync_batchnorm=args.sync_batchnorm
+        run,
+        args.loss,
+        device=args.device,
+        stop_after_epoch=args.stop_after_epoch,
+        sync_batchnorm=args.sync_batchnorm,
+        precision=args.precision,
     )
     job = executor.submit(TrainingTask(), argv)
     print(f"{line}\njob {job.job_id}; logs in {folder}")
@@ -151,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_after_epoch=args.stop_after_epoch,
             progress=world.is_main,
             sync_batchnorm=args.sync_batchnorm,
+            precision=args.precision,
         )
         dist.barrier()  # rank 0 has written the model before anyone reports success
     finally:

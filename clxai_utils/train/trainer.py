@@ -33,6 +33,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from clxai_utils.core.artifacts import load_torch, save_torch, write_csv
 from clxai_utils.core.config import TrainConfig
+from clxai_utils.core.precision import autocast, model_to_layout, resolve_precision, to_layout
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
@@ -154,7 +155,7 @@ def augment_batch(
     return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
-def _load_resumable(path: Path, identity: RunIdentity, world_size: int) -> dict[str, Any] | None:
+def _load_resumable(path: Path, identity: RunIdentity, world_size: int, precision: str) -> dict[str, Any] | None:
     """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
     if not path.is_file():
         return None
@@ -169,6 +170,11 @@ def _load_resumable(path: Path, identity: RunIdentity, world_size: int) -> dict[
             f"{path} was written by {state['world_size']} training process(es), and this run has {world_size}: "
             "each process has its own augmentation stream, so resume with the same number of devices "
             "(or delete that folder to retrain)."
+        )
+    if state.get("precision", precision) != precision:  # checkpoints older than the switch: float32 on CPU
+        raise CheckpointMismatch(
+            f"{path} was trained in {state['precision']} and this run asks for {precision}: resume with "
+            f"precision={state['precision']!r} (or $CLXAI_PRECISION), or delete that folder to retrain"
         )
     return state
 
@@ -199,8 +205,8 @@ def _all_ranks(value: Any, world: World) -> list[Any]:
     return values
 
 
-def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool) -> nn.Module:
-    """The model to train on `device`: channels-last on CUDA, SyncBatchNorm if asked (CUDA only)."""
+def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool, precision: str) -> nn.Module:
+    """The model to train on `device`: channels-last under bf16, SyncBatchNorm if asked (CUDA only)."""
     model = build_training_model(spec)
     if sync_batchnorm:
         if device.type != "cuda":
@@ -209,8 +215,7 @@ def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool) 
                 "leave it off on CPU"
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+    return model_to_layout(model.to(device), precision)
 
 
 @dataclass
@@ -238,13 +243,15 @@ def train(
     progress: bool = True,
     world: World = SINGLE_PROCESS,
     sync_batchnorm: bool = False,
+    precision: str | None = None,
 ) -> TrainResult:
     """Train `spec` with `cfg` on `split`, resuming from `out_dir/checkpoint.pt` when present.
 
     `stop_after_epoch` ends the call early (after that epoch's checkpoint), to simulate an
     interruption or to spread a long run over several sessions. Under several processes
     (`world`, see `clxai_utils.train.launch`) every rank calls this with its own device;
-    each trains on its share of every batch and rank 0 writes the files.
+    each trains on its share of every batch and rank 0 writes the files. `precision` is
+    `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it.
     """
     check_choice("loss", spec.loss, LOSSES)
     out_dir = Path(out_dir)
@@ -252,7 +259,8 @@ def train(
     local_batch = check_world_size(cfg.batch_size, world.size, "number of training processes")
     shuffle_gen = seed_everything(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1_000_003 + RANK_SEED_STRIDE * world.rank)
-    model = _prepare_model(spec, device, sync_batchnorm)
+    compute = resolve_precision(precision, device)
+    model = _prepare_model(spec, device, sync_batchnorm, compute)
     on_gpu = device.type == "cuda"
     steps_per_epoch = len(split) // cfg.batch_size
     if steps_per_epoch < 1:
@@ -263,7 +271,7 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if state := _load_resumable(out_dir / CHECKPOINT, identity, world.size):
+    if state := _load_resumable(out_dir / CHECKPOINT, identity, world.size, compute):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -289,9 +297,8 @@ def train(
             idx = order[step * local_batch : (step + 1) * local_batch]
             x = augment_batch(spec.loss, cfg, split.images[idx], info, aug_gen).to(device, non_blocking=True)
             y = split.labels[idx].to(device)
-            if on_gpu:
-                x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_gpu):
+            x = to_layout(x, compute)
+            with autocast(compute, device):
                 value, stats = compute_loss(net, spec.loss, x, y, cfg, world)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
@@ -321,6 +328,7 @@ def train(
                 {
                     "identity": asdict(identity),
                     "world_size": world.size,
+                    "precision": compute,
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -339,6 +347,7 @@ def train(
                 "spec": spec.to_dict(),
                 "identity": asdict(identity),
                 "world_size": world.size,
+                "precision": compute,
                 "state_dict": model.state_dict(),
             },
         )
@@ -386,12 +395,14 @@ def run_training(
     world: World = SINGLE_PROCESS,
     device: torch.device | None = None,
     sync_batchnorm: bool = False,
+    precision: str | None = None,
 ) -> TrainResult:
     """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`.
 
     With `devices` > 1 (or $CLXAI_DEVICES) the run trains with DistributedDataParallel in that
     many processes, started by torchrun (`clxai_utils.train.launch`); this call waits for them
-    and returns what they wrote. `world` and `device` are set by that entry point.
+    and returns what they wrote. `world` and `device` are set by that entry point. `precision`
+    (else $CLXAI_PRECISION, else auto) is `clxai_utils.core.precision`'s switch.
     """
     check_choice("loss", loss, LOSSES)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
@@ -403,7 +414,7 @@ def run_training(
     data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
     if world.size == 1 and n_devices > 1:
-        return _train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm)
+        return _train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, precision)
     identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
     return train(
         spec,
@@ -418,16 +429,26 @@ def run_training(
         progress=progress,
         world=world,
         sync_batchnorm=sync_batchnorm,
+        precision=precision,
     )
 
 
 def _train_in_processes(
-    run: Run, loss: str, spec: ModelSpec, devices: int, stop_after_epoch: int | None, sync_batchnorm: bool
+    run: Run,
+    loss: str,
+    spec: ModelSpec,
+    devices: int,
+    stop_after_epoch: int | None,
+    sync_batchnorm: bool,
+    precision: str | None,
 ) -> TrainResult:
     """Train through torchrun in `devices` processes, then read the checkpoint they left."""
     out_dir = run.model_dir(loss)
     resumed_from = load_torch(out_dir / CHECKPOINT)["epoch"] if (out_dir / CHECKPOINT).is_file() else 0
-    run_torchrun(devices, launch_arguments(run, loss, stop_after_epoch=stop_after_epoch, sync_batchnorm=sync_batchnorm))
+    args = launch_arguments(
+        run, loss, stop_after_epoch=stop_after_epoch, sync_batchnorm=sync_batchnorm, precision=precision
+    )
+    run_torchrun(devices, args)
     state = load_torch(out_dir / CHECKPOINT)
     model = build_training_model(spec)
     model.load_state_dict(state["model"])
