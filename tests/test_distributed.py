@@ -196,7 +196,9 @@ def test_sync_batchnorm_needs_cuda() -> None:
     from clxai_utils.train.models import ModelSpec
 
     with pytest.raises(ValueError, match="sync_batchnorm=True needs CUDA"):
-        T._prepare_model(ModelSpec("resnet18_cifar", 0.125, 10, "ce"), torch.device("cpu"), sync_batchnorm=True)
+        T._prepare_model(
+            ModelSpec("resnet18_cifar", 0.125, 10, "ce"), torch.device("cpu"), sync_batchnorm=True, precision="float32"
+        )
 
 
 @pytest.mark.cluster
