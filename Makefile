@@ -21,7 +21,7 @@ SHARED_ARCHIVE := $(wildcard ../shared/data/cifar10_jpeg.tar.gz)
 # Data: CLXAI_DATA_SOURCE if set; else the shared JPEG CIFAR-10 beside the clone; else the official download.
 export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),torchvision)
 
-PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics 08_neuron_labels
+PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics 08_neuron_labels 09_accuracy_confound
 SEEDS ?= 1 2
 RUNS := outputs/runs
 REPORT := outputs/report
@@ -35,7 +35,7 @@ NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env 
 .PHONY: help env run sweep report publish test lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
-	@echo "make run      - create the environment if needed, run the pipeline (00-06, 08) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
+	@echo "make run      - create the environment if needed, run the pipeline (00-06, 08, 09) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"

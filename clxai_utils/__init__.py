@@ -14,6 +14,7 @@ where each artefact lives, and the next stage reads what the previous one wrote 
 | 06_metrics             | `evaluate.facets.evaluate_facets(run, losses)`   | explanations -> results/facets.csv, .json, pf_curves.csv |
 | 07_analysis            | `analysis.tables.load_results()` and the report  | every run's results -> outputs/report/         |
 | 08_neuron_labels       | `neurons.units.run_activations(run, loss)`, then `neurons.planted.run_trials` and `neurons.comparison.unit_table` | models -> neurons/<loss>/, results/neuron_*.csv |
+| 09_accuracy_confound   | `evaluate.snapshots.evaluate_snapshots(run, losses)` | snapshots -> results/snapshot_{facets,accuracy}.csv |
 
 Subpackages:
 
@@ -26,15 +27,17 @@ Subpackages:
   (`distributed`: the gather with gradients and the global losses; `launch`: the entry
   point torchrun or submitit starts);
 * `explain`: Grad-CAM and Eigen-CAM (`cams`), stored maps (`store`), 2x2 mosaics (`mosaics`);
-* `evaluate`: the batched metrics (`metrics`) and the per-image facets table (`facets`);
-* `analysis`: Table 4 (`tables`), paired tests (`stats`), the paper's claims (`claims`),
-  the report files (`report`);
+* `evaluate`: the batched metrics (`metrics`), the per-image facets table (`facets`), every
+  training snapshot scored the same way (`snapshots`);
+* `analysis`: Table 4 (`tables`), paired tests (`stats`), the paper's claims and the seed
+  policy (`claims`), the losses at matched accuracy (`confound`), the report files (`report`);
 * `neurons`: labelling the units of the trained networks (the CSP paper): unit
   activations, the scorers, INVERT, interpretability and faithfulness scores, open_clip
   encoders, the vocabulary, the planted-concept experiment (`planted`) and the comparison
   of the losses' units (`comparison`);
 * `pipeline`: sweeps over seeds with papermill (`plan`, `execute`, `sweep`), on Slurm
-  through submitit (`cluster`), publishing executed notebooks (`publish`);
+  through submitit (`cluster`), publishing executed notebooks (`publish`), this machine's
+  speed per precision (`benchmark`);
 * `figures`: every figure the notebooks draw.
 """
 
@@ -49,4 +52,5 @@ NOTEBOOK_STAGES: dict[str, str] = {
     "06_metrics": "evaluate.facets.evaluate_facets",
     "07_analysis": "analysis.tables.load_results",
     "08_neuron_labels": "neurons.units.run_activations",
+    "09_accuracy_confound": "evaluate.snapshots.evaluate_snapshots",
 }

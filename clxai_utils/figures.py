@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -286,6 +286,77 @@ def plot_accuracy_vs_metric(
         f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}), {method}: per-seed means vs accuracy", fontsize=10
     )
     _finish_grid(fig, axes, "loss")
+    return fig
+
+
+def plot_snapshot_accuracy(
+    accuracy: pd.DataFrame, dataset: str | None = None, profile: str | None = None
+) -> plt.Figure:
+    """Test accuracy of every kept snapshot against its epoch, one line per (loss, seed) (09's accuracy table)."""
+    data = _select(accuracy, dataset, profile)
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+    for (loss, _), group in data.groupby(["loss", "seed"], sort=False):
+        group = group.sort_values("epoch")
+        ax.plot(group["epoch"], 100 * group["accuracy"], marker="o", ms=3, color=palette.get(loss), label=str(loss))
+        ax.scatter(group["epoch"].iloc[-1], 100 * group["accuracy"].iloc[-1], s=40, color=palette.get(loss))
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), [display_name(name) for name in unique], fontsize=7, title="loss", title_fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): accuracy of the kept snapshots", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_facets_vs_accuracy(
+    snapshots: pd.DataFrame, dataset: str | None = None, profile: str | None = None
+) -> plt.Figure:
+    """Per metric, the mean over images of every snapshot against its accuracy (09's per-image table).
+
+    One line per (loss, method, seed) through the kept epochs, colour = loss, solid =
+    Grad-CAM, dashed = Eigen-CAM; the large marker is the final model. Curves of two losses
+    that overlap at the same accuracy say their final models differ by accuracy only.
+    """
+    data = _select(snapshots, dataset, profile)
+    metrics = [m for m in METRICS if data[m].notna().any()]
+    keys = ["loss", "method", "seed", "epoch"]
+    means = data.groupby(keys, sort=False).agg(
+        {"accuracy": "first", "final": "first", **dict.fromkeys(metrics, "mean")}
+    )
+    means = means.reset_index()
+    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+    styles: dict[Any, str] = dict(zip(METHODS, ("-", "--")))
+    fig, axes = _grid(len(metrics))
+    for ax, metric in zip(axes, metrics):
+        for (loss, method, _), group in means.groupby(["loss", "method", "seed"], sort=False):
+            group = group.sort_values("epoch")
+            if group[metric].isna().all():
+                continue
+            label = f"{display_name(str(loss))}, {display_name(str(method))}"
+            ax.plot(
+                100 * group["accuracy"],
+                group[metric],
+                styles.get(method, ":"),
+                color=palette.get(loss),
+                lw=1,
+                label=label,
+            )
+            last = group[group["final"]]
+            ax.scatter(100 * last["accuracy"], last[metric], s=25, color=palette.get(loss))
+        ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
+        ax.set_xlabel("accuracy (%)", fontsize=8)
+        ax.tick_params(labelsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes[0].legend(unique.values(), unique.keys())
+    fig.suptitle(
+        f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): facets of every snapshot vs its accuracy", fontsize=10
+    )
+    _finish_grid(fig, axes, "loss, method")
+    axes[0].get_legend().remove()
     return fig
 
 

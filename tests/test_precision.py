@@ -12,9 +12,12 @@ from clxai_utils.train.models import ModelSpec, build_training_model
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-def test_auto_keeps_float32_on_cpu_and_bf16_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_where_it_is_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
     monkeypatch.delenv(P.PRECISION_ENV, raising=False)
-    assert P.resolve_precision(None, CPU) == P.resolve_precision("auto", CPU) == "float32"
+    monkeypatch.setattr(P, "cpu_computes_bf16", lambda: native)
+    expected = "bf16" if native else "float32"
+    assert P.resolve_precision(None, CPU) == P.resolve_precision("auto", CPU) == expected
     assert P.resolve_precision(None, CUDA) == "bf16"
     assert P.resolve_precision("float32", CUDA) == "float32"
 
@@ -68,3 +71,44 @@ def test_channels_last_float32_gives_the_same_logits() -> None:
         reference = model(images)
         other = model.to(memory_format=torch.channels_last)(images.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(other, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_views_are_laid_out_so_their_flattened_batch_is_channels_last() -> None:
+    views = torch.randn(4, 2, 3, 8, 8)
+    laid = P.to_layout(views, "bf16")
+    assert torch.equal(laid, views) and laid.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    assert P.to_layout(views, "float32") is views
+
+
+def trained_like(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_training_model(ModelSpec("resnet18_cifar", 0.125, 10, "ce"))
+    with torch.no_grad():
+        model.train()(torch.randn(256, 3, 32, 32))
+    return model.eval()
+
+
+def test_inference_model_float32_is_the_model_itself() -> None:
+    model, images = trained_like(), torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(images)
+        with P.inference_model(model, "float32") as wrapped:
+            assert wrapped.num_classes == 10 and wrapped.target_layer is model.backbone.layer4[-1]
+            torch.testing.assert_close(wrapped(images), reference, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not P.cpu_computes_bf16(), reason="this CPU has no native bf16")
+def test_bf16_maps_follow_float32_maps_and_the_hook_is_removed() -> None:
+    """Grad-CAM through the bf16 wrapper: float32 activations at the explained layer, maps close to float32's."""
+    from clxai_utils.explain.cams import explain
+
+    model, images = trained_like(), torch.randn(64, 3, 32, 32)
+    targets = model(images).argmax(1)
+    reference = explain(model, images, "gradcam", targets, 32)
+    with P.inference_model(model, "bf16") as fast:
+        assert len(model.backbone.layer4[-1]._forward_hooks) == 1
+        maps = explain(fast, images, "gradcam", targets, 32)
+        assert fast(images).dtype == torch.float32
+    assert not model.backbone.layer4[-1]._forward_hooks, "the float32 cast hook is removed after the block"
+    assert maps.dtype == torch.float32 and maps.shape == reference.shape
+    assert (maps - reference).abs().mean() < 0.05, (maps - reference).abs().mean()

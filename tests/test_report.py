@@ -95,7 +95,7 @@ def small_results() -> Results:
         blocks.append(block)
     accuracy = pd.concat([accuracy_rows(0, {"ce": 0.9, "supcon": 0.7}), accuracy_rows(1, {"ce": 0.8, "supcon": 0.7})])
     curves = pd.concat([pf_rows(s, {("ce", "gradcam"): [1, 0.5, 0]}) for s in (0, 1)])
-    return Results(pd.concat(blocks, ignore_index=True), accuracy.reset_index(drop=True), curves, ())
+    return Results(pd.concat(blocks, ignore_index=True), accuracy.reset_index(drop=True), curves, pd.DataFrame(), ())
 
 
 def test_table4_numbers_by_hand() -> None:
@@ -225,17 +225,21 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
         assert row["expected"] == (claim.expected or "no difference")
         # the words say what `verdict` does, outcome by outcome
         assert claims.verdict(np.nan, "", claim.expected, 0.05) == "inconclusive" and row["rule"].endswith("untestable")
+        significant = "(significant: p_holm < 0.05 over images and, with 2+ seeds, seed-level t-test p < 0.05"
+        assert significant in row["rule"]
         if claim.expected is None:
-            assert f"{claims.verdict(0.2, 'ce', None, 0.05)} if p_holm ≥ 0.05" in row["rule"]
-            assert f"{claims.verdict(0.01, 'ce', None, 0.05)} if p_holm < 0.05" in row["rule"]
+            assert claims.verdict(0.2, "ce", None, 0.05, 0.3, "ce") == "supported"
+            assert row["rule"].startswith("supported if neither test is significant; not supported if both are")
+            assert claims.verdict(0.01, "ce", None, 0.05, 0.3, "ce") == "inconclusive"
+            assert "inconclusive if they disagree" in row["rule"]
         else:
-            for winner in ("supcon", "ce"):
-                assert (
-                    f"{claims.verdict(0.01, winner, claim.expected, 0.05)} if p_holm < 0.05 and {winner} is better"
-                    in row["rule"]
-                )
-            assert claims.verdict(0.2, "supcon", claim.expected, 0.05) == "inconclusive"
-            assert "inconclusive if p_holm ≥ 0.05 or untestable" in row["rule"]
+            other = "ce" if claim.expected == "supcon" else "supcon"
+            assert claims.verdict(0.01, claim.expected, claim.expected, 0.05, 0.01, claim.expected) == "supported"
+            assert row["rule"].startswith(f"supported if {claim.expected} is significantly better")
+            assert claims.verdict(0.01, other, claim.expected, 0.05, 0.01, other) == "not supported"
+            assert f"not supported if {other} is;" in row["rule"]
+            assert claims.verdict(0.01, claim.expected, claim.expected, 0.05, 0.3, claim.expected) == "inconclusive"
+            assert "if image and seed level disagree, or untestable" in row["rule"]
     rows = table.set_index("metrics")
     assert rows.loc["contrastivity_ssim", "expected"] == "ce"  # the paper finds SupCon's contrastivity worse
     assert rows.loc["pointing_game", "expected"] == rows.loc["attribution_localisation", "expected"] == "no difference"
@@ -257,6 +261,8 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
                 "n_seeds": 1,
                 "p_holm": [0.01] * wins + [0.5] * (4 - wins),
                 "winner": ["triplet"] * 4,
+                "seed_p_t": np.nan,
+                "seed_winner": "",
             }
         )
         assert claims._majority_row(group, "c", "s", "triplet", "gradcam", 0.05)["verdict"] == verdict
@@ -381,7 +387,7 @@ def test_provenance_flags_non_paper_profiles() -> None:
     assert "cifar10, profile 'quick': seeds 0, 1; losses ce, supcon; methods gradcam" in text
     assert "; 4 test images per run; 4 of 16 maps all zero" in text and "NOT paper-level" in text
     paper = small_results()
-    paper = Results(paper.facets.assign(profile="paper"), paper.accuracy, paper.pf_curves, ())
+    paper = Results(paper.facets.assign(profile="paper"), paper.accuracy, paper.pf_curves, paper.snapshots, ())
     text = report.describe_provenance(paper)
     assert "NOT paper-level" not in text and "only 2 here" in text
 

@@ -210,3 +210,34 @@ def test_gallery_shows_the_first_image_of_each_class_its_maps_and_every_predicti
     ):
         with pytest.raises(ValueError, match=message):
             plots.explanation_gallery(split.images, split.labels, data.classes, maps, n_rows=bad)
+
+
+def test_snapshots_are_scored_like_the_final_models_and_reused(run: Run, results: FA.FacetResults) -> None:
+    """09 on the smoke run: epochs 1 and 2 of each loss; the final snapshot repeats 04's accuracy and 06's values."""
+    from clxai_utils.evaluate.snapshots import evaluate_snapshots
+
+    first = evaluate_snapshots(run, LOSSES, progress=False)
+    assert first.accuracy[["loss", "epoch", "final"]].values.tolist() == [
+        ["ce", 1, False],
+        ["ce", 2, True],
+        ["supcon", 1, False],
+        ["supcon", 2, True],
+    ]
+    probed = pd.read_csv(run.accuracy_path).set_index("loss")["accuracy"]
+    final = first.accuracy[first.accuracy["final"]].set_index("loss")["accuracy"]
+    assert (final == probed.loc[LOSSES]).all()
+    assert (run.model_dir("supcon") / "snapshots" / "epoch0001.probe.pt").is_file(), "a probe of its own"
+    same = first.table[first.table["final"]].merge(
+        results.table, on=["loss", "method", "image_id"], suffixes=("", "_06")
+    )
+    assert len(same) == len(first.table) // 2
+    for metric in ("pf_auc", "sparseness_gini", "complexity_entropy", "contrastivity_ssim"):
+        assert np.allclose(same[metric], same[f"{metric}_06"], atol=1e-6, equal_nan=True), metric
+    assert first.sidecar["snapshots_reused"] == 0
+    again = evaluate_snapshots(run, LOSSES, progress=False)
+    assert again.sidecar["snapshots_reused"] == 4
+    pd.testing.assert_frame_equal(again.table, first.table)
+    run.snapshot_block_path("supcon", 1).unlink()  # as if interrupted before that block was written
+    resumed = evaluate_snapshots(run, LOSSES, progress=False)
+    assert resumed.sidecar["snapshots_reused"] == 3
+    pd.testing.assert_frame_equal(resumed.table, first.table)

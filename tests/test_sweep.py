@@ -222,7 +222,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     options = ["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1"]
     assert main([*options, "--runs-root", str(runs)]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
-    assert header == "16 jobs, 0 cached, 16 to run"
+    assert header == "18 jobs, 0 cached, 18 to run"
     base = {"profile": "quick", "dataset": "cifar10"}
     losses = {"losses": ["ce", "supcon", "triplet"]}
     expected = []
@@ -231,7 +231,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
         expected.append(("to run", f"{run}/00_data", {**base, "seed": seed, "data_source": str(source)}))
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
-        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "08_neuron_labels"):
+        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "08_neuron_labels", "09_accuracy_confound"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
     parsed = [(line[:6], line[8:].split()[0], json.loads(line[8:].split(maxsplit=1)[1])) for line in lines]
     assert parsed == expected
@@ -262,6 +262,11 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
             "results/neuron_planted.md",
             "results/neuron_units.md",
         ],
+        "09_accuracy_confound": [
+            "results/snapshot_facets.csv",
+            "results/snapshot_accuracy.csv",
+            "results/snapshot_facets.json",
+        ],
     }
     needs = {j.notebook: [n.split("/")[1] for n in j.needs] for j in jobs}
     assert needs == {
@@ -272,6 +277,7 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
         "05_explanations": ["04_linear_probe"],
         "06_metrics": ["05_explanations"],
         "08_neuron_labels": ["01_train_ce", "03_train_triplet"],
+        "09_accuracy_confound": ["06_metrics"],
     }
     assert {j.run.root for j in jobs} == {tmp_path.resolve() / run}
 

@@ -53,6 +53,73 @@ def test_lr_factor_warmup_then_cosine() -> None:
     assert T.lr_factor(5, 0, 10) == pytest.approx(0.5)
 
 
+def test_lr_factor_one_cycle() -> None:
+    """Linear warm-up then linear decay (the quick profile's one-cycle): peak at the end of the warm-up."""
+    assert T.lr_factor(0, 5, 20, "linear") == pytest.approx(0.2)
+    assert T.lr_factor(4, 5, 20, "linear") == pytest.approx(1.0)
+    assert T.lr_factor(5, 5, 20, "linear") == pytest.approx(1.0)
+    assert T.lr_factor(10, 5, 20, "linear") == pytest.approx(1 - 5 / 15)
+    assert T.lr_factor(20, 5, 20, "linear") == pytest.approx(0.0)
+
+
+def test_fractional_warmup_counts_steps() -> None:
+    cfg = replace(cfg_for("ce", epochs=6), warmup_epochs=1.5, schedule="linear")
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    scheduler = T.build_scheduler(optimizer, cfg, steps_per_epoch=10)  # 15 warm-up steps of 60
+    lrs = []
+    for _ in range(60):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[13] < lrs[14] == lrs[15] > lrs[16] and lrs[14] == pytest.approx(cfg.lr)
+
+
+def test_nesterov_reaches_sgd() -> None:
+    cfg = replace(cfg_for("ce"), nesterov=True)
+    assert T.build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg).defaults["nesterov"] is True
+
+
+def test_snapshots_are_the_weights_of_their_epoch(split: ImageSplit, tmp_path: Path) -> None:
+    """snapshot_every=1 keeps epochs 1..3; epoch 2's file holds the weights an interrupted run had after epoch 2."""
+    spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, "ce"), replace(cfg_for("ce", epochs=4), snapshot_every=1)
+    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    kwargs = {"identity": identity, "seed": 0, "progress": False}
+    T.train(spec, cfg, split, INFO, tmp_path / "full", **kwargs)
+    assert T.trained_epochs(tmp_path / "full") == [1, 2, 3, 4]
+    stopped = T.train(spec, cfg, split, INFO, tmp_path / "stopped", stop_after_epoch=2, **kwargs)
+    snapshot, _, _ = T.load_trained(tmp_path / "full", epoch=2)
+    for (name, a), b in zip(snapshot.state_dict().items(), stopped.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    final, _, _ = T.load_trained(tmp_path / "full", epoch=4)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(final.state_dict().values(), T.load_trained(tmp_path / "full")[0].state_dict().values())
+    )
+    with pytest.raises(FileNotFoundError, match=r"no snapshot of epoch 7 .*epochs kept: \[1, 2, 3, 4\]"):
+        T.load_trained(tmp_path / "full", epoch=7)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schedule": "step"}, r"schedule='step' is not allowed; choose one of: cosine, linear"),
+        ({"optimizer": "adamw", "nesterov": True}, r"nesterov applies to the sgd optimizer only"),
+        ({"snapshot_every": 4}, r"snapshot_every must be null or 1 <= snapshot_every < epochs, got 4"),
+    ],
+)
+def test_bad_recipe_settings_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    import yaml
+
+    from clxai_utils.core.config import load_profiles, profiles_path
+
+    raw = yaml.safe_load(profiles_path().read_text())
+    raw["smoke"]["datasets"]["cifar10"]["train"]["ce"] |= change
+    path = tmp_path / "profiles.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        load_profiles(path)
+
+
 @pytest.mark.parametrize(
     ("name", "cls"), [("sgd", torch.optim.SGD), ("adamw", torch.optim.AdamW), ("radam", torch.optim.RAdam)]
 )

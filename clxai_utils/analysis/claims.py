@@ -2,10 +2,11 @@
 
 Each claim names the comparison it reads (metric, loss a vs loss b), the condition the
 paper says is better, or None for a claim of no difference, and where the paper makes it
-(section of feature_attribution_scl_paper.txt). `verdict` decides from the Holm-adjusted
-image-level p-value: supported, not supported or inconclusive; two claims aggregate many
-comparisons by majority (`_majority_row`). `claim_definitions` lists all of them with
-their decision rule in words.
+(section of feature_attribution_scl_paper.txt). `verdict` decides under one policy for
+every claim (`SEED_POLICY`): the Holm-adjusted image-level test and, with several seeds,
+the seed-level test must agree; the result is supported, not supported or inconclusive.
+Two claims aggregate many comparisons by majority (`_majority_row`). `claim_definitions`
+lists all of them with their decision rule in words.
 """
 
 from __future__ import annotations
@@ -134,22 +135,54 @@ TRIPLET_CLAIM = MajorityClaim(
 )
 
 
-def verdict(p_holm: float, winner: str, expected: str | None, alpha: float) -> str:
-    """supported / not supported / inconclusive for one comparison, from its Holm-adjusted p.
+SEED_POLICY = (
+    "Image-level and seed-level evidence must agree. A comparison is significant in a direction only when "
+    "the image-level test (two-sided Wilcoxon signed-rank over the paired images of every seed, Holm-adjusted "
+    "over the table) and, with two or more seeds, the seed-level test (paired t-test on the per-seed means) both "
+    "reach p < alpha with the same winner; it is not significant when neither does; when they disagree the "
+    "verdict is inconclusive. The conjunction can only remove significant results, so the family-wise error "
+    "stays controlled by the Holm step. With one seed only the image-level test exists, and `basis` says so."
+)
+_DISAGREE = "disagree"
+
+
+def decided_winner(p_holm: float, winner: str, alpha: float, seed_p: float = np.nan, seed_winner: str = "") -> str:
+    """The significant winner under `SEED_POLICY`: a condition, "" for no significant difference, or "disagree".
+
+    `seed_p` NaN (one seed, or no seed-level test) leaves the image-level decision alone.
+    """
+    image = winner if p_holm < alpha else ""
+    if np.isnan(seed_p):
+        return image
+    seeds = seed_winner if seed_p < alpha else ""
+    return image if image == seeds else _DISAGREE
+
+
+def verdict(
+    p_holm: float, winner: str, expected: str | None, alpha: float, seed_p: float = np.nan, seed_winner: str = ""
+) -> str:
+    """supported / not supported / inconclusive for one comparison (`SEED_POLICY`).
 
     A directional claim is supported when significant in the claimed direction, not
     supported when significant in the opposite one, inconclusive when not significant.
     A claim of no difference is supported when not significant and not supported when
-    significant. An untestable comparison (p is NaN) is inconclusive.
+    significant. An untestable comparison (p is NaN) and disagreeing image- and seed-level
+    evidence are inconclusive.
     """
     if np.isnan(p_holm):
         return "inconclusive"
-    significant = p_holm < alpha
-    if expected is None:
-        return "not supported" if significant else "supported"
-    if not significant:
+    decided = decided_winner(p_holm, winner, alpha, seed_p, seed_winner)
+    if decided == _DISAGREE:
         return "inconclusive"
-    return "supported" if winner == expected else "not supported"
+    if expected is None:
+        return "not supported" if decided else "supported"
+    if not decided:
+        return "inconclusive"
+    return "supported" if decided == expected else "not supported"
+
+
+def _basis(n_seeds: int) -> str:
+    return f"images and {n_seeds} seeds" if n_seeds >= 2 else "images only (1 seed)"
 
 
 def _evidence(row: pd.Series | Mapping[str, Any]) -> str:
@@ -179,7 +212,10 @@ def _claim_rows(comparisons: pd.DataFrame, claim: Claim, alpha: float) -> list[d
             "method": row["method"],
             "metric": claim.metric,
             "expected": claim.expected or "no difference",
-            "verdict": verdict(row["p_holm"], row["winner"], claim.expected, alpha),
+            "verdict": verdict(
+                row["p_holm"], row["winner"], claim.expected, alpha, row["seed_p_t"], row["seed_winner"]
+            ),
+            "basis": _basis(row["n_seeds"]),
             "n": row["n"],
             "median_diff": row["median_diff"],
             "r": row["r"],
@@ -198,9 +234,11 @@ def _majority_row(
     """Aggregate verdict: supported when `expected` wins significantly in more than half of the
     testable comparisons, not supported when the other side does, inconclusive otherwise."""
     testable = rows[rows["p_holm"].notna()]
-    significant = testable[testable["p_holm"] < alpha]
-    wins = int((significant["winner"] == expected).sum())
-    losses = len(significant) - wins
+    decided = [
+        decided_winner(r["p_holm"], r["winner"], alpha, r["seed_p_t"], r["seed_winner"]) for _, r in testable.iterrows()
+    ]
+    wins = sum(d == expected for d in decided)
+    losses = sum(d not in (expected, "", _DISAGREE) for d in decided)
     m = len(testable)
     result = "supported" if wins > m / 2 else "not supported" if losses > m / 2 else "inconclusive"
     first = rows.iloc[0]
@@ -213,6 +251,7 @@ def _majority_row(
         "metric": "all",
         "expected": expected,
         "verdict": result,
+        "basis": _basis(int(rows["n_seeds"].max())),
         "n": m,
         "median_diff": np.nan,
         "r": np.nan,
@@ -259,24 +298,29 @@ def claims(loss_comparisons: pd.DataFrame, method_comparisons: pd.DataFrame, alp
     return pd.DataFrame(rows)
 
 
+_SIGNIFICANT = "significant: p_holm < {alpha:g} over images and, with 2+ seeds, seed-level t-test p < {alpha:g}"
+
+
 def _rule(expected: str | None, other: str, alpha: float) -> str:
-    """`verdict`'s rule in words; p is the Holm-adjusted two-sided image-level Wilcoxon p."""
+    """`verdict`'s rule in words (`SEED_POLICY`)."""
+    significant = _SIGNIFICANT.format(alpha=alpha)
     if expected is None:
         return (
-            f"supported if p_holm ≥ {alpha:g} (not significant); not supported if p_holm < {alpha:g}; "
-            "inconclusive if untestable"
+            f"supported if neither test is significant; not supported if both are ({significant}); "
+            "inconclusive if they disagree or untestable"
         )
     return (
-        f"supported if p_holm < {alpha:g} and {expected} is better; not supported if p_holm < {alpha:g} and "
-        f"{other} is better; inconclusive if p_holm ≥ {alpha:g} or untestable"
+        f"supported if {expected} is significantly better ({significant}, same winner); not supported if {other} "
+        "is; inconclusive if not significant, if image and seed level disagree, or untestable"
     )
 
 
 def _majority_rule(expected: str, other: str, alpha: float) -> str:
     """`_majority_row`'s rule in words, over the m comparisons with a p value."""
     return (
-        f"of the m testable comparisons: supported if {expected} is better with p_holm < {alpha:g} in more than m/2; "
-        f"not supported if {other} is in more than m/2; inconclusive otherwise"
+        f"of the m testable comparisons: supported if {expected} is significantly better "
+        f"({_SIGNIFICANT.format(alpha=alpha)}) in more than m/2; not supported if {other} is in more than m/2; "
+        "inconclusive otherwise"
     )
 
 

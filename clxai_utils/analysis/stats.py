@@ -295,6 +295,7 @@ def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: di
     seeds = cross_seed(sample)
     better = METRICS[metric].better
     direction = _direction(test.r, better)
+    seed_direction = _direction(seeds.mean_diff, better) if not np.isnan(seeds.p_t) else "no difference"
     return {
         **where,
         "metric": metric,
@@ -319,6 +320,7 @@ def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: di
         "seed_t": seeds.t,
         "seed_p_t": seeds.p_t,
         "seed_p_wilcoxon": seeds.p_wilcoxon,
+        "seed_winner": {"a better": a, "b better": b}.get(seed_direction, ""),
         "seed_reason": seeds.reason,
     }
 
@@ -356,19 +358,20 @@ def compare_losses(
     metrics: Iterable[str] = tuple(METRICS),
     methods: Iterable[str] | None = None,
     pairs: Sequence[tuple[str, str]] = LOSS_PAIRS,
+    within: Sequence[str] = ("dataset", "profile", "method"),
 ) -> pd.DataFrame:
-    """Loss a vs loss b, paired on (seed, image id), per (dataset, profile, method, metric, pair).
+    """Loss a vs loss b, paired on (seed, image id), per group of `within` (and metric, pair).
 
     Differences, median_diff and r are of a - b (r > 0: a tends to be larger). Pairs whose
     losses were not both run are skipped; p_holm is adjusted over every row returned.
     `direction` reads "a better"/"b better" by the metric's better direction and the sign
     of r (the median difference is 0 for most pointing-game pairs); `winner` names that
-    loss. The seed_* columns compare per-seed means (`cross_seed`).
+    loss. The seed_* columns compare per-seed means (`cross_seed`); `seed_winner` is the
+    loss whose seed means are better, where the seed-level t-test has a p value. `within`
+    takes extra grouping columns, e.g. the accuracy level of `analysis.confound`.
     """
     selected = facets if methods is None else facets[facets["method"].isin(list(methods))]
-    return _compare(
-        selected, "loss", pairs, ["dataset", "profile", "method"], check_choices("metrics", metrics, METRICS)
-    )
+    return _compare(selected, "loss", pairs, list(within), check_choices("metrics", metrics, METRICS))
 
 
 def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS)) -> pd.DataFrame:

@@ -62,17 +62,29 @@ KINDS = {
         ("dataset", "profile", "seed", "loss", "method", "step", "fraction", "mean", "std", "n"),
         ("dataset", "profile", "seed", "loss", "method"),
     ),
+    "snapshots": TableKind(
+        RESULT_TABLES["snapshots"],
+        ("dataset", "profile", "seed", "loss", "method", "epoch", "final", "accuracy", "image_id", *METRICS),
+        ("dataset", "profile", "seed", "loss", "method", "epoch"),
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Results:
-    """Every run's tables, concatenated; `files` lists what was read."""
+    """Every run's tables, concatenated; `files` lists what was read. `snapshots` (09) may be empty."""
 
     facets: pd.DataFrame
     accuracy: pd.DataFrame
     pf_curves: pd.DataFrame
+    snapshots: pd.DataFrame
     files: tuple[Path, ...]
+
+    @property
+    def snapshot_accuracy(self) -> pd.DataFrame:
+        """One row per (dataset, profile, seed, loss, epoch) of 09's snapshots: its accuracy, and whether final."""
+        keys = ["dataset", "profile", "seed", "loss", "epoch", "final", "accuracy"]
+        return self.snapshots[keys].drop_duplicates().reset_index(drop=True)
 
 
 def _read_kind(root: Path, name: str, kind: TableKind) -> tuple[pd.DataFrame, list[Path]]:
@@ -100,7 +112,7 @@ def _read_kind(root: Path, name: str, kind: TableKind) -> tuple[pd.DataFrame, li
 
 
 def load_results(root: str | os.PathLike[str] | None = None) -> Results:
-    """Every facets, accuracy and pf_curves table found recursively under `root` (default: the runs root)."""
+    """Every facets, accuracy, pf_curves and snapshot table found recursively under `root` (default: the runs root)."""
     root = Path(root) if root else runs_root()
     if not root.is_dir():
         raise FileNotFoundError(f"results root {root} does not exist; run the pipeline first (`make run`)")

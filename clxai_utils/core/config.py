@@ -23,6 +23,7 @@ from clxai_utils.core.validate import ConfigError, check_choice, check_positive,
 
 DATASETS = ("cifar10", "imagenet_s50")
 OPTIMIZERS = ("sgd", "adamw", "radam")
+SCHEDULES = ("cosine", "linear")
 BASELINES = ("black", "mean")
 TRAIN_AUGMENTATIONS = ("ce", "supcon")
 
@@ -52,12 +53,15 @@ class TrainConfig:
     optimizer: str
     lr: float
     weight_decay: float
-    warmup_epochs: int = 0
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed: steps are what count)
+    schedule: str = "cosine"  # decay to 0 after the warm-up: "cosine" (the paper) or "linear" (one-cycle)
     momentum: float = 0.9
+    nesterov: bool = False  # Nesterov momentum (SGD only)
     temperature: float | None = None
     margin: float | None = None
     views: int | None = None  # augmented views per image; null: the paper's (1 for CE, 2 for SupCon/TL)
     augment: str | None = None  # "ce" or "supcon" augmentation; null: the paper's choice for the loss
+    snapshot_every: int | None = None  # keep the weights every k epochs (the accuracy-confound analysis); null: none
 
     def view_plan(self, loss: str) -> tuple[int, str]:
         """(views per image, augmentation name) that `loss` trains on under these settings."""
@@ -86,6 +90,22 @@ class ExplainConfig:
 
     images_per_class: int | None
     batch_size: int
+
+
+@dataclass(frozen=True)
+class ConfoundConfig:
+    """The accuracy-confound analysis (09_accuracy_confound): which test images every kept snapshot is scored on.
+
+    `images_per_class` picks a class-balanced subset of the explained images (the same for
+    every loss, epoch and seed, so snapshots pair by image id); null = all explained images.
+    Which epochs are kept is each loss's `snapshot_every`.
+    """
+
+    images_per_class: int | None
+
+    def __post_init__(self) -> None:
+        if self.images_per_class is not None:
+            check_positive_int("images_per_class", self.images_per_class)
 
 
 class SsimKwargs(TypedDict):
@@ -152,6 +172,7 @@ class DatasetProfile:
     probe: ProbeConfig
     explain: ExplainConfig
     metrics: MetricsConfig
+    confound: ConfoundConfig
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
 def _validate_train(cfg: TrainConfig, loss: str, where: str) -> None:
     """Range checks that the type system cannot express."""
     check_choice(f"{where}.optimizer", cfg.optimizer, OPTIMIZERS)
+    check_choice(f"{where}.schedule", cfg.schedule, SCHEDULES)
+    if cfg.nesterov and cfg.optimizer != "sgd":
+        raise ConfigError(f"{where}.nesterov applies to the sgd optimizer only, not {cfg.optimizer!r}")
+    if cfg.snapshot_every is not None and not 1 <= cfg.snapshot_every < cfg.epochs:
+        raise ConfigError(
+            f"{where}.snapshot_every must be null or 1 <= snapshot_every < epochs, got {cfg.snapshot_every}"
+        )
     for key in ("epochs", "batch_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{where}.{key} must be >= 1, got {getattr(cfg, key)}")
@@ -242,7 +270,7 @@ def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "model", "train", "probe", "explain", "metrics"}
+    allowed = {"subset", "model", "train", "probe", "explain", "metrics", "confound"}
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -260,6 +288,7 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),
         explain=_validate_explain(_build(ExplainConfig, data.get("explain"), f"{where}.explain"), f"{where}.explain"),
         metrics=_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"),
+        confound=_build(ConfoundConfig, data.get("confound"), f"{where}.confound"),
     )
 
 

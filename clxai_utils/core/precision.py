@@ -1,20 +1,26 @@
-"""Numeric precision of training: one switch, recorded with every model it trains.
+"""Numeric precision: one switch for training, the linear probe, the maps and Pixel Flipping.
 
 `precision` is one of:
 
-- ``auto`` (default): bf16 autocast and channels-last on CUDA, plain float32 on CPU, which is
-  what every committed run used, so its numbers stay the reference;
+- ``auto`` (default): bf16 wherever it is computed natively (CUDA, or a CPU with AVX-512
+  BF16 or AMX), float32 elsewhere;
 - ``float32``: plain float32 on any device (the tests' reference);
 - ``bf16``: bf16 autocast with channels-last memory on any device; on a CPU only where it
-  computes bf16 natively (AVX-512 BF16 or AMX), since elsewhere it is emulated and slower.
+  computes bf16 natively, since elsewhere it is emulated and slower than float32.
 
 The argument wins; without it, ``$CLXAI_PRECISION`` (so a sweep or a papermill batch can
-switch every training notebook without editing one); without that, ``auto``.
+switch every notebook without editing one); without that, ``auto``. Every stage records the
+precision it resolved with its artefacts (model and probe files, stored maps, the facets
+sidecar), and stored artefacts of another precision are recomputed or refused, never mixed.
+bf16 changes values in their third significant digit: the notebooks measure by how much
+against float32 on the same model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 
 import torch
@@ -36,7 +42,7 @@ def resolve_precision(precision: str | None, device: torch.device) -> str:
     name, source = (precision, "precision") if precision is not None else (os.environ.get(PRECISION_ENV), PRECISION_ENV)
     name = check_choice(source, name or "auto", PRECISIONS)
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "float32"
+        return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_computes_bf16()) else "float32"
     if name == "bf16" and device.type == "cpu" and not cpu_computes_bf16():
         raise ConfigError(
             f"{source}='bf16' needs a CPU with native bf16 (AVX-512 BF16 or AMX), and this one has none: "
@@ -51,12 +57,63 @@ def autocast(precision: str, device: torch.device) -> AbstractContextManager[Non
 
 
 def to_layout(value: torch.Tensor, precision: str) -> torch.Tensor:
-    """Images in channels-last memory under bf16 (oneDNN's and cuDNN's fast layout), else as they are."""
-    if precision == "bf16" and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
+    """Images in channels-last memory under bf16 (oneDNN's and cuDNN's fast layout), else as they are.
+
+    Views (N, V, C, H, W) are laid out so that `flatten(0, 1)`, which the contrastive losses
+    feed to the network, is channels-last too: a plain NCHW batch into channels-last weights
+    takes oneDNN's slow path (about 3x slower training steps).
+    """
+    if precision != "bf16" or value.dim() not in (4, 5):
+        return value
+    if value.dim() == 5:
+        return value.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(value.shape)
+    return value.contiguous(memory_format=torch.channels_last)
 
 
 def model_to_layout(model: nn.Module, precision: str) -> nn.Module:
     """`model` with channels-last weights under bf16 (same values, other strides), else unchanged."""
     return model.to(memory_format=torch.channels_last) if precision == "bf16" else model
+
+
+class InferenceModel(nn.Module):
+    """A classifier evaluated in a resolved precision, with the interface the CAM methods read.
+
+    Under bf16 the input goes channels-last into an autocast forward and the logits come back
+    in float32. The explained layer's output is cast to float32 by a forward hook registered
+    before any CAM hook, so Grad-CAM's activations and gradients at that layer are float32
+    (pytorch-grad-cam reads them through numpy, which has no bf16). Use `inference_model`,
+    which removes the hook again.
+    """
+
+    def __init__(self, model: nn.Module, precision: str) -> None:
+        super().__init__()
+        self.model = model_to_layout(model, precision)
+        self.precision = check_choice("precision", precision, ("float32", "bf16"))
+        self.train(model.training)  # the wrapper is in the mode of the model it wraps
+
+    @property
+    def target_layer(self) -> nn.Module:
+        return self.model.target_layer  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.precision, x.device):
+            return self.model(to_layout(x, self.precision)).float()
+
+
+@contextlib.contextmanager
+def inference_model(model: nn.Module, precision: str) -> Iterator[InferenceModel]:
+    """`model` wrapped as an `InferenceModel` of a resolved `precision` inside the block."""
+    wrapped = InferenceModel(model, precision)
+    layer = getattr(model, "target_layer", None)
+    handle = None
+    if precision == "bf16" and isinstance(layer, nn.Module):
+        handle = layer.register_forward_hook(lambda _m, _i, out: out.float())
+    try:
+        yield wrapped
+    finally:
+        if handle is not None:
+            handle.remove()

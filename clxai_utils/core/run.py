@@ -12,6 +12,9 @@ papermill or in a sweep, so runs of different profiles or seeds never collide an
     <root>/results/accuracy.{csv,json}               04
     <root>/explanations/<loss>/<method>[_mosaics].pt 05
     <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
+    <root>/models/<loss>/snapshots/epoch<k>[.probe].pt  01-03, 09  weights kept during training (and their probes)
+    <root>/results/snapshot_{facets,accuracy}.csv    09  every snapshot scored like the final models
+    <root>/results/snapshots/<loss>-epoch<k>.{csv,json} 09  one block per snapshot, reused by a rerun
     <root>/neurons/<loss>/activations_<layer>.pt     08  unit activations on the test images
     <root>/results/neuron_*.csv                      08  planted-concept trials and recovery, units, loss tests
     <root>/figures/<notebook>/*.png                  figures of each notebook
@@ -32,7 +35,12 @@ from clxai_utils.core.validate import check_choice, check_seed
 #: The two kinds of stored explanations: the test images, and one 2x2 mosaic per test image.
 EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics")
 #: The result tables of a run (in `<root>/results/`), by kind; 07_analysis gathers them from every run.
-RESULT_TABLES: dict[str, str] = {"accuracy": "accuracy.csv", "facets": "facets.csv", "pf_curves": "pf_curves.csv"}
+RESULT_TABLES: dict[str, str] = {
+    "accuracy": "accuracy.csv",
+    "facets": "facets.csv",
+    "pf_curves": "pf_curves.csv",
+    "snapshots": "snapshot_facets.csv",
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,20 @@ class Run:
             "sidecar": table.with_suffix(".json"),
             "curves": table.parent / RESULT_TABLES["pf_curves"],
         }
+
+    @property
+    def snapshot_paths(self) -> dict[str, Path]:
+        """The files of 09: the per-image facets of every snapshot, their accuracies, the JSON sidecar."""
+        table = self.root / "results" / RESULT_TABLES["snapshots"]
+        return {
+            "table": table,
+            "accuracy": table.parent / "snapshot_accuracy.csv",
+            "sidecar": table.with_suffix(".json"),
+        }
+
+    def snapshot_block_path(self, loss: str, epoch: int) -> Path:
+        """One snapshot's scored rows (a rerun reuses a block whose weights and protocol still match)."""
+        return self.root / "results" / "snapshots" / f"{check_choice('loss', loss, LOSSES)}-epoch{epoch:04d}.csv"
 
     def neuron_activations_path(self, loss: str, layer: str) -> Path:
         """Activations of every unit of one layer on the test images (08); `neurons.units` checks the layer."""

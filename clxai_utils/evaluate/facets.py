@@ -27,12 +27,14 @@ from torch import Tensor, nn
 
 from clxai_utils.core.artifacts import write_csv, write_json
 from clxai_utils.core.config import MetricsConfig
+from clxai_utils.core.precision import inference_model, resolve_precision
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import FACETS, LOSSES, METHOD_REGISTRY, METHODS, METRICS
 from clxai_utils.core.run import Run
-from clxai_utils.core.validate import check_choices, check_positive_int
+from clxai_utils.core.validate import check_choice, check_choices, check_positive_int
 from clxai_utils.data.augment import denormalize
 from clxai_utils.data.prepare import load_prepared
+from clxai_utils.data.sources import DatasetInfo
 from clxai_utils.evaluate.metrics import (
     add_input_noise,
     attribution_localisation,
@@ -48,6 +50,7 @@ from clxai_utils.evaluate.metrics import (
 from clxai_utils.explain.cams import explain
 from clxai_utils.explain.store import (
     ExplanationSet,
+    compute_explanations,
     explained_mosaics,
     explained_split,
     load_explanations,
@@ -85,7 +88,7 @@ class FacetResults:
     )  # the example images, noisy copies, mosaics, masks (displayable)
 
 
-class _Clock:
+class FacetClock:
     """Seconds and images per facet, summed over models and methods."""
 
     def __init__(self) -> None:
@@ -170,6 +173,15 @@ def _check_same_images(stored: ExplanationSet, ids: Tensor, what: str) -> None:
         )
 
 
+def _check_precision(stored: ExplanationSet, precision: str) -> None:
+    """Facets compare stored maps with maps computed now: both must come from the same precision."""
+    if stored.meta.get("precision") != precision:
+        raise ValueError(
+            f"the stored {stored.method} maps were computed in {stored.meta.get('precision')} and this run scores in "
+            f"{precision}: rerun notebooks/05_explanations.ipynb with the same precision (CLXAI_PRECISION)"
+        )
+
+
 def _rows(
     base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSet, values: dict[str, Tensor]
 ) -> pd.DataFrame:
@@ -212,7 +224,7 @@ def _remove_stale(paths: dict[str, Any]) -> None:
 
 
 @dataclass
-class _Inputs:
+class FacetInputs:
     """What every (model, method) is scored on: the same images, noise, masks and settings."""
 
     x: Tensor
@@ -224,18 +236,56 @@ class _Inputs:
     seed: int
 
 
+def facet_inputs(x: Tensor, mosaic_masks: Tensor, info: DatasetInfo, run: Run) -> FacetInputs:
+    """The inputs of the run's protocol for images `x`: noise drawn once from the run's seed, its baseline."""
+    params = run.settings.metrics
+    noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed))
+    baseline = make_baseline(params.baseline, info.mean, info.std)
+    return FacetInputs(x, noisy, mosaic_masks, baseline, params, run.settings.explain.batch_size, run.seed)
+
+
+@dataclass
+class ScoredBlock:
+    """One (model, method) scored: its rows of the per-image table, its mean PF curve, example maps."""
+
+    rows: pd.DataFrame
+    curves: pd.DataFrame
+    examples: dict[str, Tensor]
+
+
+def score_model(
+    model: nn.Module,
+    maps: ExplanationSet,
+    mosaic_maps: ExplanationSet,
+    inputs: FacetInputs,
+    base: dict[str, Any],
+    clock: FacetClock,
+    step: Callable[[str], None] = lambda _facet: None,
+    n_examples: int = 4,
+) -> ScoredBlock:
+    """Every facet of one (model, method) as table rows starting with the `base` columns.
+
+    `step(facet)` is called before each facet (progress reporting); the first `n_examples`
+    images keep their auxiliary maps for figures.
+    """
+    values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)
+    examples = {k: v[:n_examples] for k, v in extra.items()} | {
+        "maps": maps.maps[:n_examples].float(),
+        "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
+        "curves": curves[:n_examples],
+    }
+    return ScoredBlock(_rows(base, maps, mosaic_maps, values), _mean_curves(base, curves, fractions), examples)
+
+
 def _score(
     model: nn.Module,
     maps: ExplanationSet,
     mosaic_maps: ExplanationSet,
-    inputs: _Inputs,
-    clock: _Clock,
+    inputs: FacetInputs,
+    clock: FacetClock,
     step: Callable[[str], None],
 ) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
-    """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps.
-
-    `step(facet)` is called before each facet (progress reporting).
-    """
+    """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps."""
     n = len(maps)
     values: dict[str, Tensor] = {}
     extra: dict[str, Tensor] = {}
@@ -266,9 +316,9 @@ def _sidecar(
     losses: list[str],
     methods: list[str],
     n_images: int,
-    params: MetricsConfig,
     table: pd.DataFrame,
     throughput: pd.DataFrame,
+    precision: str,
 ) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
     return {
@@ -278,7 +328,8 @@ def _sidecar(
         "losses": losses,
         "methods": methods,
         "n_images": n_images,
-        "params": params.to_dict()
+        "precision": precision,
+        "params": run.settings.metrics.to_dict()
         | {
             "explain": vars(run.settings.explain),
             "noise_space": "normalised input, not clamped",
@@ -302,33 +353,27 @@ def evaluate_facets(
     methods: Iterable[str] = METHODS,
     progress: bool = True,
     n_examples: int = 4,
+    precision: str | None = None,
 ) -> FacetResults:
     """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
 
     The noisy inputs are drawn once from `seed`, so every model and method is scored on
     the same perturbation. `n_examples` images per (loss, method) are returned with their
-    auxiliary maps for the notebook's figures.
+    auxiliary maps for the notebook's figures. `precision` (`clxai_utils.core.precision`'s
+    switch) must be the one the stored maps were computed in: the other maps a facet needs
+    are computed in it too.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     n_examples = check_positive_int("n_examples", n_examples)
-    seed, settings = run.seed, run.settings
-    params = settings.metrics
+    compute = resolve_precision(precision, torch.device("cpu"))
+    settings = run.settings
     paths = run.facets_paths
     _remove_stale(paths)
     data, _ = load_prepared(run)
     split = explained_split(data, settings.explain)
-    x = normalised_images(split, data.info)
-    mosaics = explained_mosaics(split, data.info, seed)
-    inputs = _Inputs(
-        x,
-        add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(seed)),
-        mosaics.masks,
-        make_baseline(params.baseline, data.info.mean, data.info.std),
-        params,
-        settings.explain.batch_size,
-        seed,
-    )
-    clock, blocks, curve_blocks, examples = _Clock(), [], [], {}
+    mosaics = explained_mosaics(split, data.info, run.seed)
+    inputs = facet_inputs(normalised_images(split, data.info), mosaics.masks, data.info, run)
+    clock, blocks, examples = FacetClock(), [], {}
     bar = progress_bar(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
     for loss in losses:
         model, _ = load_classifier(run, loss)
@@ -337,28 +382,25 @@ def evaluate_facets(
             mosaic_maps = load_explanations(run, loss, method, "mosaics")
             _check_same_images(maps, split.ids, "test")
             _check_same_images(mosaic_maps, split.ids, "mosaic")
+            _check_precision(maps, compute)
 
             def step(facet: str, pair: str = f"{loss}/{method}") -> None:
                 bar.set_description(f"{pair} {facet}")
                 bar.update(facet != "faithfulness")  # counts the facet just finished
 
-            values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)
+            base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss, "method": method}
+            with inference_model(model, compute) as fast:
+                block = score_model(fast, maps, mosaic_maps, inputs, base, clock, step, n_examples)
             bar.update(1)
-            base = {"dataset": run.dataset, "profile": run.profile, "seed": seed, "loss": loss, "method": method}
-            blocks.append(_rows(base, maps, mosaic_maps, values))
-            curve_blocks.append(_mean_curves(base, curves, fractions))
-            examples[(loss, method)] = {k: v[:n_examples] for k, v in extra.items()} | {
-                "maps": maps.maps[:n_examples].float(),
-                "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
-                "curves": curves[:n_examples],
-            }
+            blocks.append(block)
+            examples[(loss, method)] = block.examples
     bar.close()
     table, curves_table, throughput = (
-        pd.concat(blocks, ignore_index=True),
-        pd.concat(curve_blocks, ignore_index=True),
+        pd.concat([b.rows for b in blocks], ignore_index=True),
+        pd.concat([b.curves for b in blocks], ignore_index=True),
         clock.table(),
     )
-    sidecar = _sidecar(run, losses, methods, len(split), params, table, throughput)
+    sidecar = _sidecar(run, losses, methods, len(split), table, throughput, compute)
     write_json(paths["sidecar"], sidecar)
     write_csv(paths["curves"], curves_table)
     write_csv(paths["table"], table)  # last: its presence means the other two are complete
@@ -367,3 +409,62 @@ def evaluate_facets(
     return FacetResults(
         table, curves_table, throughput, sidecar, examples, displayed | {"masks": mosaics.masks[:n_examples, 0].float()}
     )
+
+
+def precision_effect(run: Run, loss: str, n_images: int = 200, methods: Iterable[str] = METHODS) -> pd.DataFrame:
+    """How much bf16 moves the facets of one model: every facet in float32 and in bf16, on the same images.
+
+    The first `n_images` explained images (class-balanced order is not needed: both
+    precisions see the same ones) get maps and every facet in both precisions, exactly as
+    05 and 06 compute them. One row per (method, metric): the float32 mean, the bf16 mean,
+    the mean and largest absolute per-image difference; the `prediction` row gives the
+    share of images whose predicted class is the same.
+    """
+    check_choice("loss", loss, LOSSES)
+    methods = check_choices("methods", methods, METHODS)
+    n_images = check_positive_int("n_images", n_images)
+    resolve_precision("bf16", torch.device("cpu"))  # a clear error where bf16 would be emulated
+    data, _ = load_prepared(run)
+    full = explained_split(data, run.settings.explain)
+    split = full.subset(torch.arange(min(n_images, len(full))))
+    x = normalised_images(split, data.info)
+    mosaics = explained_mosaics(split, data.info, run.seed)
+    inputs = facet_inputs(x, mosaics.masks, data.info, run)
+    model, _ = load_classifier(run, loss)
+    batch = run.settings.explain.batch_size
+    tables = {}
+    for precision in ("float32", "bf16"):
+        blocks = []
+        with inference_model(model, precision) as fast:
+            for method in methods:
+                maps = compute_explanations(
+                    fast, (x, split.labels, split.ids), method, "predicted", batch_size=batch, progress=False
+                )
+                mosaic_maps = compute_explanations(
+                    fast, (mosaics.images, split.labels, split.ids), method, "true", batch_size=batch, progress=False
+                )
+                block = score_model(fast, maps, mosaic_maps, inputs, {"method": method}, FacetClock())
+                blocks.append(block.rows)
+        tables[precision] = pd.concat(blocks, ignore_index=True).set_index(["method", "image_id"]).sort_index()
+    exact, fast_table = tables["float32"], tables["bf16"]
+    rows = []
+    for method in methods:
+        a, b = exact.loc[method], fast_table.loc[method]
+        rows.append(
+            {"method": method, "metric": "prediction", "agreement": float((a["prediction"] == b["prediction"]).mean())}
+        )
+        for metric in METRICS:
+            diff = (b[metric] - a[metric]).abs().dropna()
+            if diff.empty:
+                continue
+            rows.append(
+                {
+                    "method": method,
+                    "metric": metric,
+                    "float32_mean": a[metric].mean(),
+                    "bf16_mean": b[metric].mean(),
+                    "mean_abs_diff": diff.mean(),
+                    "max_abs_diff": diff.max(),
+                }
+            )
+    return pd.DataFrame(rows)

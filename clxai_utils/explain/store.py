@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from clxai_utils.core.artifacts import load_torch, save_torch
 from clxai_utils.core.config import ExplainConfig
+from clxai_utils.core.precision import inference_model, resolve_precision
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import EXPLANATION_KINDS, Run
@@ -43,7 +44,8 @@ from clxai_utils.explain.cams import (
     explain,
 )
 from clxai_utils.explain.mosaics import Mosaics, make_mosaics
-from clxai_utils.train.probe import load_classifier
+from clxai_utils.train.probe import load_classifier, probe_path
+from clxai_utils.train.trainer import MODEL, snapshot_path
 
 MAP_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
 TARGET_RULES: tuple[str, ...] = ("predicted", "true")
@@ -226,17 +228,22 @@ def explained_mosaics(split: ImageSplit, info: DatasetInfo, seed: int) -> Mosaic
     return make_mosaics(normalised_images(split, info), split.labels, seed)
 
 
-def model_digest(run: Run, loss: str) -> str:
+def model_digest(run: Run, loss: str, epoch: int | None = None) -> str:
     """SHA-256 of the weights that define the explained function (the model's, and the probe's for SupCon/TL).
 
-    The tensors are hashed (name, dtype, shape, values), not the files: pickle's memo and
-    torch's archive layout make two saves of the same weights differ in their bytes.
+    `epoch` hashes that snapshot and its probe instead of the final model. The tensors are
+    hashed (name, dtype, shape, values), not the files: pickle's memo and torch's archive
+    layout make two saves of the same weights differ in their bytes.
     """
-    digest = hashlib.sha256()
     folder = run.model_dir(loss)
-    for name in ("model.pt", "probe.pt"):
-        if (folder / name).is_file():
-            for key, tensor in sorted(load_torch(folder / name)["state_dict"].items()):
+    files = {
+        "model.pt": folder / MODEL if epoch is None else snapshot_path(folder, epoch),
+        "probe.pt": probe_path(folder, epoch),
+    }
+    digest = hashlib.sha256()
+    for name, path in files.items():
+        if path.is_file():
+            for key, tensor in sorted(load_torch(path)["state_dict"].items()):
                 digest.update(f"{name}/{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
                 digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
@@ -255,15 +262,21 @@ def _is_current(path: Path, meta: dict[str, Any]) -> bool:
 
 
 def run_explanations(
-    run: Run, losses: Iterable[str], methods: Iterable[str] = METHODS, progress: bool = True
+    run: Run,
+    losses: Iterable[str],
+    methods: Iterable[str] = METHODS,
+    progress: bool = True,
+    precision: str | None = None,
 ) -> pd.DataFrame:
     """05_explanations' work: the maps of every (loss, method, kind) of the run, computed once and stored.
 
     Test images are explained for their predicted class; mosaic i for the true class of
-    its target image i. A file whose model, images and protocol match is reused, so a
-    rerun (or an interrupted run) only computes what is missing. Returns one row per file.
+    its target image i. A file whose model, images and protocol (the precision included)
+    match is reused, so a rerun (or an interrupted run) only computes what is missing.
+    `precision` is `clxai_utils.core.precision`'s switch. Returns one row per file.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
+    compute = resolve_precision(precision, torch.device("cpu"))
     cfg = run.settings.explain
     data, _ = load_prepared(run)
     split = explained_split(data, cfg)
@@ -283,6 +296,7 @@ def run_explanations(
             "loss": loss,
             "model_digest": model_digest(run, loss),
             "image_ids_digest": ids_digest,
+            "precision": compute,
         }
         for method, kind in itertools.product(methods, EXPLANATION_KINDS):
             path = run.explanation_path(loss, method, kind)
@@ -291,9 +305,10 @@ def run_explanations(
             if not reused:
                 target = "predicted" if kind == "test" else "true"
                 batches = _batches(inputs[kind], split.labels, split.ids, cfg.batch_size)
-                compute_explanations(
-                    model, batches, method, target, batch_size=cfg.batch_size, meta=meta, progress=progress
-                ).save(path)
+                with inference_model(model, compute) as fast:
+                    compute_explanations(
+                        fast, batches, method, target, batch_size=cfg.batch_size, meta=meta, progress=progress
+                    ).save(path)
             seconds = time.perf_counter() - start
             rows.append(
                 {

@@ -3,7 +3,8 @@
 Every (dataset, profile, seed) is a `Run` with its own folder `<runs root>/<run id>/`, so
 runs never overwrite each other and the analysis notebook can gather them all. Within a
 run the notebooks form a small dependency graph (`PIPELINE`): data, then one training per
-loss, then probe, explanations and metrics, and the neuron labels (08, after the training). `clxai_utils.pipeline.execute` runs the jobs;
+loss, then probe, explanations and metrics, the neuron labels (08, after the training) and the
+snapshots scored at matched accuracy (09, after the metrics). `clxai_utils.pipeline.execute` runs the jobs;
 `clxai_utils.pipeline.sweep` is the command line.
 
 The sweep is resumable. A job counts as done only when papermill succeeded (a marker file,
@@ -99,6 +100,10 @@ def _metrics(plan: RunPlan) -> list[Path]:
     return list(plan.run.facets_paths.values())
 
 
+def _snapshot_tables(plan: RunPlan) -> list[Path]:
+    return list(plan.run.snapshot_paths.values())
+
+
 def _neuron_tables(plan: RunPlan) -> list[Path]:
     """08's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
     return [path for name, path in plan.run.neuron_paths.items() if name != "clip_labels"]
@@ -113,6 +118,7 @@ PIPELINE: tuple[Step, ...] = (
     Step("05_explanations", (*_BASE, "losses"), _explanations, needs=("04_linear_probe",)),
     Step("06_metrics", (*_BASE, "losses"), _metrics, needs=("05_explanations",)),
     Step("08_neuron_labels", (*_BASE, "losses"), _neuron_tables, needs=tuple(TRAINING_NOTEBOOKS.values())),
+    Step("09_accuracy_confound", (*_BASE, "losses"), _snapshot_tables, needs=("06_metrics",)),
 )
 
 

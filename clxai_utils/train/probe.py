@@ -24,6 +24,7 @@ from torch import nn
 
 from clxai_utils.core.artifacts import atomic_path, load_torch, save_torch, write_csv
 from clxai_utils.core.config import ProbeConfig
+from clxai_utils.core.precision import autocast, model_to_layout, resolve_precision, to_layout
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
@@ -32,20 +33,31 @@ from clxai_utils.data import augment
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
 from clxai_utils.train.models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
-from clxai_utils.train.trainer import load_trained, lr_factor
+from clxai_utils.train.trainer import load_trained, lr_factor, snapshot_path
 
 PROBE = "probe.pt"
 
 
 @torch.no_grad()
 def batched_forward(
-    fn: Any, split: ImageSplit, info: DatasetInfo, batch_size: int = 512, device: str | torch.device = "cpu"
+    fn: Any,
+    split: ImageSplit,
+    info: DatasetInfo,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    precision: str = "float32",
 ) -> torch.Tensor:
-    """Apply `fn` to the normalised, unaugmented images of `split` in batches; results on CPU."""
+    """Apply `fn` to the normalised, unaugmented images of `split` in batches; float32 results on CPU.
+
+    `precision` is a resolved `clxai_utils.core.precision` name: bf16 runs `fn` under autocast
+    on channels-last batches.
+    """
     outputs = []
+    device = torch.device(device)
     for start in range(0, len(split), batch_size):
         x = augment.normalize(split.images[start : start + batch_size], info.mean, info.std).to(device)
-        outputs.append(fn(x).float().cpu())
+        with autocast(precision, device):
+            outputs.append(fn(to_layout(x, precision)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -112,55 +124,71 @@ def fit_probe(
     seed: int,
     progress: bool = True,
     profile: str | None = None,
+    precision: str = "float32",
+    epoch: int | None = None,
 ) -> tuple[ExplainableClassifier, pd.DataFrame]:
-    """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`."""
-    model, spec, identity = load_trained(out_dir)
+    """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`.
+
+    `epoch` probes that snapshot of the model instead of the final one (`probe_path`);
+    `precision` (resolved) is what the features are computed in, recorded with the probe.
+    """
+    model, spec, identity = load_trained(out_dir, epoch)
     check_profile(identity, profile, Path(out_dir))
     if spec.loss == "ce":
         raise ValueError(f"{out_dir} holds a CE model: it is evaluated with its own head, not probed")
-    features = batched_forward(lambda x: F.normalize(model.features(x), dim=1), split, info)
+    model_to_layout(model, precision)
+    features = batched_forward(lambda x: F.normalize(model.features(x), dim=1), split, info, precision=precision)
     probe, history = train_probe(features, split.labels, spec.num_classes, cfg, seed, progress)
     save_torch(
-        Path(out_dir) / PROBE,
+        probe_path(out_dir, epoch),
         {
             "state_dict": probe.state_dict(),
             "identity": identity,
             "probe_config": cfg.__dict__,
+            "precision": precision,
             "history": history.to_dict("list"),
         },
     )
     return explainable_from_contrastive(model, probe).eval(), history
 
 
-def load_classifier(run: Run, loss: str) -> tuple[ExplainableClassifier, ModelSpec]:
+def probe_path(out_dir: str | Path, epoch: int | None = None) -> Path:
+    """The probe of the final model (`probe.pt`), or of the snapshot of `epoch` beside that snapshot."""
+    if epoch is None:
+        return Path(out_dir) / PROBE
+    return snapshot_path(out_dir, epoch).with_suffix(".probe.pt")
+
+
+def load_classifier(run: Run, loss: str, epoch: int | None = None) -> tuple[ExplainableClassifier, ModelSpec]:
     """The explainable classifier of one trained model: CE with its head, SupCon/triplet with its probe.
 
-    Refuses a model trained under another profile than the run's.
+    `epoch` takes that snapshot (and its probe) instead of the final model. Refuses a model
+    trained under another profile than the run's.
     """
     out_dir = run.model_dir(loss)
-    model, spec, identity = load_trained(out_dir)
+    model, spec, identity = load_trained(out_dir, epoch)
     check_profile(identity, run.profile, out_dir)
     if isinstance(model, ExplainableClassifier):  # a CE model (spec.loss == "ce"), evaluated with its own head
         return model, spec
-    probe_path = out_dir / PROBE
-    if not probe_path.is_file():
+    path = probe_path(out_dir, epoch)
+    if not path.is_file():
         raise FileNotFoundError(
-            f"no linear probe at {probe_path}: run notebooks/04_linear_probe.ipynb for loss={loss!r} in run {run.id} first"
+            f"no linear probe at {path}: run notebooks/04_linear_probe.ipynb for loss={loss!r} in run {run.id} first"
         )
-    state = load_torch(probe_path)
+    state = load_torch(path)
     if state["identity"] != identity:
-        raise ValueError(
-            f"the probe in {probe_path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb"
-        )
+        raise ValueError(f"the probe in {path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb")
     probe = nn.Linear(model.backbone.feature_dim, spec.num_classes)
     probe.load_state_dict(state["state_dict"])
     return explainable_from_contrastive(model, probe).eval(), spec
 
 
-def accuracy(model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo) -> tuple[float, torch.Tensor]:
-    """Top-1 accuracy on `split` and the predictions, in eval mode."""
+def accuracy(
+    model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo, precision: str = "float32"
+) -> tuple[float, torch.Tensor]:
+    """Top-1 accuracy on `split` and the predictions, in eval mode, computed in a resolved `precision`."""
     model.eval()
-    predictions = batched_forward(model, split, info).argmax(1)
+    predictions = batched_forward(model_to_layout(model, precision), split, info, precision=precision).argmax(1)
     return (predictions == split.labels).float().mean().item(), predictions
 
 
@@ -173,15 +201,16 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def probe_and_evaluate(
-    run: Run, losses: Iterable[str] = LOSSES, progress: bool = True
+    run: Run, losses: Iterable[str] = LOSSES, progress: bool = True, precision: str | None = None
 ) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
     """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
 
     Returns the explainable classifiers, the accuracy table (also written to
     `run.accuracy_path`), the probes' training histories and the prepared data they were
-    evaluated on.
+    evaluated on. `precision` is `clxai_utils.core.precision`'s switch (recorded in the table).
     """
     losses = check_choices("losses", losses, LOSSES)
+    compute = resolve_precision(precision, torch.device("cpu"))
     data, _ = load_prepared(run)
     classifiers, histories, rows = {}, {}, []
     for loss in losses:
@@ -189,9 +218,9 @@ def probe_and_evaluate(
             classifiers[loss], _ = load_classifier(run, loss)
         else:
             classifiers[loss], histories[loss] = fit_probe(
-                run.model_dir(loss), data.train, data.info, run.settings.probe, run.seed, progress, run.profile
+                run.model_dir(loss), data.train, data.info, run.settings.probe, run.seed, progress, run.profile, compute
             )
-        acc, _ = accuracy(classifiers[loss], data.test, data.info)
+        acc, _ = accuracy(classifiers[loss], data.test, data.info, compute)
         rows.append(
             {
                 "dataset": run.dataset,
@@ -200,6 +229,7 @@ def probe_and_evaluate(
                 "seed": run.seed,
                 "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
                 "test_images": len(data.test),
+                "precision": compute,
                 "accuracy": acc,
             }
         )

@@ -58,6 +58,7 @@ from clxai_utils.train.models import ContrastiveModel, ExplainableClassifier, Mo
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
+SNAPSHOTS = "snapshots"  # snapshots/epoch<k>.pt: the weights after epoch k (TrainConfig.snapshot_every)
 SINGLE_PROCESS = World()
 #: Augmentation streams of ranks 1, 2, ... start this far apart (rank 0 keeps the single-process stream).
 RANK_SEED_STRIDE = 10_007
@@ -87,7 +88,9 @@ def default_device() -> torch.device:
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The optimisers of the paper's Table 2."""
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "radam":
@@ -95,20 +98,26 @@ def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer={cfg.optimizer!r} is not one of: sgd, adamw, radam")
 
 
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up from 0 to 1 over `warmup_steps`, then cosine decay to 0 at `total_steps`."""
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "cosine") -> float:
+    """Linear warm-up from 0 to 1 over `warmup_steps`, then cosine or linear decay to 0 at `total_steps`.
+
+    Linear warm-up and linear decay together are the one-cycle schedule the quick profile uses:
+    on a budget of a few epochs it reaches a higher accuracy than the paper's cosine.
+    """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule: warm-up for `cfg.warmup_epochs`, cosine for the rest."""
-    warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total))
+    """Per-step schedule: warm-up for `cfg.warmup_epochs`, then `cfg.schedule` for the rest."""
+    warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule))
 
 
 def compute_loss(
@@ -339,27 +348,48 @@ def train(
                 },
             )
             write_csv(out_dir / HISTORY, pd.DataFrame(history))
+            model_file = {"spec": spec.to_dict(), "identity": asdict(identity), "world_size": world.size}
+            model_file |= {"precision": compute, "epoch": epoch + 1, "state_dict": model.state_dict()}
+            if epoch + 1 == cfg.epochs:
+                save_torch(out_dir / MODEL, model_file)
+            elif cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
+                save_torch(snapshot_path(out_dir, epoch + 1), model_file)
     bar.close()
-    if last_epoch == cfg.epochs and world.is_main:
-        save_torch(
-            out_dir / MODEL,
-            {
-                "spec": spec.to_dict(),
-                "identity": asdict(identity),
-                "world_size": world.size,
-                "precision": compute,
-                "state_dict": model.state_dict(),
-            },
-        )
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
 
-def load_trained(out_dir: str | Path) -> tuple[ExplainableClassifier | ContrastiveModel, ModelSpec, dict[str, Any]]:
-    """The final model written by `train` (CE: classifier; SupCon/triplet: backbone + projection head)."""
+def snapshot_path(out_dir: str | Path, epoch: int) -> Path:
+    """Where the weights after `epoch` are kept (only for the epochs `TrainConfig.snapshot_every` names)."""
+    return Path(out_dir) / SNAPSHOTS / f"epoch{epoch:04d}.pt"
+
+
+def trained_epochs(out_dir: str | Path) -> list[int]:
+    """The epochs whose weights exist in `out_dir`: every snapshot, and the last epoch once training finished."""
+    out_dir = Path(out_dir)
+    names = (p.stem.removeprefix("epoch") for p in (out_dir / SNAPSHOTS).glob("epoch*.pt"))
+    epochs = sorted(int(name) for name in names if name.isdigit())  # not the snapshots' probes, epoch<k>.probe.pt
+    if (out_dir / MODEL).is_file():
+        epochs.append(load_torch(out_dir / MODEL)["epoch"])
+    return epochs
+
+
+def load_trained(
+    out_dir: str | Path, epoch: int | None = None
+) -> tuple[ExplainableClassifier | ContrastiveModel, ModelSpec, dict[str, Any]]:
+    """The model written by `train` (CE: classifier; SupCon/triplet: backbone + projection head).
+
+    `epoch` None is the final model; an epoch of `trained_epochs` is that snapshot (the final
+    epoch's is the final model).
+    """
     path = Path(out_dir) / MODEL
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}: run the training notebook for this loss and seed first")
     state = load_torch(path)
+    if epoch is not None and epoch != state["epoch"]:
+        path = snapshot_path(out_dir, epoch)
+        if not path.is_file():
+            raise FileNotFoundError(f"no snapshot of epoch {epoch} at {path}; epochs kept: {trained_epochs(out_dir)}")
+        state = load_torch(path)
     spec = ModelSpec.from_dict(state["spec"])
     model = build_training_model(spec)
     model.load_state_dict(state["state_dict"])
