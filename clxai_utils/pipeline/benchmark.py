@@ -10,7 +10,9 @@ batches after warm-up steps, images per second.
 Measured, per precision:
 
 - ``train``: a CE training step (forward, backward, SGD) at the profile's CE batch size;
-- ``forward``: inference at the metrics' batch size;
+- ``forward``: inference at the metrics' batch size (on this kind of CPU, batches of a few
+  hundred images run about twice as fast per image as batches of 2,048: cache size, not
+  arithmetic, sets the pace of a narrow network);
 - ``gradcam`` / ``eigencam``: maps (`explain.cams.explain`) at the explanation batch size;
 - ``pixel_flipping``: images scored per second, and ``pf_over_forward``: its time divided by
   the time of plain forward passes over as many copies as it evaluates (the overhead of
@@ -87,8 +89,9 @@ def inference_rates(
     model = _model(spec, size, generator)
     x = torch.randn(n, 3, size, size, generator=generator)
     rates: dict[str, float] = {}
+    pool = x.repeat(math.ceil(metric_batch / n), 1, 1, 1)  # at least one full batch, as Pixel Flipping's copies
     with inference_model(model, precision) as fast, torch.no_grad():
-        rates["forward"] = _rate(lambda: [fast(b) for b in x.split(metric_batch)], n, 3)
+        rates["forward"] = _rate(lambda: [fast(b) for b in pool.split(metric_batch)], len(pool), 3)
     targets = torch.zeros(n, dtype=torch.long)
     with inference_model(model, precision) as fast:
         for method in ("gradcam", "eigencam"):
@@ -128,11 +131,13 @@ def compiled_train_rate(spec: ModelSpec, batch: int, size: int, repeats: int) ->
     return _rate(step, batch, repeats), compile_seconds
 
 
-def benchmark(profile: str, dataset: str, repeats: int, images: int, compile_too: bool) -> pd.DataFrame:
-    """One row per precision: the rates of the module docstring on the profile's network."""
+def benchmark(
+    profile: str, dataset: str, repeats: int, images: int, compile_too: bool, width: float | None = None
+) -> pd.DataFrame:
+    """One row per precision: the rates of the module docstring on the profile's network (or another `width`)."""
     settings = load_profile(profile).for_dataset(dataset)
     size = 224 if settings.model.arch == "resnet50" else 32
-    spec = ModelSpec(settings.model.arch, settings.model.width, 10, "ce")
+    spec = ModelSpec(settings.model.arch, width or settings.model.width, 10, "ce")
     precisions = ["float32", *(["bf16"] if cpu_computes_bf16() else [])]
     rows = []
     for precision in precisions:
@@ -161,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="training steps timed per precision")
     parser.add_argument("--images", type=int, default=512, help="images explained and flipped per precision")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (float32 channels-last)")
+    parser.add_argument("--width", type=float, help="network width instead of the profile's (resnet18_cifar only)")
     args = parser.parse_args(argv)
-    table = benchmark(args.profile, args.dataset, args.repeats, args.images, args.compile)
+    table = benchmark(args.profile, args.dataset, args.repeats, args.images, args.compile, args.width)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_computes_bf16()}")
     print(table.round(2).to_string(index=False))
 
