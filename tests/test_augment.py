@@ -315,3 +315,34 @@ def test_supcon_augment_much_faster_than_torchvision_per_image():
         torch.set_num_threads(threads)
     print(f"supcon_augment {ours * 1e3:.3f} ms/image, torchvision per image {theirs * 1e3:.3f} ms/image")
     assert ours < theirs / 3
+
+
+@pytest.mark.parametrize("kernel_size", [3, 7])
+def test_gaussian_blur_matches_torchvision_per_sample(images, kernel_size):
+    """Each sample blurred with its own sigma equals torchvision's gaussian_blur of that sample (reflect padding)."""
+    sigma = torch.linspace(0.3, 2.0, len(images))
+    apply = torch.arange(len(images)) % 3 != 0  # some samples stay as they are
+    blurred = A.apply_gaussian_blur(images, sigma, apply, kernel_size)
+    for i in range(len(images)):
+        expected = (
+            TF.gaussian_blur(images[i], [kernel_size, kernel_size], [sigma[i].item()] * 2) if apply[i] else images[i]
+        )
+        torch.testing.assert_close(blurred[i], expected, atol=1e-5, rtol=0)
+
+
+def test_gaussian_kernel_by_hand():
+    """sigma 1, size 3: weights proportional to (e^-0.5, 1, e^-0.5)."""
+    edge = torch.exp(torch.tensor(-0.5))
+    expected = torch.stack([edge, torch.tensor(1.0), edge]) / (1 + 2 * edge)
+    torch.testing.assert_close(A.gaussian_kernels(torch.tensor([1.0]), 3)[0], expected)
+
+
+def test_imagenet_supcon_colour_keeps_the_crop_and_draws_independently(images):
+    big = torch.nn.functional.interpolate(images.float(), size=64, mode="nearest")
+    a = A.imagenet_supcon_colour(big, torch.Generator().manual_seed(0))
+    b = A.imagenet_supcon_colour(big, torch.Generator().manual_seed(0))
+    c = A.imagenet_supcon_colour(big, torch.Generator().manual_seed(1))
+    assert a.shape == big.shape and torch.equal(a, b) and not torch.equal(a, c)
+    assert a.min() >= 0 and a.max() <= 1
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        A.random_gaussian_blur(big, 4, generator=torch.Generator())

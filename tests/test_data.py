@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clxai_utils.data import datasets as L
 from clxai_utils.data import prepare as prep
 from clxai_utils.data import sources as D
 
@@ -34,7 +35,7 @@ def make_archive(tree: Path, archive: Path, wrap: str = "wrapped") -> Path:
 
 def test_imagefolder_loads_pixels_labels_and_ids(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
-    ds = D.load_dataset("cifar10", str(tree))
+    ds = L.load_dataset("cifar10", str(tree))
     assert ds.classes == ("a", "b", "c")
     assert ds.train.images.shape == (12, 3, 32, 32) and ds.train.images.dtype == torch.uint8
     assert ds.train.labels.tolist() == [0] * 4 + [1] * 4 + [2] * 4
@@ -46,21 +47,21 @@ def test_imagefolder_loads_pixels_labels_and_ids(tmp_path: Path) -> None:
 
 def test_cache_is_reused_and_invalidated(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
-    first = D.load_dataset("cifar10", str(tree))
+    first = L.load_dataset("cifar10", str(tree))
     caches = sorted((tmp_path / "datadir" / "cache").glob("*.npz"))
     assert len(caches) == 2
-    assert torch.equal(D.load_dataset("cifar10", str(tree)).train.images, first.train.images)
+    assert torch.equal(L.load_dataset("cifar10", str(tree)).train.images, first.train.images)
     Image.new("RGB", (32, 32), (255, 0, 0)).save(tree / "train" / "a" / "9999.png")
-    assert len(D.load_dataset("cifar10", str(tree)).train) == 13
+    assert len(L.load_dataset("cifar10", str(tree)).train) == 13
 
 
 def test_archive_is_extracted_once_through_a_wrapping_folder(tmp_path: Path) -> None:
     archive = make_archive(make_tree(tmp_path / "tree"), tmp_path / "data.tar.gz")
-    ds = D.load_dataset("cifar10", str(archive))
+    ds = L.load_dataset("cifar10", str(archive))
     assert len(ds.train) == 12 and len(ds.test) == 6
     (target,) = (tmp_path / "datadir" / "extracted").iterdir()
     marker_time = (target / ".extracted.json").stat().st_mtime_ns
-    D.load_dataset("cifar10", str(archive))
+    L.load_dataset("cifar10", str(archive))
     assert (target / ".extracted.json").stat().st_mtime_ns == marker_time
 
 
@@ -103,7 +104,7 @@ def test_truncated_archive_is_reported_and_leaves_nothing(tmp_path: Path) -> Non
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(D.DataError, match="truncated or corrupt"):
-        D.load_dataset("cifar10", str(truncated))
+        L.load_dataset("cifar10", str(truncated))
     extracted = tmp_path / "datadir" / "extracted"
     assert not extracted.exists() or not any(extracted.iterdir())
 
@@ -112,14 +113,14 @@ def test_missing_split_is_named(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     (tree / "test").rename(tree / "val")
     with pytest.raises(D.DataError, match=r"lacks the split folder\(s\) \['test'\]"):
-        D.load_dataset("cifar10", str(tree))
+        L.load_dataset("cifar10", str(tree))
 
 
 def test_class_folders_must_match_between_splits(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     (tree / "test" / "c").rename(tree / "test" / "d")
     with pytest.raises(D.DataError, match=r"only in train \['c'\], only in test \['d'\]"):
-        D.load_dataset("cifar10", str(tree))
+        L.load_dataset("cifar10", str(tree))
 
 
 def test_empty_class_is_named(tmp_path: Path) -> None:
@@ -127,7 +128,7 @@ def test_empty_class_is_named(tmp_path: Path) -> None:
     for f in (tree / "train" / "b").iterdir():
         f.unlink()
     with pytest.raises(D.DataError, match=r"train/b holds no"):
-        D.load_dataset("cifar10", str(tree))
+        L.load_dataset("cifar10", str(tree))
 
 
 def test_unreadable_image_is_named(tmp_path: Path) -> None:
@@ -135,19 +136,19 @@ def test_unreadable_image_is_named(tmp_path: Path) -> None:
     bad = tree / "test" / "a" / "0001.png"
     bad.write_bytes(b"not a png at all")
     with pytest.raises(D.DataError, match=r"cannot read image .*test/a/0001.png"):
-        D.load_dataset("cifar10", str(tree))
+        L.load_dataset("cifar10", str(tree))
 
 
 def test_wrong_image_size_is_named(tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree")
     Image.new("RGB", (31, 32)).save(tree / "train" / "a" / "0000.png")
     with pytest.raises(D.DataError, match=r"0000.png is 31x32 pixels"):
-        D.load_dataset("cifar10", str(tree))
+        L.load_dataset("cifar10", str(tree))
 
 
 def test_missing_source_explains_how_to_provide_data(tmp_path: Path) -> None:
     with pytest.raises(D.DataError, match="CLXAI_DATA_SOURCE") as err:
-        D.load_dataset("cifar10", str(tmp_path / "nowhere"))
+        L.load_dataset("cifar10", str(tmp_path / "nowhere"))
     assert "image-folder tree" in str(err.value) and "torchvision" in str(err.value)
 
 
@@ -155,12 +156,12 @@ def test_environment_variable_selects_the_source(tmp_path: Path, monkeypatch: py
     tree = make_tree(tmp_path / "tree")
     monkeypatch.setenv(D.SOURCE_ENV, str(tree))
     assert D.resolve_source("auto") == str(tree.resolve())
-    assert D.load_dataset("cifar10", "auto").classes == ("a", "b", "c")
+    assert L.load_dataset("cifar10", "auto").classes == ("a", "b", "c")
 
 
 def test_unknown_dataset_is_an_error() -> None:
     with pytest.raises(ValueError, match="dataset='mnist'"):
-        D.load_dataset("mnist", "auto")
+        L.load_dataset("mnist", "auto")
 
 
 def test_balanced_subset_is_deterministic_and_balanced() -> None:
@@ -176,7 +177,7 @@ def test_balanced_subset_is_deterministic_and_balanced() -> None:
 
 
 def test_manifest_round_trip_and_checksum(tmp_path: Path) -> None:
-    ds = D.load_dataset("cifar10", str(make_tree(tmp_path / "tree")))
+    ds = L.load_dataset("cifar10", str(make_tree(tmp_path / "tree")))
     subsets = {"train": prep.balanced_subset(ds.train.labels, 2), "test": prep.balanced_subset(ds.test.labels, 1)}
     manifest = prep.build_manifest(ds, "smoke", subsets)
     assert manifest.counts == {"train": [4, 4, 4], "test": [2, 2, 2]}

@@ -12,7 +12,9 @@ from PIL import Image
 from torchvision import transforms as T
 
 from clxai_utils.data import fixtures as FX
+from clxai_utils.data import geometry as G
 from clxai_utils.data import imagenet_s as S
+from clxai_utils.data import sources as D
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
 from clxai_utils.data.masks import MaskSet
 from clxai_utils.data.sources import DataError
@@ -94,8 +96,8 @@ def test_nearest_keeps_only_existing_ids_where_bilinear_invents_some(tmp_path: P
     invented = set(np.unique(S.decode_class_ids(blended[0].permute(1, 2, 0).round().byte().numpy())).tolist())
     assert invented - {0, 50, 1000}
     # nearest, as load_eval_mask samples: only the input's ids
-    rows = S.nearest_source_indices(0, 27, 27, 40)
-    cols = S.nearest_source_indices(0, 41, 41, 60)
+    rows = G.nearest_source_indices(0, 27, 27, 40)
+    cols = G.nearest_source_indices(0, 41, 41, 60)
     assert set(np.unique(ids[np.ix_(rows, cols)]).tolist()) == {0, 50, 1000}
     write_mask(tmp_path / "m.png", ids)
     mask = S.load_eval_mask(tmp_path / "m.png", 50, (60, 40), size=24)
@@ -105,9 +107,9 @@ def test_nearest_keeps_only_existing_ids_where_bilinear_invents_some(tmp_path: P
 
 def test_nearest_source_indices_by_hand() -> None:
     # 4 -> 8 pixels: each source pixel twice; 8 -> 4: pixel centres 1, 3, 5, 7 (floor((i + 0.5) * 2))
-    assert S.nearest_source_indices(0, 8, 8, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert S.nearest_source_indices(0, 4, 4, 8).tolist() == [1, 3, 5, 7]
-    assert S.nearest_source_indices(2, 3, 8, 4).tolist() == [1, 1, 2]
+    assert G.nearest_source_indices(0, 8, 8, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert G.nearest_source_indices(0, 4, 4, 8).tolist() == [1, 3, 5, 7]
+    assert G.nearest_source_indices(2, 3, 8, 4).tolist() == [1, 1, 2]
 
 
 # --------------------------------------------------------------------------- evaluation geometry
@@ -115,12 +117,12 @@ def test_nearest_source_indices_by_hand() -> None:
 
 def test_eval_geometry_of_a_300x200_image_by_hand(tmp_path: Path) -> None:
     # short side 200 -> 256, long side int(256 * 300 / 200) = 384; crop offsets round((256-224)/2), round((384-224)/2)
-    g = S.eval_geometry(300, 200)
+    g = G.eval_geometry(300, 200)
     assert (g.height, g.width, g.top, g.left, g.size) == (256, 384, 16, 80, 224)
-    assert S.eval_geometry(200, 300) == S.EvalGeometry(384, 256, 80, 16, 224)
-    assert S.default_resize(224) == 256 and S.default_resize(64) == 73
+    assert G.eval_geometry(200, 300) == G.EvalGeometry(384, 256, 80, 16, 224)
+    assert G.default_resize(224) == 256 and G.default_resize(64) == 73
     # 64 px: resize round(64 * 256 / 224) = 73; int(73 * 150 / 90) = 121; offsets 28.5 and 4.5 round half to even
-    assert S.eval_geometry(90, 150, size=64) == S.EvalGeometry(121, 73, 28, 4, 64)
+    assert G.eval_geometry(90, 150, size=64) == G.EvalGeometry(121, 73, 28, 4, 64)
     # output pixel (0, 0) is resized pixel (16, 80), whose nearest source is
     # row floor(16.5 * 200 / 256) = 12, column floor(80.5 * 300 / 384) = 62
     ids = np.zeros((200, 300), dtype=np.int32)
@@ -132,7 +134,7 @@ def test_eval_geometry_of_a_300x200_image_by_hand(tmp_path: Path) -> None:
     image = np.zeros((200, 300, 3), dtype=np.uint8)
     image[:, 150:] = 255
     Image.fromarray(image).save(tmp_path / "i.png")
-    out = S.load_eval_image(tmp_path / "i.png")
+    out = D.load_eval_image(tmp_path / "i.png")
     assert out.dtype == torch.uint8 and out.shape == (3, 224, 224)
     assert int(out[:, :, :111].max()) == 0 and int(out[:, :, 113:].min()) == 255
     assert 0 < int(out[0, 0, 111]) < 255 or 0 < int(out[0, 0, 112]) < 255
@@ -142,15 +144,15 @@ def test_eval_image_matches_torchvision_resize_and_center_crop(s50: Path) -> Non
     path = next((s50 / "validation").rglob("*.JPEG"))
     with Image.open(path) as img:
         expected = np.asarray(T.Compose([T.Resize(256), T.CenterCrop(224)])(img.convert("RGB"))).transpose(2, 0, 1)
-    ours = S.load_eval_image(path).numpy()
+    ours = D.load_eval_image(path).numpy()
     assert np.array_equal(ours, expected)
 
 
 def test_eval_size_is_checked() -> None:
     with pytest.raises(ValueError, match="resize=200 must be >= size=224"):
-        S.eval_geometry(300, 200, resize=200)
+        G.eval_geometry(300, 200, resize=200)
     with pytest.raises(ValueError, match="size must be an integer"):
-        S.eval_geometry(300, 200, size=0)
+        G.eval_geometry(300, 200, size=0)
 
 
 # --------------------------------------------------------------------------- layout
@@ -226,11 +228,11 @@ def test_mask_split_at_eval_size(s50: Path) -> None:
     assert len(two) == 1
     record = tree.records("validation")[two[0]]
     ids = S.read_class_ids(record.mask_path)  # type: ignore[arg-type]
-    g = S.eval_geometry(ids.shape[1], ids.shape[0], 64)
+    g = G.eval_geometry(ids.shape[1], ids.shape[0], 64)
     crop = ids[
         np.ix_(
-            S.nearest_source_indices(g.top, 64, g.height, ids.shape[0]),
-            S.nearest_source_indices(g.left, 64, g.width, ids.shape[1]),
+            G.nearest_source_indices(g.top, 64, g.height, ids.shape[0]),
+            G.nearest_source_indices(g.left, 64, g.width, ids.shape[1]),
         )
     ]
     assert (crop == 3).any() and (masks.masks[two[0]].numpy()[crop == 3] == 0).all()
@@ -244,7 +246,7 @@ def test_decode_eval_keeps_record_order_with_workers(s50: Path) -> None:
     images, masks = S.decode_eval(records, size=32, num_workers=2, batch_size=2)
     assert masks is not None and masks.shape == (5, 32, 32)
     for i, record in enumerate(records):
-        assert torch.equal(images[i], S.load_eval_image(record.path, 32))
+        assert torch.equal(images[i], D.load_eval_image(record.path, 32))
         with Image.open(record.path) as img:
             assert torch.equal(masks[i], S.load_eval_mask(record.mask_path, record.class_id, img.size, 32))  # type: ignore[arg-type]
     train_images, no_masks = S.decode_eval(S.imagenet_s50_layout(s50).records("train")[:3], size=32)
@@ -371,11 +373,11 @@ def test_stream_is_deterministic_across_workers_and_changes_with_epoch(s50: Path
 def test_stream_crop_is_a_resize_of_the_box(s50: Path) -> None:
     # scale 1 with the image's own aspect ratio: the box is the whole image, each view its resize (or mirror)
     path, label = _train_records(s50)[0]
-    image = S.open_rgb(path)
+    image = D.open_rgb(path)
     aspect = image.width / image.height
     dataset = RandomResizedCropStream([(path, label)], size=24, views=8, scale=(1.0, 1.0), ratio=(aspect, aspect))
     views, out_label = dataset[0]
-    resized = S.to_chw_tensor(image.resize((24, 24), Image.Resampling.BILINEAR))
+    resized = G.to_chw_tensor(image.resize((24, 24), Image.Resampling.BILINEAR))
     flipped = [torch.equal(v, resized.flip(-1)) for v in views]
     assert out_label == label
     assert all(torch.equal(v, resized) or f for v, f in zip(views, flipped)) and 0 < sum(flipped) < 8
@@ -386,14 +388,14 @@ def test_stream_views_equal_torchvision_resized_crop_and_flip(s50: Path) -> None
     dataset = RandomResizedCropStream([(path, label)], size=40, views=6, seed=9)
     dataset.set_epoch(4)
     views, _ = dataset[0]
-    image = S.open_rgb(path)
+    image = D.open_rgb(path)
     generator = torch.Generator().manual_seed(mix_seed(9, 4, 0))
     boxes = draw_resized_crop_boxes(6, image.height, image.width, (0.08, 1.0), (3 / 4, 4 / 3), generator)
     flips = draw_flags(6, 0.5, generator)
     for view, box, flip in zip(views, boxes.tolist(), flips.tolist()):
         expected = T.functional.resized_crop(image, *box, [40, 40], T.InterpolationMode.BILINEAR)
         expected = T.functional.hflip(expected) if flip else expected
-        assert torch.equal(view, S.to_chw_tensor(expected))
+        assert torch.equal(view, G.to_chw_tensor(expected))
 
 
 def test_loader_leaves_the_global_rng_alone(s50: Path) -> None:
@@ -407,7 +409,7 @@ def test_center_crop_stream_equals_eval_images(s50: Path) -> None:
     images, labels = _all_batches(make_loader(CenterCropStream(records, size=32), 2))
     assert labels.tolist() == [label for _, label in records]
     for i, (path, _) in enumerate(records):
-        assert torch.equal(images[i], S.load_eval_image(path, 32))
+        assert torch.equal(images[i], D.load_eval_image(path, 32))
 
 
 def test_mix_seed() -> None:

@@ -11,8 +11,9 @@ from torch import nn
 
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import ConfigError
+from clxai_utils.data.datasets import SPECS
 from clxai_utils.data.prepare import load_prepared, prepare_data
-from clxai_utils.data.sources import DATASET_INFO, write_synthetic_imagefolder
+from clxai_utils.data.sources import write_synthetic_imagefolder
 from clxai_utils.neurons import units
 from clxai_utils.neurons.units import (
     probe_split,
@@ -23,7 +24,7 @@ from clxai_utils.neurons.units import (
 )
 from clxai_utils.train.models import ContrastiveModel, ExplainableClassifier, ModelSpec, build_backbone
 
-INFO = DATASET_INFO["cifar10"]
+INFO = SPECS["cifar10"].info()
 
 
 def tiny_classifier(seed: int = 0) -> ExplainableClassifier:

@@ -124,7 +124,7 @@ def test_facet_rules(results: FA.FacetResults) -> None:
     table = results.table
     assert table.loc[table["method"] == "eigencam", "contrastivity_ssim"].isna().all()
     assert table.loc[~table["correct"], ["pointing_game", "attribution_localisation"]].isna().all().all()
-    scored = table[table["correct"] & ~table["mosaic_map_all_zero"]]
+    scored = table[table["correct"] & ~table["coherence_map_all_zero"]]
     assert scored["pointing_game"].isin([0.0, 1.0]).all() and scored["attribution_localisation"].between(0, 1).all()
     assert set(results.throughput["facet"]) == set(FACETS)
 

@@ -13,13 +13,14 @@ from clxai_utils.core.config import ProbeConfig, TrainConfig
 from clxai_utils.core.precision import cpu_computes_bf16
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import ConfigError
-from clxai_utils.data.sources import DATASET_INFO, ImageSplit, load_dataset, write_synthetic_imagefolder
+from clxai_utils.data.datasets import SPECS, load_dataset
+from clxai_utils.data.sources import ImageSplit, write_synthetic_imagefolder
 from clxai_utils.train import probe as P
 from clxai_utils.train import trainer as T
 from clxai_utils.train.distributed import launch_arguments
 from clxai_utils.train.models import ModelSpec
 
-INFO = DATASET_INFO["cifar10"]
+INFO = SPECS["cifar10"].info()
 
 
 @pytest.fixture(scope="module")

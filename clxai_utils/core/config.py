@@ -21,7 +21,7 @@ from clxai_utils.core.paths import repo_root
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.validate import ConfigError, check_choice, check_positive, check_positive_int
 
-DATASETS = ("cifar10", "imagenet_s50")
+DATASETS = ("cifar10", "imagenet_s50", "imagefolder")
 OPTIMIZERS = ("sgd", "adamw", "radam")
 SCHEDULES = ("cosine", "linear")
 BASELINES = ("black", "mean")
@@ -34,6 +34,24 @@ class SubsetConfig:
 
     train_per_class: int | None = None
     test_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are read: the model's input side (null: the data set's own) and the decoding processes.
+
+    `workers` DataLoader processes decode and crop streamed images (ImageNet-S50, large image
+    folders); 0 decodes in the notebook's own process.
+    """
+
+    image_size: int | None = None
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None:
+            check_positive_int("image_size", self.image_size)
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
 
 
 @dataclass(frozen=True)
@@ -167,6 +185,7 @@ class DatasetProfile:
     """Everything a profile fixes for one data set."""
 
     subset: SubsetConfig
+    data: DataConfig
     model: ModelConfig
     train: dict[str, TrainConfig]
     probe: ProbeConfig
@@ -270,7 +289,7 @@ def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "model", "train", "probe", "explain", "metrics", "confound"}
+    allowed = {"subset", "data", "model", "train", "probe", "explain", "metrics", "confound"}
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -283,6 +302,7 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         _validate_train(train[loss], loss, f"{where}.train.{loss}")
     return DatasetProfile(
         subset=_build(SubsetConfig, data.get("subset", {}), f"{where}.subset"),
+        data=_build(DataConfig, data.get("data", {}), f"{where}.data"),
         model=_build(ModelConfig, data.get("model"), f"{where}.model"),
         train=train,
         probe=_build(ProbeConfig, data.get("probe"), f"{where}.probe"),

@@ -11,7 +11,9 @@ papermill or in a sweep, so runs of different profiles or seeds never collide an
     <root>/models/<loss>/history.csv
     <root>/results/accuracy.{csv,json}               04
     <root>/explanations/<loss>/<method>[_mosaics].pt 05
+    <root>/explanations/<loss>/<method>_masks.pt      05  the external images with masks (mask_source)
     <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
+    <root>/results/coherence_masks.csv               06  coherence on the external images with masks
     <root>/models/<loss>/snapshots/epoch<k>[.probe].pt  01-03, 09  weights kept during training (and their probes)
     <root>/results/snapshot_{facets,accuracy}.csv    09  every snapshot scored like the final models
     <root>/results/snapshots/<loss>-epoch<k>.{csv,json} 09  one block per snapshot, reused by a rerun
@@ -32,14 +34,16 @@ from clxai_utils.core.paths import display_path, runs_root
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.validate import check_choice, check_seed
 
-#: The two kinds of stored explanations: the test images, and one 2x2 mosaic per test image.
-EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics")
+#: The kinds of stored explanations: the test images; one 2x2 mosaic per test image (data sets whose test images
+#: carry no masks, with 4+ classes); the external images with masks (CIFAR-10's real photographs, `mask_source`).
+EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics", "masks")
 #: The result tables of a run (in `<root>/results/`), by kind; 07_analysis gathers them from every run.
 RESULT_TABLES: dict[str, str] = {
     "accuracy": "accuracy.csv",
     "facets": "facets.csv",
     "pf_curves": "pf_curves.csv",
     "snapshots": "snapshot_facets.csv",
+    "coherence_masks": "coherence_masks.csv",
 }
 
 
@@ -103,6 +107,11 @@ class Run:
             "sidecar": table.with_suffix(".json"),
             "curves": table.parent / RESULT_TABLES["pf_curves"],
         }
+
+    @property
+    def coherence_masks_path(self) -> Path:
+        """06's coherence on the external images with masks (CIFAR-10's real photographs), when they were given."""
+        return self.root / "results" / RESULT_TABLES["coherence_masks"]
 
     @property
     def snapshot_paths(self) -> dict[str, Path]:

@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from clxai_utils.core.validate import check_choice, check_number, check_positive_int
@@ -402,6 +403,56 @@ def random_grayscale(x: Tensor, p: float = 0.2, *, generator: torch.Generator) -
     return apply_grayscale(x, draw_flags(x.shape[0], p, generator))
 
 
+# ------------------------------------------------------------------------- Gaussian blur
+
+
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    """Normalised 1-D Gaussian kernels (N, kernel_size), one per sigma, as torchvision computes them."""
+    half = (kernel_size - 1) / 2
+    x = torch.linspace(-half, half, kernel_size, device=sigma.device, dtype=sigma.dtype)
+    pdf = torch.exp(-0.5 * (x.view(1, -1) / sigma.view(-1, 1)) ** 2)
+    return pdf / pdf.sum(dim=1, keepdim=True)
+
+
+def apply_gaussian_blur(x: Tensor, sigma: Tensor, apply: Tensor, kernel_size: int) -> Tensor:
+    """Blur the samples where `apply` is True with their own sigma: one separable, grouped convolution.
+
+    Reflect padding, as torchvision's gaussian_blur; each (sample, channel) plane is a group
+    of the convolution, so the whole batch is blurred in two calls.
+    """
+    x = to_float_images(x)
+    n, c, h, w = x.shape
+    kernels = gaussian_kernels(sigma.to(device=x.device, dtype=x.dtype), kernel_size).repeat_interleave(c, dim=0)
+    pad = kernel_size // 2
+    planes = x.reshape(1, n * c, h, w)
+    planes = F.conv2d(F.pad(planes, (pad, pad, 0, 0), mode="reflect"), kernels.view(n * c, 1, 1, -1), groups=n * c)
+    planes = F.conv2d(F.pad(planes, (0, 0, pad, pad), mode="reflect"), kernels.view(n * c, 1, -1, 1), groups=n * c)
+    return torch.where(apply.to(x.device).view(-1, 1, 1, 1), planes.view(n, c, h, w), x)
+
+
+def random_gaussian_blur(
+    x: Tensor,
+    kernel_size: int,
+    sigma: tuple[float, float] = (0.1, 2.0),
+    p: float = 0.5,
+    *,
+    generator: torch.Generator,
+) -> Tensor:
+    """Like torchvision RandomApply([GaussianBlur(kernel_size, sigma)], p), per sample."""
+    kernel_size = check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    low, high = _check_range("sigma", sigma, 0.0)
+    p = check_number("p", p, 0.0, 1.0)
+    _check_generator(generator)
+    x = to_float_images(x)
+    if kernel_size // 2 >= min(x.shape[-2:]):
+        raise ValueError(f"kernel_size {kernel_size} is too large for {tuple(x.shape[-2:])} images (reflect padding)")
+    return apply_gaussian_blur(
+        x, _uniform(x.shape[0], low, high, generator), draw_flags(x.shape[0], p, generator), kernel_size
+    )
+
+
 # ------------------------------------------------------------------------- compositions
 
 
@@ -412,21 +463,34 @@ def no_augment(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def ce_augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """The paper's CIFAR CE augmentation: random crop with 4-pixel zero padding, flip."""
-    x = random_crop_with_padding(x, padding=4, generator=generator)
+    """The paper's CIFAR CE augmentation: random crop with zero padding (4 pixels at 32 px: 1/8 of the side), flip."""
+    x = random_crop_with_padding(x, padding=max(1, x.shape[-1] // 8), generator=generator)
     return random_horizontal_flip(x, p=0.5, generator=generator)
 
 
 def supcon_augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """The paper's CIFAR SupCon augmentation (METHOD.md section 1), output 32x32.
+    """The paper's CIFAR SupCon augmentation (METHOD.md section 1), output the input's size (32x32 for CIFAR).
 
-    RandomResizedCrop(32, scale 0.2-1) -> flip -> ColorJitter(0.4, 0.4, 0.4, 0.1) with
+    RandomResizedCrop(size, scale 0.2-1) -> flip -> ColorJitter(0.4, 0.4, 0.4, 0.1) with
     p = 0.8 -> grayscale with p = 0.2, in the authors' order.
     """
-    x = random_resized_crop(x, 32, scale=(0.2, 1.0), generator=generator)
+    x = random_resized_crop(x, tuple(x.shape[-2:]), scale=(0.2, 1.0), generator=generator)
     x = random_horizontal_flip(x, p=0.5, generator=generator)
     x = color_jitter(x, 0.4, 0.4, 0.4, 0.1, p=0.8, generator=generator)
     return random_grayscale(x, p=0.2, generator=generator)
+
+
+def imagenet_supcon_colour(x: Tensor, generator: torch.Generator) -> Tensor:
+    """The colour half of the paper's ImageNet-S50 SupCon augmentation, on crops already resized and flipped.
+
+    ColorJitter(0.8, 0.8, 0.8, 0.2) with p = 0.8 -> grayscale with p = 0.2 -> Gaussian blur
+    with p = 0.5, sigma in [0.1, 2], kernel 10 % of the side (odd); the crop and flip happen
+    while decoding (`clxai_utils.data.stream`), where each image is at hand at full size.
+    """
+    x = color_jitter(x, 0.8, 0.8, 0.8, 0.2, p=0.8, generator=generator)
+    x = random_grayscale(x, p=0.2, generator=generator)
+    kernel = max(3, int(0.1 * x.shape[-1]) // 2 * 2 + 1)
+    return random_gaussian_blur(x, kernel, (0.1, 2.0), p=0.5, generator=generator)
 
 
 def make_views(x: Tensor, augment: AugmentFn, generator: torch.Generator, n_views: int = 2) -> Tensor:

@@ -34,8 +34,15 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from clxai_utils.core.validate import check_choices, check_positive_int
+from clxai_utils.data.geometry import (
+    EVAL_SIZE,
+    check_eval_size,
+    eval_geometry,
+    nearest_source_indices,
+    resize_center_crop,
+)
 from clxai_utils.data.masks import IGNORE, MaskSet
-from clxai_utils.data.sources import DataError
+from clxai_utils.data.sources import DataError, open_rgb
 
 # fmt: off
 IMAGENET_S50_WNIDS = (
@@ -60,7 +67,6 @@ S50_SPLITS = ("train", "train-semi", "validation", "test")
 MASK_FOLDERS = {"validation": "validation-segmentation", "train-semi": "train-semi-segmentation"}
 IMAGENET1K_SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-EVAL_SIZE, EVAL_RESIZE = 224, 256
 
 
 def mask_class_id(wnid: str) -> int:
@@ -307,88 +313,6 @@ def imagenet1k_layout(root: str | Path, splits: Sequence[str] = IMAGENET1K_SPLIT
             )
     wnids = _common_wnids(base, folders)
     return ImageNetS50Tree(base, wnids, {split: _split_records(base / split, wnids, None) for split in splits})
-
-
-# --------------------------------------------------------------------------- evaluation size
-
-
-@dataclass(frozen=True)
-class EvalGeometry:
-    """Resize to (height, width), then cut the `size` x `size` square at (top, left)."""
-
-    height: int
-    width: int
-    top: int
-    left: int
-    size: int
-
-
-def default_resize(size: int) -> int:
-    """The short side before the centre crop: 256 for 224, the same ratio for other sizes."""
-    return round(size * EVAL_RESIZE / EVAL_SIZE)
-
-
-def check_eval_size(size: int, resize: int | None) -> tuple[int, int]:
-    """(size, resize) with resize defaulted and resize >= size (the crop must lie inside the resized image)."""
-    size = check_positive_int("size", size)
-    resize = default_resize(size) if resize is None else check_positive_int("resize", resize)
-    if resize < size:
-        raise ValueError(f"resize={resize} must be >= size={size}: the crop must lie inside the resized image")
-    return size, resize
-
-
-def eval_geometry(width: int, height: int, size: int = EVAL_SIZE, resize: int | None = None) -> EvalGeometry:
-    """torchvision's Resize(resize) + CenterCrop(size) for a `width` x `height` image, computed once.
-
-    The long side is truncated (int), the crop offsets rounded half to even, as torchvision
-    does, so the numbers match the standard ImageNet evaluation.
-    """
-    size, resize = check_eval_size(size, resize)
-    if width <= height:
-        new_w, new_h = resize, int(resize * height / width)
-    else:
-        new_w, new_h = int(resize * width / height), resize
-    return EvalGeometry(new_h, new_w, int(round((new_h - size) / 2)), int(round((new_w - size) / 2)), size)
-
-
-def nearest_source_indices(start: int, count: int, resized: int, original: int) -> np.ndarray:
-    """Source pixel of output pixels start..start+count-1 when `original` pixels are resized to `resized`.
-
-    Nearest neighbour with aligned pixel centres (PIL's NEAREST, torch's "nearest-exact"):
-    floor((i + 0.5) * original / resized), in integers so that no rounding error moves a pixel.
-    """
-    i = np.arange(start, start + count, dtype=np.int64)
-    return np.minimum((2 * i + 1) * original // (2 * resized), original - 1)
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file into an RGB PIL image (grey, CMYK, palette and alpha images converted)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from err
-
-
-def to_chw_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a contiguous uint8 tensor (3, H, W)."""
-    return torch.from_numpy(np.asarray(image).transpose(2, 0, 1).copy())
-
-
-def resize_center_crop(image: Image.Image, size: int = EVAL_SIZE, resize: int | None = None) -> torch.Tensor:
-    """Resize the short side to `resize` (antialiased bilinear) and cut the centre `size` x `size` square.
-
-    PIL's bilinear resize filters over the whole footprint of an output pixel when it
-    shrinks (antialiasing); this is torchvision's Resize + CenterCrop on a PIL image, exactly.
-    """
-    g = eval_geometry(image.width, image.height, size, resize)
-    resized = image.resize((g.width, g.height), Image.Resampling.BILINEAR)
-    return to_chw_tensor(resized.crop((g.left, g.top, g.left + size, g.top + size)))
-
-
-def load_eval_image(path: str | Path, size: int = EVAL_SIZE, resize: int | None = None) -> torch.Tensor:
-    """An image at evaluation size: uint8 (3, size, size), resized (short side `resize`) and centre-cropped."""
-    return resize_center_crop(open_rgb(path), size, resize)
 
 
 def load_eval_mask(

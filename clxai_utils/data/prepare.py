@@ -7,8 +7,9 @@ refuses them if they no longer match.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ import torch
 
 from clxai_utils.core.artifacts import read_json, write_json
 from clxai_utils.core.run import Run
-from clxai_utils.data.sources import SPLITS, DataError, Dataset, ImageSplit, load_dataset
+from clxai_utils.data.datasets import SPECS, STATISTICS_SAMPLE, Dataset, load_dataset, resolve_mask_source
+from clxai_utils.data.masks import IGNORE, MaskSet
+from clxai_utils.data.sources import SPLITS, DataError, FileSplit, ImageSplit
 
 
 def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) -> np.ndarray:
@@ -40,17 +43,27 @@ def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) 
     return np.sort(np.concatenate(chosen))
 
 
-def split_checksum(split: ImageSplit) -> str:
-    """SHA-256 over pixels, labels and ids: two runs saw the same data iff the checksums match."""
+def split_checksum(split: ImageSplit | FileSplit | MaskSet) -> str:
+    """SHA-256 of a split: two runs saw the same data iff the checksums match.
+
+    In memory: over pixels, labels, ids (and masks). On disk: over each file's name, size,
+    label and id, so a moved data set keeps its checksum and a rewritten file changes it.
+    """
     digest = hashlib.sha256()
-    for tensor in (split.images, split.labels, split.ids):
-        digest.update(tensor.contiguous().numpy().tobytes())
+    if isinstance(split, FileSplit):
+        for path, label, image_id in zip(split.paths, split.labels.tolist(), split.ids.tolist()):
+            digest.update(f"{Path(path).name}|{Path(path).stat().st_size}|{label}|{image_id}".encode())
+        return digest.hexdigest()
+    for tensor in (split.images, split.labels, split.ids, split.masks):
+        if tensor is not None:
+            digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 @dataclass
 class Manifest:
-    """What 00_data wrote: the data's provenance, counts and the subsets every later stage uses."""
+    """What 00_data wrote: the data's provenance, input size and normalisation, counts, the subsets every
+    later stage uses, and the external mask set (CIFAR-10's real photographs) when one was given."""
 
     dataset: str
     profile: str
@@ -59,22 +72,51 @@ class Manifest:
     counts: dict[str, list[int]]
     subset_ids: dict[str, list[int]]
     checksums: dict[str, str]
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    normalisation: str
+    train_on_disk: bool
+    test_masks: int  # test images that carry an object mask
+    mask_source: str | None = None
+    mask_images: int = 0
+    mask_checksum: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
-        return cls(**read_json(path))
+        data = read_json(path)
+        if missing := [
+            f.name for f in dataclasses.fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+        ]:
+            raise DataError(f"the data manifest {path} predates {missing}: rerun notebooks/00_data.ipynb")
+        return cls(**data)
 
 
 def build_manifest(data: Dataset, profile: str, subsets: dict[str, np.ndarray]) -> Manifest:
     """Describe `data` and the chosen subset positions (per split) for later notebooks."""
+    chosen = {s: data.split(s).subset(subsets[s]) for s in SPLITS}
+    published = SPECS[data.info.name].mean is not None
+    sample = min(STATISTICS_SAMPLE, len(data.train))
+    normalisation = "published" if published else f"computed from {sample} of the {len(data.train)} training images"
+    test = chosen["test"]
+    assert isinstance(test, ImageSplit)  # test splits are always held in memory
     return Manifest(
         dataset=data.info.name,
         profile=profile,
         source=data.source,
         classes=list(data.classes),
         counts={s: data.split(s).class_counts(data.num_classes) for s in SPLITS},
-        subset_ids={s: data.split(s).ids[torch.as_tensor(subsets[s])].tolist() for s in SPLITS},
-        checksums={s: split_checksum(data.split(s).subset(subsets[s])) for s in SPLITS},
+        subset_ids={s: split.ids.tolist() for s, split in chosen.items()},
+        checksums={s: split_checksum(split) for s, split in chosen.items()},
+        image_size=data.info.image_size,
+        mean=list(data.info.mean),
+        std=list(data.info.std),
+        normalisation=normalisation,
+        train_on_disk=isinstance(data.train, FileSplit),
+        test_masks=0 if test.masks is None else int((test.masks != IGNORE).flatten(1).any(1).sum()),
+        mask_source=data.source_of_masks,
+        mask_images=0 if data.mask_set is None else len(data.mask_set),
+        mask_checksum=None if data.mask_set is None else split_checksum(data.mask_set),
     )
 
 
@@ -83,13 +125,20 @@ def save_manifest(manifest: Manifest, path: str | Path) -> Path:
     return write_json(path, manifest.__dict__)
 
 
-def prepare_data(run: Run, data_source: str | None = "auto") -> tuple[Dataset, Manifest]:
-    """Load the run's data set, draw the profile's class-balanced subsets and write the manifest (00_data's job)."""
-    subset_cfg = run.settings.subset
-    data = load_dataset(run.dataset, data_source)
+def prepare_data(
+    run: Run, data_source: str | None = "auto", mask_source: str | None = "auto"
+) -> tuple[Dataset, Manifest]:
+    """Load the run's data set, draw the profile's class-balanced subsets and write the manifest (00_data's job).
+
+    `mask_source` ("auto": $CLXAI_MASK_SOURCE, else none) is read as `clxai_utils.data.datasets`
+    says for the data set; the manifest records it, so every later stage sees the same masks.
+    """
+    settings = run.settings
+    masks = resolve_mask_source(mask_source)
+    data = load_dataset(run.dataset, data_source, settings.data.image_size, masks, settings.data.workers)
     subsets = {
-        "train": balanced_subset(data.train.labels, subset_cfg.train_per_class),
-        "test": balanced_subset(data.test.labels, subset_cfg.test_per_class),
+        "train": balanced_subset(data.train.labels, settings.subset.train_per_class),
+        "test": balanced_subset(data.test.labels, settings.subset.test_per_class),
     }
     manifest = build_manifest(data, run.profile, subsets)
     save_manifest(manifest, run.manifest_path)
@@ -100,7 +149,7 @@ def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
     """The data set restricted to the subsets of the run's manifest, checksum-verified.
 
     Later notebooks call this instead of choosing data themselves, so every stage sees
-    exactly the same images.
+    exactly the same images, normalised with the statistics 00_data recorded.
     """
     path = run.manifest_path
     if not path.is_file():
@@ -114,9 +163,23 @@ def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
             f"the data manifest {path} was written for profile={manifest.profile!r}, not {run.profile!r}: "
             "rerun notebooks/00_data.ipynb with this profile"
         )
-    full = load_dataset(run.dataset, manifest.source)
+    statistics = (tuple(manifest.mean), tuple(manifest.std))
+    full = load_dataset(
+        run.dataset,
+        manifest.source,
+        manifest.image_size,
+        manifest.mask_source,
+        run.settings.data.workers,
+        normalisation=statistics,  # type: ignore[arg-type]
+    )
     splits = {s: full.split(s).subset(np.asarray(manifest.subset_ids[s])) for s in SPLITS}
     for s in SPLITS:
         if split_checksum(splits[s]) != manifest.checksums[s]:
             raise DataError(f"the {s} images differ from those recorded in {path}: rerun notebooks/00_data.ipynb")
-    return Dataset(full.info, full.classes, splits["train"], splits["test"], full.source), manifest
+    if full.mask_set is not None and split_checksum(full.mask_set) != manifest.mask_checksum:
+        raise DataError(
+            f"the masked images of {manifest.mask_source} differ from those recorded in {path}: rerun 00_data"
+        )
+    test = splits["test"]
+    assert isinstance(test, ImageSplit)
+    return replace(full, train=splits["train"], test=test), manifest

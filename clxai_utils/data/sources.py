@@ -29,9 +29,8 @@ import torch
 from PIL import Image
 
 from clxai_utils.core.artifacts import atomic_path, read_json, write_json
-from clxai_utils.core.config import DATASETS
 from clxai_utils.core.paths import data_dir
-from clxai_utils.core.validate import check_choice
+from clxai_utils.data.geometry import EVAL_SIZE, resize_center_crop
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -40,33 +39,19 @@ SOURCE_ENV = "CLXAI_DATA_SOURCE"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Per-dataset constants: normalisation statistics and image size (METHOD.md section 1)."""
-
-    name: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    image_size: int
-
-
-DATASET_INFO = {
-    "cifar10": DatasetInfo("cifar10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32),
-    "imagenet_s50": DatasetInfo("imagenet_s50", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224),
-}
-
-
 class DataError(RuntimeError):
     """The data cannot be found, read or trusted; the message says what to do."""
 
 
 @dataclass
 class ImageSplit:
-    """One split held in memory: uint8 images (N, 3, H, W), labels and stable image ids."""
+    """One split held in memory: uint8 images (N, 3, H, W), labels, stable image ids and, where the data set
+    has them, object masks (N, H, W) int8 (1 object, 0 background, -1 ignore; `clxai_utils.data.masks`)."""
 
     images: torch.Tensor
     labels: torch.Tensor
     ids: torch.Tensor
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -74,7 +59,8 @@ class ImageSplit:
     def subset(self, indices: np.ndarray | torch.Tensor) -> ImageSplit:
         """The images at `indices` (positions in this split), keeping their original ids."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return ImageSplit(self.images[idx], self.labels[idx], self.ids[idx])
+        masks = None if self.masks is None else self.masks[idx]
+        return ImageSplit(self.images[idx], self.labels[idx], self.ids[idx], masks)
 
     def class_counts(self, num_classes: int) -> list[int]:
         """Number of images per class, in class order."""
@@ -82,22 +68,29 @@ class ImageSplit:
 
 
 @dataclass
-class Dataset:
-    """Both splits of a data set with its class names, constants and provenance."""
+class FileSplit:
+    """One split kept as image files, decoded (and augmented) batch by batch while training
+    (`clxai_utils.data.stream`): ImageNet's tens of thousands of full-size JPEGs do not fit in memory."""
 
-    info: DatasetInfo
-    classes: tuple[str, ...]
-    train: ImageSplit
-    test: ImageSplit
-    source: str
+    paths: tuple[str, ...]
+    labels: torch.Tensor
+    ids: torch.Tensor
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def __len__(self) -> int:
+        return len(self.labels)
 
-    def split(self, name: str) -> ImageSplit:
-        check_choice("split", name, SPLITS)
-        return self.train if name == "train" else self.test
+    def subset(self, indices: np.ndarray | torch.Tensor) -> FileSplit:
+        """The files at `indices` (positions in this split), keeping their original ids."""
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return FileSplit(tuple(self.paths[i] for i in idx.tolist()), self.labels[idx], self.ids[idx])
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Number of images per class, in class order."""
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    def records(self) -> list[tuple[str, int]]:
+        """(path, label) pairs, what the streaming datasets read."""
+        return list(zip(self.paths, self.labels.tolist()))
 
 
 # --------------------------------------------------------------------------- sources
@@ -129,7 +122,7 @@ def resolve_source(data_source: str | None) -> str:
     return str(path.resolve())
 
 
-def _is_archive(path: Path) -> bool:
+def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)
 
 
@@ -228,52 +221,59 @@ def list_imagefolder(root: Path) -> tuple[tuple[str, ...], dict[str, list[tuple[
     return classes, files
 
 
-def decode_images(paths: list[Path], size: int) -> np.ndarray:
-    """Decode RGB images of `size` x `size` pixels into a uint8 array (N, 3, size, size)."""
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode an image file into an RGB PIL image (grey, CMYK, palette and alpha images converted)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from err
+
+
+def load_eval_image(path: str | Path, size: int = EVAL_SIZE, resize: int | None = None) -> torch.Tensor:
+    """An image at evaluation size: uint8 (3, size, size), resized (short side `resize`) and centre-cropped."""
+    return resize_center_crop(open_rgb(path), size, resize)
+
+
+def decode_images(paths: list[Path], size: int, fit: bool = False) -> np.ndarray:
+    """Decode RGB images into a uint8 array (N, 3, size, size).
+
+    Images must be `size` x `size` pixels, unless `fit`: then each is resized (short side to
+    `size`, antialiased) and centre-cropped to a square, as an evaluation crop without margin.
+    """
     out = np.empty((len(paths), 3, size, size), dtype=np.uint8)
     for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB"))
-        except (OSError, ValueError) as err:
-            raise DataError(f"cannot read image {path}: {err}") from err
-        if arr.shape[:2] != (size, size):
-            raise DataError(
-                f"image {path} is {arr.shape[1]}x{arr.shape[0]} pixels; this data set expects {size}x{size}"
-            )
-        out[i] = arr.transpose(2, 0, 1)
+        rgb = open_rgb(path)
+        if rgb.size == (size, size):
+            out[i] = np.asarray(rgb).transpose(2, 0, 1)
+        elif fit:
+            out[i] = resize_center_crop(rgb, size, size).numpy()
+        else:
+            raise DataError(f"image {path} is {rgb.size[0]}x{rgb.size[1]} pixels; this data set expects {size}x{size}")
     return out
 
 
-def _listing_key(root: Path, split: str, files: list[tuple[Path, int]], size: int) -> str:
+def _listing_key(root: Path, split: str, files: list[tuple[Path, int]], size: int, fit: bool) -> str:
     """A key that changes whenever a file is added, removed, renamed or rewritten."""
-    digest = hashlib.sha1(f"{root.resolve()}|{split}|{size}".encode())
+    digest = hashlib.sha1(f"{root.resolve()}|{split}|{size}|{fit}".encode())
     for path, label in files:
         stat = path.stat()
         digest.update(f"{path.name}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return digest.hexdigest()[:16]
 
 
-def _cached_split(root: Path, split: str, files: list[tuple[Path, int]], size: int) -> ImageSplit:
-    """Decode a split once; later notebooks read the cached uint8 array under data/cache/."""
-    cache = data_dir() / "cache" / f"{split}-{_listing_key(root, split, files, size)}.npz"
+def cached_split(root: Path, split: str, files: list[tuple[Path, int]], size: int, fit: bool = False) -> ImageSplit:
+    """Decode a split once (`decode_images`); later notebooks read the cached uint8 array under data/cache/."""
+    cache = data_dir() / "cache" / f"{split}-{_listing_key(root, split, files, size, fit)}.npz"
     if cache.is_file():
         with np.load(cache) as npz:
             images, labels = npz["images"], npz["labels"]
     else:
-        images = decode_images([p for p, _ in files], size)
+        images = decode_images([p for p, _ in files], size, fit)
         labels = np.array([lab for _, lab in files], dtype=np.int64)
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, images=images, labels=labels)
     return ImageSplit(torch.from_numpy(images), torch.from_numpy(labels), torch.arange(len(labels)))
-
-
-def load_imagefolder(folder: str | Path, info: DatasetInfo) -> tuple[tuple[str, ...], ImageSplit, ImageSplit]:
-    """Read an image-folder tree (or the tree inside an archive) into memory."""
-    root = find_imagefolder_root(Path(folder))
-    classes, files = list_imagefolder(root)
-    train, test = (_cached_split(root, s, files[s], info.image_size) for s in SPLITS)
-    return classes, train, test
 
 
 def load_torchvision_cifar10() -> tuple[tuple[str, ...], ImageSplit, ImageSplit]:
@@ -290,26 +290,6 @@ def load_torchvision_cifar10() -> tuple[tuple[str, ...], ImageSplit, ImageSplit]
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits.append(ImageSplit(images, torch.tensor(ds.targets, dtype=torch.long), torch.arange(len(ds.targets))))
     return tuple(ds.classes), splits[0], splits[1]
-
-
-def load_dataset(dataset: str = "cifar10", data_source: str | None = "auto") -> Dataset:
-    """Load `dataset` from `data_source` ("auto", "torchvision", a folder or an archive)."""
-    check_choice("dataset", dataset, DATASETS)
-    info = DATASET_INFO[dataset]
-    if dataset == "imagenet_s50":
-        raise DataError(
-            "ImageNet-S50 loading is not implemented yet: its 224x224 images do not fit the in-memory layer. "
-            "Use dataset='cifar10'."
-        )
-    source = resolve_source(data_source)
-    if source == "torchvision":
-        classes, train, test = load_torchvision_cifar10()
-    else:
-        folder = extract_archive(source) if _is_archive(Path(source)) else Path(source)
-        if not folder.is_dir():
-            raise DataError(f"data_source={source!r} is neither a folder nor a {'/'.join(ARCHIVE_SUFFIXES)} archive")
-        classes, train, test = load_imagefolder(folder, info)
-    return Dataset(info=info, classes=classes, train=train, test=test, source=source)
 
 
 # --------------------------------------------------------------------------- synthetic data

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from clxai_utils.core.validate import check_number, check_positive_int, check_seed
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
-from clxai_utils.data.imagenet_s import EVAL_SIZE, check_eval_size, load_eval_image, open_rgb
+from clxai_utils.data.geometry import EVAL_SIZE, check_eval_size
+from clxai_utils.data.sources import load_eval_image, open_rgb
 
 Records = Sequence[tuple[str | os.PathLike[str], int]]
 
@@ -156,8 +157,10 @@ def make_loader(
     shuffle_seed: int | None = None,
     epoch: int = 0,
     drop_last: bool = False,
+    order: Sequence[int] | None = None,
 ) -> DataLoader:
-    """A DataLoader for one epoch: order = a permutation seeded by (shuffle_seed, epoch), or file order if None.
+    """A DataLoader for one epoch: order = `order` if given (the trainer's, e.g. one rank's share), else a
+    permutation seeded by (shuffle_seed, epoch), else file order.
 
     Sets the dataset's epoch first (workers copy the dataset when they start), so build one
     loader per epoch; `persistent_workers` keeps the workers between passes over the same
@@ -171,10 +174,10 @@ def make_loader(
     if isinstance(dataset, EpochDataset):
         dataset.set_epoch(epoch)
     n = len(dataset)  # type: ignore[arg-type]
-    if shuffle_seed is None:
+    if order is None and shuffle_seed is None:
         order = list(range(n))
-    else:
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(shuffle_seed, epoch))).tolist()
+    elif order is None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(shuffle_seed or 0, epoch))).tolist()
     return DataLoader(
         dataset,
         batch_size=batch_size,

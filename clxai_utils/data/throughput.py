@@ -24,7 +24,8 @@ import pandas as pd
 import torch
 
 from clxai_utils.core.validate import check_positive_int, int_at_least
-from clxai_utils.data.imagenet_s import EVAL_SIZE, IMAGE_SUFFIXES
+from clxai_utils.data.geometry import EVAL_SIZE
+from clxai_utils.data.imagenet_s import IMAGE_SUFFIXES
 from clxai_utils.data.sources import DataError
 from clxai_utils.data.stream import RandomResizedCropStream, make_loader
 

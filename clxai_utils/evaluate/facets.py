@@ -33,8 +33,9 @@ from clxai_utils.core.registry import FACETS, LOSSES, METHOD_REGISTRY, METHODS, 
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_choices, check_positive_int
 from clxai_utils.data.augment import denormalize
+from clxai_utils.data.datasets import Dataset, DatasetInfo
 from clxai_utils.data.prepare import load_prepared
-from clxai_utils.data.sources import DatasetInfo
+from clxai_utils.data.sources import ImageSplit
 from clxai_utils.evaluate.metrics import (
     add_input_noise,
     attribution_localisation,
@@ -48,12 +49,14 @@ from clxai_utils.evaluate.metrics import (
     zero_maps,
 )
 from clxai_utils.explain.cams import explain
+from clxai_utils.explain.mosaics import Mosaics
 from clxai_utils.explain.store import (
     ExplanationSet,
     compute_explanations,
     explained_mosaics,
     explained_split,
     load_explanations,
+    mosaics_needed,
     normalised_images,
     package_versions,
 )
@@ -70,7 +73,7 @@ ID_COLUMNS: dict[str, str] = {
     "prediction": "predicted class (the explained class)",
     "correct": "prediction == label",
     "map_all_zero": "the explained map is all zero: its metrics are NaN by definition",
-    "mosaic_map_all_zero": "the mosaic map is all zero: its coherence metrics are NaN by definition",
+    "coherence_map_all_zero": "the map coherence reads (the mosaic's, or the image's own) is all zero: its coherence metrics are NaN",
 }
 
 
@@ -86,6 +89,7 @@ class FacetResults:
     inputs: dict[str, Tensor] = field(
         default_factory=dict
     )  # the example images, noisy copies, mosaics, masks (displayable)
+    masked: pd.DataFrame | None = None  # coherence on the external images with masks (`masked_coherence`)
 
 
 class FacetClock:
@@ -156,9 +160,9 @@ def _complexity(maps: ExplanationSet) -> dict[str, Tensor]:
     }
 
 
-def _coherence(mosaic_maps: ExplanationSet, masks: Tensor, scored: Tensor) -> dict[str, Tensor]:
+def _coherence(coherence_maps: ExplanationSet, masks: Tensor, scored: Tensor) -> dict[str, Tensor]:
     """Pointing Game and Attribution Localisation, kept only where the model recognises the image alone."""
-    maps = mosaic_maps.maps.float()
+    maps = coherence_maps.maps.float()
     out = {
         "pointing_game": pointing_game(maps, masks),
         "attribution_localisation": attribution_localisation(maps, masks),
@@ -183,10 +187,11 @@ def _check_precision(stored: ExplanationSet, precision: str) -> None:
 
 
 def _rows(
-    base: dict[str, Any], maps: ExplanationSet, mosaic_maps: ExplanationSet, values: dict[str, Tensor]
+    base: dict[str, Any], maps: ExplanationSet, coherence_maps: ExplanationSet | None, values: dict[str, Tensor]
 ) -> pd.DataFrame:
     """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply)."""
     zero = zero_maps(maps.maps)
+    coherence_zero = zero if coherence_maps is None else zero_maps(coherence_maps.maps)
     columns: dict[str, Any] = {
         **base,
         "image_id": maps.image_ids.numpy(),
@@ -194,11 +199,11 @@ def _rows(
         "prediction": maps.predictions.numpy(),
         "correct": (maps.predictions == maps.labels).numpy(),
         "map_all_zero": zero.numpy(),
-        "mosaic_map_all_zero": zero_maps(mosaic_maps.maps).numpy(),
+        "coherence_map_all_zero": coherence_zero.numpy(),
     }
     for name, metric in METRICS.items():
         column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
-        if metric.facet != "coherence":  # coherence reads the mosaic map, whose zeros its metrics already mark
+        if metric.facet != "coherence":  # coherence reads its own map, whose zeros its metrics already mark
             column = column.masked_fill(zero, float("nan"))
         columns[name] = column.numpy()
     return pd.DataFrame(columns)
@@ -225,23 +230,34 @@ def _remove_stale(paths: dict[str, Any]) -> None:
 
 @dataclass
 class FacetInputs:
-    """What every (model, method) is scored on: the same images, noise, masks and settings."""
+    """What every (model, method) is scored on: the same images, noise, coherence masks and settings.
+
+    `masks` are the object masks coherence is scored against: the mosaics' (where the test
+    images have none) or the test images' own; None when there are neither.
+    """
 
     x: Tensor
     x_noisy: Tensor
-    masks: Tensor
+    masks: Tensor | None
     baseline: Tensor
     params: MetricsConfig
     batch_size: int
     seed: int
 
 
-def facet_inputs(x: Tensor, mosaic_masks: Tensor, info: DatasetInfo, run: Run) -> FacetInputs:
+def facet_inputs(x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run) -> FacetInputs:
     """The inputs of the run's protocol for images `x`: noise drawn once from the run's seed, its baseline."""
     params = run.settings.metrics
     noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed))
     baseline = make_baseline(params.baseline, info.mean, info.std)
-    return FacetInputs(x, noisy, mosaic_masks, baseline, params, run.settings.explain.batch_size, run.seed)
+    return FacetInputs(x, noisy, masks, baseline, params, run.settings.explain.batch_size, run.seed)
+
+
+def coherence_source(split: ImageSplit, num_classes: int) -> str:
+    """Where coherence comes from for a test split: its own masks, 2x2 mosaics, or nowhere."""
+    if split.masks is not None:
+        return "the test images' own object masks"
+    return "2x2 mosaics" if mosaics_needed(split, num_classes) else "none (no masks and fewer than 4 classes)"
 
 
 @dataclass
@@ -256,7 +272,7 @@ class ScoredBlock:
 def score_model(
     model: nn.Module,
     maps: ExplanationSet,
-    mosaic_maps: ExplanationSet,
+    coherence_maps: ExplanationSet | None,
     inputs: FacetInputs,
     base: dict[str, Any],
     clock: FacetClock,
@@ -265,22 +281,25 @@ def score_model(
 ) -> ScoredBlock:
     """Every facet of one (model, method) as table rows starting with the `base` columns.
 
+    `coherence_maps` are the maps coherence reads against `inputs.masks`: the mosaics' maps,
+    or `maps` themselves where the test images have masks; None leaves coherence NaN.
     `step(facet)` is called before each facet (progress reporting); the first `n_examples`
     images keep their auxiliary maps for figures.
     """
-    values, curves, fractions, extra = _score(model, maps, mosaic_maps, inputs, clock, step)
+    values, curves, fractions, extra = _score(model, maps, coherence_maps, inputs, clock, step)
     examples = {k: v[:n_examples] for k, v in extra.items()} | {
         "maps": maps.maps[:n_examples].float(),
-        "mosaic_maps": mosaic_maps.maps[:n_examples].float(),
         "curves": curves[:n_examples],
     }
-    return ScoredBlock(_rows(base, maps, mosaic_maps, values), _mean_curves(base, curves, fractions), examples)
+    if coherence_maps is not None:
+        examples["coherence_maps"] = coherence_maps.maps[:n_examples].float()
+    return ScoredBlock(_rows(base, maps, coherence_maps, values), _mean_curves(base, curves, fractions), examples)
 
 
 def _score(
     model: nn.Module,
     maps: ExplanationSet,
-    mosaic_maps: ExplanationSet,
+    coherence_maps: ExplanationSet | None,
     inputs: FacetInputs,
     clock: FacetClock,
     step: Callable[[str], None],
@@ -307,7 +326,9 @@ def _score(
     step("complexity")
     values |= clock.time("complexity", n, _complexity, maps)
     step("coherence")
-    values |= clock.time("coherence", n, _coherence, mosaic_maps, inputs.masks, maps.predictions == maps.labels)
+    if coherence_maps is not None and inputs.masks is not None:
+        scored = maps.predictions == maps.labels
+        values |= clock.time("coherence", n, _coherence, coherence_maps, inputs.masks, scored)
     return values, curves, fractions, extra
 
 
@@ -334,7 +355,7 @@ def _sidecar(
             "explain": vars(run.settings.explain),
             "noise_space": "normalised input, not clamped",
             "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
-            "coherence": "one 2x2 mosaic per test image; scored only where the image alone is classified correctly",
+            "coherence": "",
         },
         "versions": package_versions(),
         "columns": dict(ID_COLUMNS)
@@ -345,6 +366,90 @@ def _sidecar(
         },
         "throughput": {row.facet: row.images_per_s for row in throughput.itertuples()},
     }
+
+
+@dataclass
+class ScoringSet:
+    """Images scored on every facet, with what each facet needs: the inputs, and the mosaics if coherence uses them."""
+
+    split: ImageSplit
+    inputs: FacetInputs
+    mosaics: Mosaics | None
+
+
+def scoring_set(split: ImageSplit, data: Dataset, run: Run) -> ScoringSet:
+    """The run's protocol for the images of `split`: noise, baseline, and coherence masks (`coherence_source`)."""
+    mosaics = explained_mosaics(split, data.info, run.seed) if mosaics_needed(split, data.num_classes) else None
+    masks = split.masks if split.masks is not None else None if mosaics is None else mosaics.masks
+    return ScoringSet(split, facet_inputs(normalised_images(split, data.info), masks, data.info, run), mosaics)
+
+
+def explain_and_score(
+    model: nn.Module, scoring: ScoringSet, method: str, base: dict[str, Any], clock: FacetClock, batch_size: int
+) -> ScoredBlock:
+    """Maps of `method` computed here (not stored) exactly as 05 computes them, then every facet as 06 scores it."""
+    split, inputs = scoring.split, scoring.inputs
+    maps = compute_explanations(
+        model, (inputs.x, split.labels, split.ids), method, "predicted", batch_size=batch_size, progress=False
+    )
+    coherence_maps = maps if split.masks is not None else None
+    if scoring.mosaics is not None:
+        mosaic_batch = (scoring.mosaics.images, split.labels, split.ids)
+        coherence_maps = compute_explanations(
+            model, mosaic_batch, method, "true", batch_size=batch_size, progress=False
+        )
+    return score_model(model, maps, coherence_maps, inputs, base, clock)
+
+
+def _stored_coherence_maps(
+    run: Run, loss: str, method: str, scoring: ScoringSet, maps: ExplanationSet
+) -> ExplanationSet | None:
+    """The maps coherence reads: the test maps where the images have masks, else the stored mosaic maps."""
+    if scoring.split.masks is not None:
+        return maps
+    if scoring.mosaics is None:
+        return None
+    mosaic_maps = load_explanations(run, loss, method, "mosaics")
+    _check_same_images(mosaic_maps, scoring.split.ids, "mosaic")
+    return mosaic_maps
+
+
+def masked_coherence(run: Run, data: Dataset, losses: list[str], methods: list[str]) -> pd.DataFrame | None:
+    """Coherence on the external images with masks (CIFAR-10's real photographs): one row per loss, method, image.
+
+    Their maps are 05's (kind "masks", the predicted class); Pointing Game and Attribution
+    Localisation are scored where the prediction is correct, as on every other coherence
+    set. None without a mask set (no `mask_source` at 00_data).
+    """
+    masked = data.mask_set
+    if masked is None:
+        return None
+    blocks = []
+    for loss in losses:
+        for method in methods:
+            maps = load_explanations(run, loss, method, "masks")
+            _check_same_images(maps, masked.ids, "masked-image")
+            scored = maps.predictions == maps.labels
+            values = _coherence(maps, masked.masks, scored)
+            blocks.append(
+                pd.DataFrame(
+                    {
+                        "dataset": run.dataset,
+                        "profile": run.profile,
+                        "seed": run.seed,
+                        "loss": loss,
+                        "method": method,
+                        "image_id": maps.image_ids.numpy(),
+                        "key": list(masked.keys),
+                        "label": maps.labels.numpy(),
+                        "prediction": maps.predictions.numpy(),
+                        "correct": scored.numpy(),
+                        "map_all_zero": zero_maps(maps.maps).numpy(),
+                        **{name: value.numpy() for name, value in values.items()},
+                    }
+                )
+            )
+    return pd.concat(blocks, ignore_index=True)
 
 
 def evaluate_facets(
@@ -358,7 +463,9 @@ def evaluate_facets(
     """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
 
     The noisy inputs are drawn once from `seed`, so every model and method is scored on
-    the same perturbation. `n_examples` images per (loss, method) are returned with their
+    the same perturbation. Coherence reads the test images' own masks, else mosaics
+    (`coherence_source`); with a mask set, its coherence goes to its own table
+    (`masked_coherence`). `n_examples` images per (loss, method) are returned with their
     auxiliary maps for the notebook's figures. `precision` (`clxai_utils.core.precision`'s
     switch) must be the one the stored maps were computed in: the other maps a facet needs
     are computed in it too.
@@ -366,23 +473,20 @@ def evaluate_facets(
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     n_examples = check_positive_int("n_examples", n_examples)
     compute = resolve_precision(precision, torch.device("cpu"))
-    settings = run.settings
     paths = run.facets_paths
-    _remove_stale(paths)
+    _remove_stale({**paths, "masks": run.coherence_masks_path})
     data, _ = load_prepared(run)
-    split = explained_split(data, settings.explain)
-    mosaics = explained_mosaics(split, data.info, run.seed)
-    inputs = facet_inputs(normalised_images(split, data.info), mosaics.masks, data.info, run)
+    scoring = scoring_set(explained_split(data, run.settings.explain), data, run)
+    split, inputs = scoring.split, scoring.inputs
     clock, blocks, examples = FacetClock(), [], {}
     bar = progress_bar(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
     for loss in losses:
         model, _ = load_classifier(run, loss)
         for method in methods:
             maps = load_explanations(run, loss, method, "test")
-            mosaic_maps = load_explanations(run, loss, method, "mosaics")
             _check_same_images(maps, split.ids, "test")
-            _check_same_images(mosaic_maps, split.ids, "mosaic")
             _check_precision(maps, compute)
+            coherence_maps = _stored_coherence_maps(run, loss, method, scoring, maps)
 
             def step(facet: str, pair: str = f"{loss}/{method}") -> None:
                 bar.set_description(f"{pair} {facet}")
@@ -390,7 +494,7 @@ def evaluate_facets(
 
             base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss, "method": method}
             with inference_model(model, compute) as fast:
-                block = score_model(fast, maps, mosaic_maps, inputs, base, clock, step, n_examples)
+                block = score_model(fast, maps, coherence_maps, inputs, base, clock, step, n_examples)
             bar.update(1)
             blocks.append(block)
             examples[(loss, method)] = block.examples
@@ -400,25 +504,35 @@ def evaluate_facets(
         pd.concat([b.curves for b in blocks], ignore_index=True),
         clock.table(),
     )
+    masked = masked_coherence(run, data, losses, methods)
     sidecar = _sidecar(run, losses, methods, len(split), table, throughput, compute)
+    sidecar["params"]["coherence"] = coherence_source(split, data.num_classes) + (
+        "; scored only where the image alone is classified correctly"
+    )
+    sidecar["mask_set"] = (
+        None if data.mask_set is None else {"images": len(data.mask_set), "source": data.source_of_masks}
+    )
     write_json(paths["sidecar"], sidecar)
     write_csv(paths["curves"], curves_table)
-    write_csv(paths["table"], table)  # last: its presence means the other two are complete
-    shown = {"images": inputs.x, "noisy_images": inputs.x_noisy, "mosaics": mosaics.images}
+    if masked is not None:
+        write_csv(run.coherence_masks_path, masked)
+    write_csv(paths["table"], table)  # last: its presence means the others are complete
+    shown = {"images": inputs.x, "noisy_images": inputs.x_noisy}
+    if scoring.mosaics is not None:
+        shown["mosaics"] = scoring.mosaics.images
     displayed = {name: denormalize(t[:n_examples], data.info.mean, data.info.std) for name, t in shown.items()}
-    return FacetResults(
-        table, curves_table, throughput, sidecar, examples, displayed | {"masks": mosaics.masks[:n_examples, 0].float()}
-    )
+    if inputs.masks is not None:
+        displayed["masks"] = inputs.masks[:n_examples].reshape(-1, *inputs.masks.shape[-2:]).float()
+    return FacetResults(table, curves_table, throughput, sidecar, examples, displayed, masked)
 
 
 def precision_effect(run: Run, loss: str, n_images: int = 200, methods: Iterable[str] = METHODS) -> pd.DataFrame:
     """How much bf16 moves the facets of one model: every facet in float32 and in bf16, on the same images.
 
-    The first `n_images` explained images (class-balanced order is not needed: both
-    precisions see the same ones) get maps and every facet in both precisions, exactly as
-    05 and 06 compute them. One row per (method, metric): the float32 mean, the bf16 mean,
-    the mean and largest absolute per-image difference; the `prediction` row gives the
-    share of images whose predicted class is the same.
+    The first `n_images` explained images (both precisions see the same ones) get maps and
+    every facet in both precisions, exactly as 05 and 06 compute them. One row per (method,
+    metric): the float32 mean, the bf16 mean, the mean and largest absolute per-image
+    difference; the `prediction` row gives the share of images whose predicted class is the same.
     """
     check_choice("loss", loss, LOSSES)
     methods = check_choices("methods", methods, METHODS)
@@ -426,28 +540,20 @@ def precision_effect(run: Run, loss: str, n_images: int = 200, methods: Iterable
     resolve_precision("bf16", torch.device("cpu"))  # a clear error where bf16 would be emulated
     data, _ = load_prepared(run)
     full = explained_split(data, run.settings.explain)
-    split = full.subset(torch.arange(min(n_images, len(full))))
-    x = normalised_images(split, data.info)
-    mosaics = explained_mosaics(split, data.info, run.seed)
-    inputs = facet_inputs(x, mosaics.masks, data.info, run)
+    scoring = scoring_set(full.subset(torch.arange(min(n_images, len(full)))), data, run)
     model, _ = load_classifier(run, loss)
-    batch = run.settings.explain.batch_size
     tables = {}
     for precision in ("float32", "bf16"):
-        blocks = []
         with inference_model(model, precision) as fast:
-            for method in methods:
-                maps = compute_explanations(
-                    fast, (x, split.labels, split.ids), method, "predicted", batch_size=batch, progress=False
-                )
-                mosaic_maps = compute_explanations(
-                    fast, (mosaics.images, split.labels, split.ids), method, "true", batch_size=batch, progress=False
-                )
-                block = score_model(fast, maps, mosaic_maps, inputs, {"method": method}, FacetClock())
-                blocks.append(block.rows)
+            blocks = [
+                explain_and_score(
+                    fast, scoring, method, {"method": method}, FacetClock(), run.settings.explain.batch_size
+                ).rows
+                for method in methods
+            ]
         tables[precision] = pd.concat(blocks, ignore_index=True).set_index(["method", "image_id"]).sort_index()
     exact, fast_table = tables["float32"], tables["bf16"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for method in methods:
         a, b = exact.loc[method], fast_table.loc[method]
         rows.append(

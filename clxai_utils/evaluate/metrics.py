@@ -51,8 +51,13 @@ def _check_maps(maps: Tensor, name: str = "maps") -> None:
         raise ValueError(f"{name} must be non-negative (min-max normalised to [0, 1])")
 
 
-def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
-    """Return masks as a bool (N, H, W) tensor; (N, 1, H, W) masks (quantus layout) are accepted."""
+def _check_masks(masks: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+    """(inside, scored) bool (N, H, W) tensors of a mask batch; (N, 1, H, W) masks (quantus layout) are accepted.
+
+    A pixel is inside the object where the mask is positive (1, or True). -1 marks pixels to
+    ignore (ImageNet-S's "annotators could not decide"): neither object nor background, they
+    are left out of the evaluation (`scored` is False there).
+    """
     if not isinstance(masks, Tensor):
         raise TypeError(f"masks must be a torch.Tensor, got {type(masks).__name__}")
     if masks.dim() == 4 and masks.shape[1] == 1:
@@ -62,7 +67,9 @@ def _check_masks(masks: Tensor, maps: Tensor) -> Tensor:
             f"masks must have shape (N, H, W) or (N, 1, H, W) matching maps {tuple(maps.shape)}, "
             f"got {tuple(masks.shape)}"
         )
-    return masks != 0
+    if masks.dtype == torch.bool:
+        return masks, torch.ones_like(masks)
+    return masks > 0, masks >= 0
 
 
 def zero_maps(maps: Tensor) -> Tensor:
@@ -332,27 +339,30 @@ def pointing_game(maps: Tensor, masks: Tensor) -> Tensor:
     """1.0 where the map's maximum falls inside the mask, else 0.0 (N,); higher = more coherent.
 
     Ties as quantus 0.6.0 `PointingGame`: a hit if ANY pixel attaining the maximum lies in
-    the mask. NaN for zero maps (every pixel ties) and empty masks (quantus intends NaN
-    there but writes it into a bool array, which turns it into a hit).
+    the mask. Ignored pixels (mask -1) take no part: the maximum is taken over the scored
+    pixels. NaN for maps that are zero there (every pixel ties) and empty masks (quantus
+    intends NaN there but writes it into a bool array, which turns it into a hit).
     """
     _check_maps(maps)
-    inside = _check_masks(masks, maps).flatten(1)
-    flat = maps.flatten(1)
-    is_max = flat == flat.amax(dim=1, keepdim=True)
-    hit = (is_max & inside).any(dim=1).double()
-    undefined = zero_maps(maps) | ~inside.any(dim=1)
+    inside, scored = (m.flatten(1) for m in _check_masks(masks, maps))
+    flat = maps.flatten(1).masked_fill(~scored, -1.0)  # maps are >= 0: an ignored pixel is never the maximum
+    top = flat.amax(dim=1, keepdim=True)
+    hit = ((flat == top) & inside).any(dim=1).double()
+    undefined = (top.squeeze(1) <= 0) | ~inside.any(dim=1)
     return hit.masked_fill(undefined, float("nan"))
 
 
 def attribution_localisation(maps: Tensor, masks: Tensor) -> Tensor:
-    """Share (N,) of the total attribution that falls inside the mask; higher = more coherent.
+    """Share (N,) of the attribution on the scored pixels that falls inside the mask; higher = more coherent.
 
     As quantus 0.6.0 `AttributionLocalisation` (weighted=False) without its +1e-9 in the
-    denominator; NaN for zero maps (0/0) and empty masks.
+    denominator, over the pixels not ignored (mask -1); NaN for maps that are zero there
+    (0/0) and empty masks.
     """
     _check_maps(maps)
-    inside = _check_masks(masks, maps).flatten(1)
-    flat = maps.flatten(1).double()
-    share = (flat * inside).sum(dim=1) / flat.sum(dim=1)
-    undefined = zero_maps(maps) | ~inside.any(dim=1)
+    inside, scored = (m.flatten(1) for m in _check_masks(masks, maps))
+    flat = maps.flatten(1).double() * scored
+    total = flat.sum(dim=1)
+    share = (flat * inside).sum(dim=1) / total
+    undefined = (total == 0) | ~inside.any(dim=1)
     return share.masked_fill(undefined, float("nan"))

@@ -30,16 +30,11 @@ from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choices
+from clxai_utils.data.datasets import Dataset
 from clxai_utils.data.prepare import balanced_subset, load_prepared
 from clxai_utils.data.sources import ImageSplit
-from clxai_utils.evaluate.facets import FacetClock, facet_inputs, score_model
-from clxai_utils.explain.store import (
-    compute_explanations,
-    explained_mosaics,
-    explained_split,
-    model_digest,
-    normalised_images,
-)
+from clxai_utils.evaluate.facets import FacetClock, ScoringSet, explain_and_score, scoring_set
+from clxai_utils.explain.store import explained_split, model_digest
 from clxai_utils.train.probe import accuracy, fit_probe, load_classifier
 from clxai_utils.train.trainer import trained_epochs
 
@@ -90,8 +85,8 @@ def _score_snapshot(
     epoch: int,
     final: bool,
     methods: list[str],
-    data: Any,
-    split: ImageSplit,
+    data: Dataset,
+    scoring: ScoringSet,
     precision: str,
     clock: FacetClock,
 ) -> pd.DataFrame:
@@ -108,32 +103,19 @@ def _score_snapshot(
             profile=run.profile,
             precision=precision,
             epoch=epoch,
+            workers=run.settings.data.workers,
         )
     model, _ = load_classifier(run, loss, which)
     acc, _ = accuracy(model, data.test, data.info, precision)
-    mosaics = explained_mosaics(split, data.info, run.seed)
-    x = normalised_images(split, data.info)
-    inputs = facet_inputs(x, mosaics.masks, data.info, run)
-    batch = run.settings.explain.batch_size
-    blocks = []
+    base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss}
+    base |= {"epoch": epoch, "final": final, "accuracy": acc}
     with inference_model(model, precision) as fast:
-        for method in methods:
-            meta = {"loss": loss, "epoch": epoch}
-            maps = compute_explanations(
-                fast, (x, split.labels, split.ids), method, "predicted", batch_size=batch, meta=meta, progress=False
-            )
-            mosaic_maps = compute_explanations(
-                fast,
-                (mosaics.images, split.labels, split.ids),
-                method,
-                "true",
-                batch_size=batch,
-                meta=meta,
-                progress=False,
-            )
-            base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss, "method": method}
-            base |= {"epoch": epoch, "final": final, "accuracy": acc}
-            blocks.append(score_model(fast, maps, mosaic_maps, inputs, base, clock).rows)
+        blocks = [
+            explain_and_score(
+                fast, scoring, method, base | {"method": method}, clock, run.settings.explain.batch_size
+            ).rows
+            for method in methods
+        ]
     return pd.concat(blocks, ignore_index=True)
 
 
@@ -156,6 +138,7 @@ def evaluate_snapshots(
         path.unlink(missing_ok=True)
     data, _ = load_prepared(run)
     split = snapshot_split(run, explained_split(data, run.settings.explain))
+    scoring = scoring_set(split, data, run)
     epochs = {loss: trained_epochs(run.model_dir(loss)) for loss in losses}
     if missing := [loss for loss, kept in epochs.items() if not kept]:
         raise FileNotFoundError(
@@ -170,7 +153,7 @@ def evaluate_snapshots(
             source = _block_source(run, loss, None if final else epoch, split, compute)
             block = _stored_block(run, loss, epoch, source)
             if block is None:
-                block = _score_snapshot(run, loss, epoch, final, methods, data, split, compute, clock)
+                block = _score_snapshot(run, loss, epoch, final, methods, data, scoring, compute, clock)
                 source = _block_source(run, loss, None if final else epoch, split, compute)  # with the fitted probe
                 write_json(run.snapshot_block_path(loss, epoch).with_suffix(".json"), source)
                 write_csv(run.snapshot_block_path(loss, epoch), block)

@@ -30,11 +30,12 @@ from clxai_utils.core.config import ExplainConfig
 from clxai_utils.core.precision import inference_model, resolve_precision
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
-from clxai_utils.core.run import EXPLANATION_KINDS, Run
+from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_choices
 from clxai_utils.data import augment
+from clxai_utils.data.datasets import Dataset, DatasetInfo
 from clxai_utils.data.prepare import balanced_subset, load_prepared
-from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
+from clxai_utils.data.sources import ImageSplit
 from clxai_utils.explain.cams import (
     EIGENCAM_SIGN_CONVENTION,
     POSTPROCESSING,
@@ -228,6 +229,40 @@ def explained_mosaics(split: ImageSplit, info: DatasetInfo, seed: int) -> Mosaic
     return make_mosaics(normalised_images(split, info), split.labels, seed)
 
 
+@dataclass(frozen=True)
+class ExplainedImages:
+    """One kind of explained images: the model inputs, labels and ids, and the class each map explains."""
+
+    x: Tensor
+    labels: Tensor
+    ids: Tensor
+    target: str
+
+
+def mosaics_needed(split: ImageSplit, num_classes: int) -> bool:
+    """Coherence falls back to mosaics where the test images carry no masks (and 4 distinct classes fill one)."""
+    return split.masks is None and num_classes >= 4
+
+
+def explained_inputs(data: Dataset, run: Run) -> dict[str, ExplainedImages]:
+    """Every kind of images of the run that 05 explains (see `EXPLANATION_KINDS`).
+
+    Test images and external masked images are explained for their predicted class (the
+    paper's rule; coherence then scores the images classified correctly); mosaic i for the
+    true class of its target image i, since the mosaic itself has no single class.
+    """
+    split = explained_split(data, run.settings.explain)
+    kinds = {"test": ExplainedImages(normalised_images(split, data.info), split.labels, split.ids, "predicted")}
+    if mosaics_needed(split, data.num_classes):
+        mosaics = explained_mosaics(split, data.info, run.seed)
+        kinds["mosaics"] = ExplainedImages(mosaics.images, split.labels, split.ids, "true")
+    if data.mask_set is not None:
+        masked = data.mask_set
+        x = augment.normalize(masked.images, data.info.mean, data.info.std)
+        kinds["masks"] = ExplainedImages(x, masked.labels, masked.ids, "predicted")
+    return kinds
+
+
 def model_digest(run: Run, loss: str, epoch: int | None = None) -> str:
     """SHA-256 of the weights that define the explained function (the model's, and the probe's for SupCon/TL).
 
@@ -270,8 +305,7 @@ def run_explanations(
 ) -> pd.DataFrame:
     """05_explanations' work: the maps of every (loss, method, kind) of the run, computed once and stored.
 
-    Test images are explained for their predicted class; mosaic i for the true class of
-    its target image i. A file whose model, images and protocol (the precision included)
+    The kinds and target rules are `explained_inputs`'. A file whose model, images and protocol (the precision included)
     match is reused, so a rerun (or an interrupted run) only computes what is missing.
     `precision` is `clxai_utils.core.precision`'s switch. Returns one row per file.
     """
@@ -279,12 +313,7 @@ def run_explanations(
     compute = resolve_precision(precision, torch.device("cpu"))
     cfg = run.settings.explain
     data, _ = load_prepared(run)
-    split = explained_split(data, cfg)
-    inputs = {
-        "test": normalised_images(split, data.info),
-        "mosaics": explained_mosaics(split, data.info, run.seed).images,
-    }
-    ids_digest = hashlib.sha256(split.ids.numpy().tobytes()).hexdigest()
+    inputs = explained_inputs(data, run)
     rows = []
     for loss in losses:
         model, _ = load_classifier(run, loss)
@@ -295,19 +324,17 @@ def run_explanations(
             "seed": run.seed,
             "loss": loss,
             "model_digest": model_digest(run, loss),
-            "image_ids_digest": ids_digest,
             "precision": compute,
         }
-        for method, kind in itertools.product(methods, EXPLANATION_KINDS):
+        for method, (kind, images) in itertools.product(methods, inputs.items()):
             path = run.explanation_path(loss, method, kind)
-            meta = source | {"kind": kind}
+            meta = source | {"kind": kind, "image_ids_digest": hashlib.sha256(images.ids.numpy().tobytes()).hexdigest()}
             start, reused = time.perf_counter(), _is_current(path, meta)
             if not reused:
-                target = "predicted" if kind == "test" else "true"
-                batches = _batches(inputs[kind], split.labels, split.ids, cfg.batch_size)
+                batches = _batches(images.x, images.labels, images.ids, cfg.batch_size)
                 with inference_model(model, compute) as fast:
                     compute_explanations(
-                        fast, batches, method, target, batch_size=cfg.batch_size, meta=meta, progress=progress
+                        fast, batches, method, images.target, batch_size=cfg.batch_size, meta=meta, progress=progress
                     ).save(path)
             seconds = time.perf_counter() - start
             rows.append(
@@ -315,10 +342,10 @@ def run_explanations(
                     "loss": loss,
                     "method": method,
                     "kind": kind,
-                    "images": len(split),
+                    "images": len(images.ids),
                     "reused": reused,
                     "seconds": round(seconds, 2),
-                    "images_per_s": None if reused else len(split) / seconds,
+                    "images_per_s": None if reused else len(images.ids) / seconds,
                     "file": str(path.relative_to(run.root)),
                 }
             )

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.validate import check_choice, check_number, check_seeds
-from clxai_utils.data.sources import DatasetInfo
+from clxai_utils.data.datasets import DatasetInfo
 from clxai_utils.neurons.encoders import ConceptMeanStandIn, OpenClipEncoder, concatenated_features
 from clxai_utils.neurons.invert import Invert
 from clxai_utils.neurons.scorers import CLIPDissect, Scorer, check_embeddings

@@ -26,8 +26,8 @@ from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_number, check_positive_int, check_seed
 from clxai_utils.data import augment
+from clxai_utils.data.datasets import DatasetInfo
 from clxai_utils.data.prepare import load_prepared
-from clxai_utils.data.sources import DatasetInfo
 from clxai_utils.train.models import Backbone
 from clxai_utils.train.probe import check_profile
 from clxai_utils.train.trainer import load_trained

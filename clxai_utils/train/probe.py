@@ -13,7 +13,7 @@ mini-batches with a cosine schedule, and its accuracy is written to a table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +30,40 @@ from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choices
 from clxai_utils.data import augment
+from clxai_utils.data.datasets import Dataset, DatasetInfo
+from clxai_utils.data.geometry import default_resize
 from clxai_utils.data.prepare import load_prepared
-from clxai_utils.data.sources import Dataset, DatasetInfo, ImageSplit
+from clxai_utils.data.sources import FileSplit, ImageSplit
+from clxai_utils.data.stream import CenterCropStream, make_loader
 from clxai_utils.train.models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
 from clxai_utils.train.trainer import load_trained, lr_factor, snapshot_path
 
 PROBE = "probe.pt"
 
 
+def unaugmented_batches(
+    split: ImageSplit | FileSplit, info: DatasetInfo, batch_size: int, workers: int = 0
+) -> Iterator[torch.Tensor]:
+    """The images of `split` in order, normalised, in batches: sliced from memory, or decoded at the
+    evaluation crop by `workers` processes for a split kept on disk."""
+    if isinstance(split, ImageSplit):
+        for start in range(0, len(split), batch_size):
+            yield augment.normalize(split.images[start : start + batch_size], info.mean, info.std)
+        return
+    stream = CenterCropStream(split.records(), info.image_size, default_resize(info.image_size))
+    for images, _ in make_loader(stream, batch_size, workers):
+        yield augment.normalize(images, info.mean, info.std)
+
+
 @torch.no_grad()
 def batched_forward(
     fn: Any,
-    split: ImageSplit,
+    split: ImageSplit | FileSplit,
     info: DatasetInfo,
     batch_size: int = 512,
     device: str | torch.device = "cpu",
     precision: str = "float32",
+    workers: int = 0,
 ) -> torch.Tensor:
     """Apply `fn` to the normalised, unaugmented images of `split` in batches; float32 results on CPU.
 
@@ -54,10 +72,9 @@ def batched_forward(
     """
     outputs = []
     device = torch.device(device)
-    for start in range(0, len(split), batch_size):
-        x = augment.normalize(split.images[start : start + batch_size], info.mean, info.std).to(device)
+    for x in unaugmented_batches(split, info, batch_size, workers):
         with autocast(precision, device):
-            outputs.append(fn(to_layout(x, precision)).float().cpu())
+            outputs.append(fn(to_layout(x.to(device), precision)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -118,7 +135,7 @@ def check_profile(identity: dict[str, Any], profile: str | None, out_dir: Path) 
 
 def fit_probe(
     out_dir: str | Path,
-    split: ImageSplit,
+    split: ImageSplit | FileSplit,
     info: DatasetInfo,
     cfg: ProbeConfig,
     seed: int,
@@ -126,6 +143,7 @@ def fit_probe(
     profile: str | None = None,
     precision: str = "float32",
     epoch: int | None = None,
+    workers: int = 0,
 ) -> tuple[ExplainableClassifier, pd.DataFrame]:
     """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`.
 
@@ -137,7 +155,9 @@ def fit_probe(
     if spec.loss == "ce":
         raise ValueError(f"{out_dir} holds a CE model: it is evaluated with its own head, not probed")
     model_to_layout(model, precision)
-    features = batched_forward(lambda x: F.normalize(model.features(x), dim=1), split, info, precision=precision)
+    features = batched_forward(
+        lambda x: F.normalize(model.features(x), dim=1), split, info, precision=precision, workers=workers
+    )
     probe, history = train_probe(features, split.labels, spec.num_classes, cfg, seed, progress)
     save_torch(
         probe_path(out_dir, epoch),
@@ -218,7 +238,15 @@ def probe_and_evaluate(
             classifiers[loss], _ = load_classifier(run, loss)
         else:
             classifiers[loss], histories[loss] = fit_probe(
-                run.model_dir(loss), data.train, data.info, run.settings.probe, run.seed, progress, run.profile, compute
+                run.model_dir(loss),
+                data.train,
+                data.info,
+                run.settings.probe,
+                run.seed,
+                progress,
+                run.profile,
+                compute,
+                workers=run.settings.data.workers,
             )
         acc, _ = accuracy(classifiers[loss], data.test, data.info, compute)
         rows.append(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,8 +41,10 @@ from clxai_utils.core.run import Run
 from clxai_utils.core.seeding import seed_everything
 from clxai_utils.core.validate import check_choice, check_positive_int
 from clxai_utils.data import augment
+from clxai_utils.data.datasets import DatasetInfo
 from clxai_utils.data.prepare import load_prepared
-from clxai_utils.data.sources import DatasetInfo, ImageSplit
+from clxai_utils.data.sources import FileSplit, ImageSplit
+from clxai_utils.data.stream import RandomResizedCropStream, make_loader
 from clxai_utils.train.distributed import (
     DEVICES_ENV,
     World,
@@ -164,6 +167,37 @@ def augment_batch(
     return augment.normalize(views.flatten(0, 1), info.mean, info.std).view_as(views)
 
 
+def epoch_batches(
+    loss: str,
+    cfg: TrainConfig,
+    split: ImageSplit | FileSplit,
+    info: DatasetInfo,
+    order: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    seed_epoch: tuple[int, int],
+    workers: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's augmented, normalised batches (images, labels) in `order`, shaped as `augment_batch` returns.
+
+    In memory (CIFAR-10, small image folders): `augment_batch` on each batch. On disk
+    (ImageNet-S50): DataLoader workers decode each image and cut its RandomResizedCrop and
+    flip (`clxai_utils.data.stream`, random draws keyed by (seed, epoch, image)), and the
+    colour half of the SupCon augmentation runs here on the whole batch, from `generator`.
+    """
+    if isinstance(split, ImageSplit):
+        for idx in order.split(batch_size):
+            yield augment_batch(loss, cfg, split.images[idx], info, generator), split.labels[idx]
+        return
+    n_views, name = cfg.view_plan(loss)
+    crops = RandomResizedCropStream(split.records(), info.image_size, n_views, seed=seed_epoch[0])
+    for views, labels in make_loader(crops, batch_size, workers, order=order.tolist(), epoch=seed_epoch[1]):
+        x = views.flatten(0, 1)
+        x = augment.imagenet_supcon_colour(x, generator) if name == "supcon" else augment.to_float_images(x)
+        x = augment.normalize(x, info.mean, info.std).view(views.shape)
+        yield (x[:, 0] if loss == "ce" else x), labels
+
+
 def _load_resumable(path: Path, identity: RunIdentity, world_size: int, precision: str) -> dict[str, Any] | None:
     """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
     if not path.is_file():
@@ -241,7 +275,7 @@ class TrainResult:
 def train(
     spec: ModelSpec,
     cfg: TrainConfig,
-    split: ImageSplit,
+    split: ImageSplit | FileSplit,
     info: DatasetInfo,
     out_dir: str | Path,
     *,
@@ -253,6 +287,7 @@ def train(
     world: World = SINGLE_PROCESS,
     sync_batchnorm: bool = False,
     precision: str | None = None,
+    workers: int = 0,
 ) -> TrainResult:
     """Train `spec` with `cfg` on `split`, resuming from `out_dir/checkpoint.pt` when present.
 
@@ -261,6 +296,7 @@ def train(
     (`world`, see `clxai_utils.train.launch`) every rank calls this with its own device;
     each trains on its share of every batch and rank 0 writes the files. `precision` is
     `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it.
+    `workers` processes decode a split kept on disk (`epoch_batches`).
     """
     check_choice("loss", spec.loss, LOSSES)
     out_dir = Path(out_dir)
@@ -301,12 +337,10 @@ def train(
         net.train()
         t0, total = time.perf_counter(), 0.0
         extras: dict[str, float] = {}
-        order = _epoch_order(len(split), epoch, seed, shuffle_gen, world)
-        for step in range(steps_per_epoch):
-            idx = order[step * local_batch : (step + 1) * local_batch]
-            x = augment_batch(spec.loss, cfg, split.images[idx], info, aug_gen).to(device, non_blocking=True)
-            y = split.labels[idx].to(device)
-            x = to_layout(x, compute)
+        order = _epoch_order(len(split), epoch, seed, shuffle_gen, world)[: steps_per_epoch * local_batch]
+        batches = epoch_batches(spec.loss, cfg, split, info, order, local_batch, aug_gen, (seed, epoch), workers)
+        for x, y in batches:
+            x, y = to_layout(x.to(device, non_blocking=True), compute), y.to(device)
             with autocast(compute, device):
                 value, stats = compute_loss(net, spec.loss, x, y, cfg, world)
             optimizer.zero_grad(set_to_none=True)
@@ -460,6 +494,7 @@ def run_training(
         world=world,
         sync_batchnorm=sync_batchnorm,
         precision=precision,
+        workers=settings.data.workers,
     )
 
 
