@@ -18,8 +18,12 @@ STAMP := $(VENV)/.clxai-synced
 PROFILE ?= quick
 DATASET ?= cifar10
 SHARED_ARCHIVE := $(wildcard ../shared/data/cifar10_jpeg.tar.gz)
+SHARED_MASKS := $(wildcard ../shared/data/realmask32.tar.gz)
 # Data: CLXAI_DATA_SOURCE if set; else the shared JPEG CIFAR-10 beside the clone; else the official download.
 export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),torchvision)
+# CIFAR-10's real photographs with object masks (coherence beside the mosaics): CLXAI_MASK_SOURCE if set; else the
+# shared realmask32 beside the clone; else none (06 then says that part is skipped).
+export CLXAI_MASK_SOURCE ?= $(if $(and $(SHARED_MASKS),$(filter cifar10,$(DATASET))),$(abspath $(SHARED_MASKS)),)
 
 PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics 08_neuron_labels 09_accuracy_confound
 SEEDS ?= 1 2
@@ -59,7 +63,7 @@ $(STAMP): pyproject.toml uv.lock | $(UV)
 env: $(STAMP)
 
 run: $(STAMP)
-	@echo "data source: $$CLXAI_DATA_SOURCE"
+	@echo "data source: $$CLXAI_DATA_SOURCE; mask source: $${CLXAI_MASK_SOURCE:-none}"
 	$(SWEEP) --seeds 0
 	@$(MAKE) --no-print-directory report
 
@@ -100,7 +104,7 @@ smoke-notebooks: $(STAMP)
 	  $(PY) -c "from clxai_utils.data.sources import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	echo "== 00-08 on the smoke profile (data=$$src), as JupyterLab runs them"; \
+	echo "== 00-09 on the smoke profile (data=$$src, masks=$${CLXAI_MASK_SOURCE:-none}), then ImageNet-S50 (generated fixture) and a 5-class 48 px image folder, as JupyterLab runs them"; \
 	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
 
 # Several processes and submitit jobs on this machine: the distributed losses and a DDP step on two gloo

@@ -20,7 +20,11 @@ Subpackages:
 
 * `core`: the run and its paths, profiles (`config`), registries of losses, methods and
   metrics, validation, seeding, numeric precision (`precision`), atomic artefacts, progress bars;
-* `data`: sources and the image cache (`sources`), the run's subsets and manifest
+* `data`: the data sets as specifications (`datasets`: cifar10, imagenet_s50, any image
+  folder), sources, archives, decoding and the image cache (`sources`), the evaluation crop
+  (`geometry`), the ImageNet-S50 layout and masks (`imagenet_s`), object masks (`masks`) and
+  CIFAR-10's real photographs with masks (`realmask`), training images streamed from disk
+  (`stream`, `throughput`), generated test data (`fixtures`), the run's subsets and manifest
   (`prepare`), batched augmentations (`augment`);
 * `train`: networks (`models`), SupCon and triplet losses (`losses`), the resumable
   trainer (`trainer`), linear probes and accuracy (`probe`), several processes per run
@@ -30,7 +34,8 @@ Subpackages:
 * `evaluate`: the batched metrics (`metrics`), the per-image facets table (`facets`), every
   training snapshot scored the same way (`snapshots`);
 * `analysis`: Table 4 (`tables`), paired tests (`stats`), the paper's claims and the seed
-  policy (`claims`), the losses at matched accuracy (`confound`), the report files (`report`);
+  policy (`claims`), the losses at matched accuracy (`confound`), coherence on mosaics against
+  real photographs (`coherence`), the report files (`report`);
 * `neurons`: labelling the units of the trained networks (the CSP paper): unit
   activations, the scorers, INVERT, interpretability and faithfulness scores, open_clip
   encoders, the vocabulary, the planted-concept experiment (`planted`) and the comparison

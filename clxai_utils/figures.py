@@ -105,6 +105,26 @@ def plot_embeddings(features: dict[str, torch.Tensor], labels: torch.Tensor, cla
     return fig
 
 
+def mask_examples(images: torch.Tensor, masks: torch.Tensor, titles: Sequence[str], scale: float = 1.3) -> plt.Figure:
+    """Images (N, 3, H, W) above the same images with their object masks (N, H, W): object red, ignored grey."""
+    shown = to_display(images)
+    tinted = shown.copy()
+    object_, ignored = (masks == 1).numpy(), (masks == -1).numpy()
+    tinted[object_] = 0.5 * tinted[object_] + 0.5 * np.array([1.0, 0.0, 0.0])
+    tinted[ignored] = 0.5 * tinted[ignored] + 0.5 * np.array([0.5, 0.5, 0.5])
+    fig, axes = plt.subplots(2, len(shown), figsize=(scale * len(shown), 2 * scale), squeeze=False)
+    for c, title in enumerate(titles):
+        for r, picture in enumerate((shown, tinted)):
+            axes[r, c].imshow(picture[c], interpolation="nearest")
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+        axes[0, c].set_title(title, fontsize=7)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    axes[1, 0].set_ylabel("object mask", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def overlay_grid(
     columns: Sequence[tuple[str, torch.Tensor | None, torch.Tensor | None]],
     row_labels: list[str] | None = None,

@@ -54,8 +54,12 @@ def test_all_three_profiles_exist() -> None:
 def test_unknown_profile_dataset_and_loss_are_named() -> None:
     with pytest.raises(ConfigError, match="profile='fast'.*smoke, quick, paper"):
         load_profile("fast")
-    with pytest.raises(ConfigError, match="profile 'smoke' defines no settings for dataset 'imagenet_s50'"):
-        load_profile("smoke").for_dataset("imagenet_s50")
+    with pytest.raises(ConfigError, match="profile 'quick' defines no settings for dataset 'imagenet_s50'"):
+        load_profile("quick").for_dataset("imagenet_s50")
+    with pytest.raises(
+        ConfigError, match="dataset='mnist' is not allowed; choose one of: cifar10, imagenet_s50, imagefolder"
+    ):
+        load_profile("quick").for_dataset("mnist")
     with pytest.raises(ConfigError, match="loss='simclr'"):
         load_profile("smoke").train_config("cifar10", "simclr")
 

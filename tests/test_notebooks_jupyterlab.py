@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from clxai_utils.core.paths import outputs_dir, repo_root, runs_root
@@ -109,3 +110,68 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
     execute(repo_root() / "notebooks" / "00_data.ipynb", outputs_dir() / "notebooks-quick", profile="quick")
     assert quick.manifest_path.is_file() and digest(smoke.root) == before
     shutil.rmtree(quick.root)
+
+
+#: The notebooks a data set other than CIFAR-10 runs: 08's planted attributes and vocabulary are CIFAR-10's.
+OTHER_DATA_SETS = tuple(path for path in NOTEBOOKS if path.stem not in ("07_analysis", "08_neuron_labels"))
+
+
+def run_other(dataset: str, source: Path) -> Run:
+    """00-06 and 09 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
+    run = Run(dataset, "smoke", 0)
+    shutil.rmtree(run.root, ignore_errors=True)
+    for path in OTHER_DATA_SETS:
+        values: dict[str, object] = {"profile": "smoke", "dataset": dataset}
+        if path.stem == "00_data":
+            values |= {"data_source": str(source), "mask_source": ""}
+        execute(path, outputs_dir() / f"notebooks-{dataset}", **values)
+    return run
+
+
+def five_classes_at_48px(root: Path, per_class: tuple[int, int] = (24, 12)) -> Path:
+    """An image folder of 5 CIFAR-10 classes at 48x48 (bicubic upscaling), made from the run's CIFAR-10 source."""
+    from PIL import Image
+
+    from clxai_utils.data.datasets import load_dataset
+
+    cifar = load_dataset("cifar10", "auto")
+    for split, count in zip(("train", "test"), per_class):
+        images = cifar.split(split)
+        for label, name in enumerate(cifar.classes[:5]):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, index in enumerate(torch.nonzero(images.labels == label)[:count, 0].tolist()):
+                pixels = images.images[index].permute(1, 2, 0).numpy()
+                Image.fromarray(pixels).resize((48, 48), Image.Resampling.BICUBIC).save(folder / f"{i:04d}.png")
+    return root
+
+
+def test_an_image_folder_of_5_classes_at_48px_runs_with_its_own_normalisation() -> None:
+    from clxai_utils.data.datasets import SPECS
+    from clxai_utils.data.prepare import Manifest
+
+    folder = five_classes_at_48px(outputs_dir() / "imagefolder-48px")
+    run = run_other("imagefolder", folder)
+    manifest = Manifest.load(run.manifest_path)
+    assert (manifest.image_size, len(manifest.classes), manifest.train_on_disk) == (48, 5, False)
+    assert manifest.normalisation.startswith("computed from") and manifest.mean != list(SPECS["cifar10"].mean)
+    assert run.facets_paths["table"].is_file() and run.snapshot_paths["table"].is_file()
+
+
+def test_imagenet_s50_runs_on_the_official_layout_and_07_reports_every_data_set() -> None:
+    import pandas as pd
+
+    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
+    from clxai_utils.data.prepare import Manifest
+
+    fixture = write_imagenet_s50_fixture(outputs_dir() / "imagenet_s50-fixture")
+    run = run_other("imagenet_s50", fixture.parent)
+    manifest = Manifest.load(run.manifest_path)
+    assert (
+        manifest.train_on_disk and manifest.image_size == 64 and manifest.test_masks == len(manifest.subset_ids["test"])
+    )
+    facets = pd.read_csv(run.facets_paths["table"])
+    assert facets["pointing_game"].notna().any(), "coherence scored against the validation masks"
+    report = text_outputs(execute(repo_root() / "notebooks" / "07_analysis.ipynb", outputs_dir() / "notebooks"))
+    for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
+        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"07 reports the {dataset} run"

@@ -95,7 +95,14 @@ def small_results() -> Results:
         blocks.append(block)
     accuracy = pd.concat([accuracy_rows(0, {"ce": 0.9, "supcon": 0.7}), accuracy_rows(1, {"ce": 0.8, "supcon": 0.7})])
     curves = pd.concat([pf_rows(s, {("ce", "gradcam"): [1, 0.5, 0]}) for s in (0, 1)])
-    return Results(pd.concat(blocks, ignore_index=True), accuracy.reset_index(drop=True), curves, pd.DataFrame(), ())
+    return Results(
+        pd.concat(blocks, ignore_index=True),
+        accuracy.reset_index(drop=True),
+        curves,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        (),
+    )
 
 
 def test_table4_numbers_by_hand() -> None:
@@ -218,6 +225,7 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
     assert list(table["claim"]) == [c.claim for c in claims.LOSS_CLAIMS] + [
         "Grad-CAM better than Eigen-CAM",
         "TL good on CIFAR-10",
+        "TL poor on ImageNet-S50",
     ]
     assert table["section"].str.startswith("§5").all()  # every claim is made in the Results section
     for claim, row in zip(claims.LOSS_CLAIMS, table.to_dict("records")):
@@ -244,7 +252,9 @@ def test_claim_definitions_state_the_claims_and_their_rules() -> None:
     assert rows.loc["contrastivity_ssim", "expected"] == "ce"  # the paper finds SupCon's contrastivity worse
     assert rows.loc["pointing_game", "expected"] == rows.loc["attribution_localisation", "expected"] == "no difference"
 
-    method, triplet = table.iloc[-2], table.iloc[-1]
+    method, triplet, poor = table.iloc[-3], table.iloc[-2], table.iloc[-1]
+    assert poor["expected"] == "ce" and poor["comparison"].startswith("triplet vs ce; ImageNet-S50 only")
+    assert poor["rule"].startswith("of the m testable comparisons: supported if ce is significantly better")
     assert method["metrics"].split(", ") == list(dict.fromkeys(stats.compare_methods(claims_facets())["metric"]))
     assert "contrastivity_ssim" not in method["metrics"] and method["comparison"].startswith("gradcam vs eigencam")
     assert triplet["metrics"].split(", ") == list(claims.TRIPLET_METRICS) and triplet["comparison"].startswith(
@@ -387,7 +397,14 @@ def test_provenance_flags_non_paper_profiles() -> None:
     assert "cifar10, profile 'quick': seeds 0, 1; losses ce, supcon; methods gradcam" in text
     assert "; 4 test images per run; 4 of 16 maps all zero" in text and "NOT paper-level" in text
     paper = small_results()
-    paper = Results(paper.facets.assign(profile="paper"), paper.accuracy, paper.pf_curves, paper.snapshots, ())
+    paper = Results(
+        paper.facets.assign(profile="paper"),
+        paper.accuracy,
+        paper.pf_curves,
+        paper.coherence_masks,
+        paper.snapshots,
+        (),
+    )
     text = report.describe_provenance(paper)
     assert "NOT paper-level" not in text and "only 2 here" in text
 

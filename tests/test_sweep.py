@@ -218,6 +218,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     source = tmp_path / "cifar"
     source.mkdir()
     monkeypatch.setenv("CLXAI_DATA_SOURCE", str(source))
+    monkeypatch.delenv("CLXAI_MASK_SOURCE", raising=False)  # no mask source: 00_data gets ""
     runs = tmp_path / "runs"
     options = ["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1"]
     assert main([*options, "--runs-root", str(runs)]) == 0
@@ -228,7 +229,9 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     expected = []
     for seed in (0, 1):
         run = Run("cifar10", "quick", seed).id
-        expected.append(("to run", f"{run}/00_data", {**base, "seed": seed, "data_source": str(source)}))
+        expected.append(
+            ("to run", f"{run}/00_data", {**base, "seed": seed, "data_source": str(source), "mask_source": ""})
+        )
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
         for nb in ("04_linear_probe", "05_explanations", "06_metrics", "08_neuron_labels", "09_accuracy_confound"):

@@ -62,6 +62,24 @@ KINDS = {
         ("dataset", "profile", "seed", "loss", "method", "step", "fraction", "mean", "std", "n"),
         ("dataset", "profile", "seed", "loss", "method"),
     ),
+    "coherence_masks": TableKind(
+        RESULT_TABLES["coherence_masks"],
+        (
+            "dataset",
+            "profile",
+            "seed",
+            "loss",
+            "method",
+            "image_id",
+            "label",
+            "prediction",
+            "correct",
+            "map_all_zero",
+            "pointing_game",
+            "attribution_localisation",
+        ),
+        ("dataset", "profile", "seed", "loss", "method"),
+    ),
     "snapshots": TableKind(
         RESULT_TABLES["snapshots"],
         ("dataset", "profile", "seed", "loss", "method", "epoch", "final", "accuracy", "image_id", *METRICS),
@@ -72,13 +90,19 @@ KINDS = {
 
 @dataclass(frozen=True)
 class Results:
-    """Every run's tables, concatenated; `files` lists what was read. `snapshots` (09) may be empty."""
+    """Every run's tables, concatenated; `files` lists what was read. `coherence_masks` (06 with a mask source)
+    and `snapshots` (09) may be empty."""
 
     facets: pd.DataFrame
     accuracy: pd.DataFrame
     pf_curves: pd.DataFrame
+    coherence_masks: pd.DataFrame
     snapshots: pd.DataFrame
     files: tuple[Path, ...]
+
+    def runs_of(self, table: pd.DataFrame) -> list[tuple[str, str]]:
+        """The (dataset, profile) pairs present in one of the tables, sorted: figures draw one each."""
+        return sorted(table[["dataset", "profile"]].drop_duplicates().itertuples(index=False, name=None))
 
     @property
     def snapshot_accuracy(self) -> pd.DataFrame:

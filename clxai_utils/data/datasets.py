@@ -307,10 +307,10 @@ def _imagenet_s50(
 
 
 def resolve_mask_source(mask_source: str | None) -> str | None:
-    """The `mask_source` parameter ("auto": $CLXAI_MASK_SOURCE, else none) as a path, or None."""
-    if mask_source in (None, "", "auto"):
-        mask_source = os.environ.get(MASK_SOURCE_ENV) or None
-    if mask_source is None:
+    """The `mask_source` parameter as a path, or None: "auto" (or None) reads $CLXAI_MASK_SOURCE, "" means none."""
+    if mask_source in (None, "auto"):
+        mask_source = os.environ.get(MASK_SOURCE_ENV, "")
+    if mask_source == "":
         return None
     if not isinstance(mask_source, str) or not Path(mask_source).expanduser().exists():
         raise DataError(f"mask_source={mask_source!r} does not exist; give a folder or archive of images with masks")
@@ -364,3 +364,40 @@ def load_dataset(
     else:
         mean, std = normalisation or channel_statistics(train, size, workers)
     return Dataset(DatasetInfo(dataset, mean, std, size), classes, train, test, source, mask_set, mask_source)
+
+
+def augmentation_examples(
+    split: ImageSplit | FileSplit, size: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """The paper's augmentations (METHOD.md section 1) applied to the images of `split`, for a figure.
+
+    Floats in [0, 1], one row per name: the image as evaluated, a CE view, two SupCon views.
+    In memory (CIFAR-10, small image folders): crop with padding + flip; RandomResizedCrop(scale
+    0.2-1), flip, jitter 0.4 and grayscale. On disk (ImageNet-S50): RandomResizedCrop + flip while
+    decoding, then jitter 0.8, grayscale and Gaussian blur on the batch, as the trainer does.
+    """
+    from clxai_utils.data import augment
+    from clxai_utils.data.stream import CenterCropStream, RandomResizedCropStream
+
+    if isinstance(split, ImageSplit):
+        views = augment.make_views(split.images, augment.supcon_augment, generator)
+        return {
+            "original": augment.to_float_images(split.images),
+            "CE view": augment.ce_augment(split.images, generator),
+            "SupCon view 1": views[:, 0],
+            "SupCon view 2": views[:, 1],
+        }
+    seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+    records, n = split.records(), len(split)
+    evaluated = CenterCropStream(records, size, default_resize(size))
+    one, two = (RandomResizedCropStream(records, size, views, seed=seed + views) for views in (1, 2))
+    originals = torch.stack([evaluated[i][0] for i in range(n)])
+    ce = torch.stack([one[i][0][0] for i in range(n)])
+    crops = torch.stack([two[i][0] for i in range(n)])
+    coloured = augment.imagenet_supcon_colour(crops.flatten(0, 1), generator).view(crops.shape)
+    return {
+        "original": augment.to_float_images(originals),
+        "CE view": augment.to_float_images(ce),
+        "SupCon view 1": coloured[:, 0],
+        "SupCon view 2": coloured[:, 1],
+    }

@@ -30,22 +30,25 @@ from clxai_utils.core.paths import runs_root as default_runs_root
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_choices, check_seeds
+from clxai_utils.data.datasets import resolve_mask_source
 from clxai_utils.data.sources import resolve_source
 
-RUN_PARAMETERS = ("profile", "dataset", "seed", "losses", "data_source")
+RUN_PARAMETERS = ("profile", "dataset", "seed", "losses", "data_source", "mask_source")
 #: Run values handed to the notebook as environment variables instead of papermill parameters:
 #: a data path is machine-specific and must not end up in the executed notebooks users read.
-ENV_PARAMETERS = {"data_source": "CLXAI_DATA_SOURCE"}
+ENV_PARAMETERS = {"data_source": "CLXAI_DATA_SOURCE", "mask_source": "CLXAI_MASK_SOURCE"}
 INTERRUPTED_EXIT = 130  # the shell's convention for "stopped by SIGINT"
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One point of the grid: a run, the losses it trains and the data source of its 00_data step."""
+    """One point of the grid: a run, the losses it trains and the data and mask sources of its 00_data step
+    ("" for no mask source)."""
 
     run: Run
     losses: tuple[str, ...]
     data_source: str
+    mask_source: str = ""
 
     def parameters(self) -> dict[str, Any]:
         """Every value a step may receive, in JSON/YAML-ready types (so markers compare equal)."""
@@ -55,6 +58,7 @@ class RunPlan:
             "seed": self.run.seed,
             "losses": list(self.losses),
             "data_source": self.data_source,
+            "mask_source": self.mask_source,
         }
 
 
@@ -65,7 +69,8 @@ class Step:
     `params` names the run values (from RUN_PARAMETERS) the notebook receives; `artefacts`
     gives the files it must leave (paths from the run's `Run`); `needs` names earlier steps
     whose jobs must succeed first. A step with a `loss` is a training step: it is planned
-    only when that loss is selected (and a dependency on an unplanned step is dropped).
+    only when that loss is selected (and a dependency on an unplanned step is dropped);
+    a step with `datasets` is planned only for those data sets.
     """
 
     notebook: str
@@ -73,6 +78,7 @@ class Step:
     artefacts: Callable[[RunPlan], list[Path]]
     needs: tuple[str, ...] = ()
     loss: str | None = None
+    datasets: tuple[str, ...] | None = None  # the data sets the step applies to; None: every one
 
 
 def _manifest(plan: RunPlan) -> list[Path]:
@@ -112,12 +118,19 @@ def _neuron_tables(plan: RunPlan) -> list[Path]:
 TRAINING_NOTEBOOKS = {"ce": "01_train_ce", "supcon": "02_train_supcon", "triplet": "03_train_triplet"}
 _BASE = ("profile", "dataset", "seed")
 PIPELINE: tuple[Step, ...] = (
-    Step("00_data", (*_BASE, "data_source"), _manifest),
+    Step("00_data", (*_BASE, "data_source", "mask_source"), _manifest),
     *(Step(nb, _BASE, _model(loss), needs=("00_data",), loss=loss) for loss, nb in TRAINING_NOTEBOOKS.items()),
     Step("04_linear_probe", (*_BASE, "losses"), _accuracy, needs=tuple(TRAINING_NOTEBOOKS.values())),
     Step("05_explanations", (*_BASE, "losses"), _explanations, needs=("04_linear_probe",)),
     Step("06_metrics", (*_BASE, "losses"), _metrics, needs=("05_explanations",)),
-    Step("08_neuron_labels", (*_BASE, "losses"), _neuron_tables, needs=tuple(TRAINING_NOTEBOOKS.values())),
+    # 08's painted attributes and vocabulary are CIFAR-10's.
+    Step(
+        "08_neuron_labels",
+        (*_BASE, "losses"),
+        _neuron_tables,
+        needs=tuple(TRAINING_NOTEBOOKS.values()),
+        datasets=("cifar10",),
+    ),
     Step("09_accuracy_confound", (*_BASE, "losses"), _snapshot_tables, needs=("06_metrics",)),
 )
 
@@ -182,9 +195,13 @@ def check_pipeline(pipeline: Sequence[Step]) -> None:
 
 
 def _run_jobs(plan: RunPlan, pipeline: Sequence[Step]) -> list[Job]:
-    """The jobs of one run: steps of unselected losses are dropped, and so are needs on them."""
+    """The jobs of one run: steps of unselected losses and of other data sets are dropped, and so are needs on them."""
     run = plan.run
-    steps = [s for s in pipeline if s.loss is None or s.loss in plan.losses]
+    steps = [
+        s
+        for s in pipeline
+        if (s.loss is None or s.loss in plan.losses) and (s.datasets is None or run.dataset in s.datasets)
+    ]
     planned = {s.notebook for s in steps}
     values = plan.parameters()
     return [
@@ -207,6 +224,7 @@ def plan(
     *,
     runs_root: str | os.PathLike | None = None,
     data_source: str | None = None,
+    mask_source: str | None = None,
     pipeline: Sequence[Step] = PIPELINE,
 ) -> list[Job]:
     """Every job of the sweep, in a valid execution order; invalid arguments raise naming them."""
@@ -214,10 +232,10 @@ def plan(
     load_profile(profile).for_dataset(dataset)
     losses, seeds = _check_losses(losses), check_seeds(seeds)
     check_pipeline(pipeline)
-    source = resolve_source(data_source)
+    source, masks = resolve_source(data_source), resolve_mask_source(mask_source) or ""
     root = Path(runs_root) if runs_root is not None else default_runs_root()
     plans = [
-        RunPlan(Run(dataset, profile, seed, root=root / Run(dataset, profile, seed).id), losses, source)
+        RunPlan(Run(dataset, profile, seed, root=root / Run(dataset, profile, seed).id), losses, source, masks)
         for seed in seeds
     ]
     return [job for plan in plans for job in _run_jobs(plan, pipeline)]

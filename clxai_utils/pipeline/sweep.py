@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="'torchvision', a folder or a .tar.gz, for 00_data only (default: $CLXAI_DATA_SOURCE, else torchvision)",
     )
+    parser.add_argument(
+        "--mask-source",
+        default=None,
+        help="images with object masks, for 00_data only: CIFAR-10's real photographs (realmask32), or the "
+        "ImageNetS50 folder of an ImageNet-1k data source (default: $CLXAI_MASK_SOURCE, else none)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the jobs, cached or to run; run nothing")
     parser.add_argument(
         "--backend",
@@ -128,6 +134,7 @@ def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) 
             args.seeds,
             runs_root=args.runs_root,
             data_source=args.data_source,
+            mask_source=args.mask_source,
             pipeline=pipeline,
         )
         if args.backend != "local":
