@@ -11,13 +11,15 @@ written by `make run` or by stage 3 of `make test`) is compared with it in one o
   `GINI_OFFSET`) fails here.
 * **Other weights** (another machine, or a changed trainer). Float results differ across
   machines and the differences grow through training, so a fresh run is like another
-  seed. The tolerance of each number is 3 standard deviations of its seed means, measured
-  over seeds 0-2 of the committed 3-seed quick sweep (commit ad0479d, README), with a floor
-  of 0.5 accuracy points and 0.005 for a metric mean. The measured cross-machine
-  differences (CE 65.9 vs 65.5 %, SupCon 51.8 vs 53.7 %, triplet 57.3 vs 57.55 %) lie
-  within one seed standard deviation (0.5, 4.6, 2.9 points).
+  seed. The tolerance of each number is 3 standard deviations of its per-seed values over
+  seeds 0-2 of the quick sweep that wrote the reference (`seed_std`), with floors of 2
+  accuracy points and 0.005 for a metric mean. The accuracy floor is the largest
+  difference measured between two machines on one commit: the earlier quick CE model
+  reached 63.55 % on the machine that wrote its reference and 65.5 % in CI (its seeds
+  spread by only 0.5 points, so 3 seed deviations did not cover it).
 
-`python tests/test_pinned_numbers.py --update` rewrites the reference from the current run.
+`python tests/test_pinned_numbers.py --update` rewrites the reference from the current run, and its
+`seed_std` from the runs of seeds 0-2 (`--seeds`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ pytestmark = pytest.mark.pinned
 REFERENCE = Path(__file__).parent / "reference" / "cifar10-quick-seed0.json"
 SAME_WEIGHTS_ATOL = 1e-9
 SEED_SIGMAS = 3.0
-ACCURACY_FLOOR = 0.005  # 0.5 points, as a fraction
+ACCURACY_FLOOR = 0.02  # 2 points, as a fraction: the largest cross-machine difference measured (docstring)
 METRIC_FLOOR = 0.005
 
 
@@ -136,12 +138,33 @@ def test_a_changed_metric_is_caught(fresh: dict[str, Any], monkeypatch: pytest.M
     )
 
 
+def seed_spread(seeds: list[int]) -> dict[str, Any]:
+    """Standard deviation (ddof=1) over `seeds` of each number `measured` pins: the tolerance of other weights."""
+    runs = [measured(Run("cifar10", "quick", seed)) for seed in seeds]
+    spread: dict[str, Any] = {}
+    for kind in ("accuracy", "metric_means"):
+        values = pd.DataFrame([run[kind] for run in runs])
+        spread[kind] = {
+            key: round(float(values[key].std()), 3) if values[key].notna().all() else None for key in values
+        }
+    return spread
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Rewrite the pinned reference from outputs/runs/cifar10-quick-seed0/.")
+    parser = argparse.ArgumentParser(
+        description="Rewrite the pinned reference from outputs/runs/cifar10-quick-seed<k>/."
+    )
     parser.add_argument("--update", action="store_true", required=True)
-    parser.parse_args()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="runs whose spread sets the tolerances")
+    args = parser.parse_args()
     old = reference()
-    write_json(REFERENCE, {**old, **measured(Run("cifar10", "quick", 0))})
+    about = (
+        "Key numbers of the quick run (cifar10, seed 0) on the 2-core machine that wrote them; see "
+        f"tests/test_pinned_numbers.py. seed_std: standard deviation of the per-seed values over seeds "
+        f"{', '.join(map(str, args.seeds))} of the quick sweep on the same machine, accuracy as a fraction."
+    )
+    fresh = measured(Run("cifar10", "quick", 0))
+    write_json(REFERENCE, {**old, "about": about, "seed_std": seed_spread(args.seeds), **fresh})
     print(f"wrote {REFERENCE}")
 
 
