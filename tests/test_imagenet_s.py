@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from clxai_utils.core.seeding import mix_seed
 from clxai_utils.data import fixtures as FX
 from clxai_utils.data import geometry as G
 from clxai_utils.data import imagenet_s as S
@@ -18,7 +19,7 @@ from clxai_utils.data import sources as D
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
 from clxai_utils.data.masks import MaskSet
 from clxai_utils.data.sources import DataError
-from clxai_utils.data.stream import CenterCropStream, RandomResizedCropStream, make_loader, mix_seed
+from clxai_utils.data.stream import CenterCropStream, RandomResizedCropStream, make_loader
 from clxai_utils.data.throughput import measure_throughput
 
 

@@ -34,24 +34,12 @@ class TableKind(NamedTuple):
     run_key: tuple[str, ...]
 
 
+_RUN_PART = ("dataset", "profile", "seed", "loss", "method")
+#: The columns of a per-image table: which run part, which image, what the model made of it.
+_PER_IMAGE = (*_RUN_PART, "image_id", "label", "prediction", "correct", "map_all_zero")
+
 KINDS = {
-    "facets": TableKind(
-        RESULT_TABLES["facets"],
-        (
-            "dataset",
-            "profile",
-            "seed",
-            "loss",
-            "method",
-            "image_id",
-            "label",
-            "prediction",
-            "correct",
-            "map_all_zero",
-            *METRICS,
-        ),
-        ("dataset", "profile", "seed", "loss", "method"),
-    ),
+    "facets": TableKind(RESULT_TABLES["facets"], (*_PER_IMAGE, *METRICS), _RUN_PART),
     "accuracy": TableKind(
         RESULT_TABLES["accuracy"],
         ("dataset", "profile", "loss", "seed", "head", "test_images", "accuracy"),
@@ -59,31 +47,16 @@ KINDS = {
     ),
     "pf_curves": TableKind(
         RESULT_TABLES["pf_curves"],
-        ("dataset", "profile", "seed", "loss", "method", "step", "fraction", "mean", "std", "n"),
-        ("dataset", "profile", "seed", "loss", "method"),
+        (*_RUN_PART, "step", "fraction", "mean", "std", "n"),
+        _RUN_PART,
     ),
     "coherence_masks": TableKind(
-        RESULT_TABLES["coherence_masks"],
-        (
-            "dataset",
-            "profile",
-            "seed",
-            "loss",
-            "method",
-            "image_id",
-            "label",
-            "prediction",
-            "correct",
-            "map_all_zero",
-            "pointing_game",
-            "attribution_localisation",
-        ),
-        ("dataset", "profile", "seed", "loss", "method"),
+        RESULT_TABLES["coherence_masks"], (*_PER_IMAGE, "pointing_game", "attribution_localisation"), _RUN_PART
     ),
     "snapshots": TableKind(
         RESULT_TABLES["snapshots"],
-        ("dataset", "profile", "seed", "loss", "method", "epoch", "final", "accuracy", "image_id", *METRICS),
-        ("dataset", "profile", "seed", "loss", "method", "epoch"),
+        (*_RUN_PART, "epoch", "final", "accuracy", "image_id", *METRICS),
+        (*_RUN_PART, "epoch"),
     ),
 }
 

@@ -28,34 +28,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from clxai_utils.core.seeding import mix_seed
 from clxai_utils.core.validate import check_number, check_positive_int, check_seed
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
 from clxai_utils.data.geometry import EVAL_SIZE, check_eval_size
 from clxai_utils.data.sources import load_eval_image, open_rgb
 
 Records = Sequence[tuple[str | os.PathLike[str], int]]
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    """One step of the SplitMix64 generator: a bijective, well-mixing map of 64-bit integers."""
-    z = (x + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from non-negative integers (seed, epoch, index, ...), the same in every process.
-
-    Python's `hash` is salted per process for strings and too regular for ints (hash(k) == k),
-    so nearby (epoch, index) pairs would get related generator states; SplitMix64 decorrelates them.
-    """
-    state = 0
-    for part in parts:
-        state = _splitmix64(state ^ (check_seed(part) & _MASK64))
-    return state >> 1
 
 
 def _check_range(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:

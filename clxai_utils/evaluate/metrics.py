@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clxai_utils.core.config import BASELINES
+from clxai_utils.core.seeding import splitmix64
 from clxai_utils.core.validate import check_choice, check_positive, check_positive_int, check_seed
 
 Model = Callable[[Tensor], Tensor]
@@ -260,14 +261,6 @@ def add_input_noise(x: Tensor, sigma: float, generator: torch.Generator) -> Tens
 # ----------------------------------------------------------------------- contrastivity
 
 
-def _splitmix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser (Steele et al. 2014): a bijective, well-mixed 64-bit hash (wraps mod 2**64)."""
-    z = z + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
 def contrast_classes(predictions: Tensor, image_ids: Tensor, num_classes: int, seed: int) -> Tensor:
     """One class per image, uniform over the classes other than its prediction, keyed by (seed, image_id).
 
@@ -293,8 +286,8 @@ def contrast_classes(predictions: Tensor, image_ids: Tensor, num_classes: int, s
         raise ValueError("image_ids must be >= 0")
 
     ids = image_ids.cpu().numpy().astype(np.uint64)
-    key = _splitmix64(np.array([seed % 2**64], dtype=np.uint64))
-    draw = _splitmix64(key ^ ids) % np.uint64(num_classes - 1)
+    key = splitmix64(np.array([seed % 2**64], dtype=np.uint64))
+    draw = splitmix64(key ^ ids) % np.uint64(num_classes - 1)
     r = torch.from_numpy(draw.astype(np.int64)).to(predictions.device)
     return r + (r >= predictions).long()
 
