@@ -187,3 +187,75 @@ def test_manifest_round_trip_and_checksum(tmp_path: Path) -> None:
     changed = ds.test.subset(subsets["test"])
     changed.images[0, 0, 0, 0] ^= 1
     assert prep.split_checksum(changed) != manifest.checksums["test"]
+
+
+def test_channel_statistics_by_hand() -> None:
+    """Mean and standard deviation per channel over every pixel of the images, in [0, 1]."""
+    images = torch.zeros(2, 3, 2, 2, dtype=torch.uint8)
+    images[0, 0] = 255  # red channel: half the pixels 1, half 0
+    images[:, 1] = 51  # green: 0.2 everywhere
+    split = D.ImageSplit(images, torch.tensor([0, 1]), torch.arange(2))
+    mean, std = L.channel_statistics(split, 2)
+    assert mean == pytest.approx((0.5, 0.2, 0.0)) and std == pytest.approx((0.5, 0.0, 0.0))
+
+
+def test_image_folder_gets_its_own_statistics_size_and_masks(tmp_path: Path) -> None:
+    """An image folder of 48x48 images: its size, statistics computed from its training images, binary masks."""
+    tree = D.write_synthetic_imagefolder(tmp_path / "tree", classes=("a", "b"), per_class=(6, 3), size=48, seed=2)
+    for path in sorted((tree / "test").rglob("*.png")):
+        mask = np.zeros((48, 48), dtype=np.uint8)
+        mask[10:20, 5:40] = 255
+        target = tree / "test-segmentation" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask).save(target)
+    data = L.load_dataset("imagefolder", str(tree))
+    assert data.info.image_size == 48 and isinstance(data.train, D.ImageSplit)
+    assert data.info.mean == L.channel_statistics(data.train, 48)[0] != L.SPECS["cifar10"].mean
+    assert data.test.masks is not None and data.test.masks.shape == (6, 48, 48)
+    assert int(data.test.masks[0].sum()) == 10 * 35 and set(data.test.masks.unique().tolist()) == {0, 1}
+    (tree / "test-segmentation" / "a" / "0000.png").unlink()
+    with pytest.raises(D.DataError, match=r"test image .*a/0000.png has no mask .*test-segmentation/a/0000.png"):
+        L.load_dataset("imagefolder", str(tree))
+
+
+def test_image_folder_of_several_sizes_needs_an_image_size(tmp_path: Path) -> None:
+    tree = D.write_synthetic_imagefolder(tmp_path / "tree", classes=("a", "b"), per_class=(2, 1), size=40, seed=3)
+    Image.new("RGB", (50, 40)).save(tree / "train" / "a" / "9999.png")
+    with pytest.raises(D.DataError, match=r"several sizes .*set data.image_size in the profile"):
+        L.load_dataset("imagefolder", str(tree))
+    data = L.load_dataset("imagefolder", str(tree), image_size=32)
+    assert data.train.images.shape[1:] == (3, 32, 32) and isinstance(data.train, D.ImageSplit)
+
+
+def test_one_class_and_cifar_only_options_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(D.DataError, match="has 1 class folder"):
+        L.load_dataset("imagefolder", str(make_tree(tmp_path / "one", classes=("a",))))
+    tree = make_tree(tmp_path / "tree")
+    with pytest.raises(D.DataError, match="image_size=64 is not possible for cifar10"):
+        L.load_dataset("cifar10", str(tree), image_size=64)
+    with pytest.raises(D.DataError, match="mask_source is read for cifar10 and imagenet_s50 only"):
+        L.load_dataset("imagefolder", str(tree), mask_source=str(tree))
+    with pytest.raises(D.DataError, match="'torchvision' downloads CIFAR-10 only"):
+        L.load_dataset("imagenet_s50", "torchvision")
+
+
+def test_mask_source_auto_empty_and_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(L.MASK_SOURCE_ENV, str(tmp_path))
+    assert L.resolve_mask_source("auto") == str(tmp_path.resolve()) == L.resolve_mask_source(None)
+    assert L.resolve_mask_source("") is None
+    monkeypatch.setenv(L.MASK_SOURCE_ENV, "")
+    assert L.resolve_mask_source("auto") is None
+    with pytest.raises(D.DataError, match=r"mask_source='/no/such' does not exist"):
+        L.resolve_mask_source("/no/such")
+
+
+def test_file_split_checksum_follows_names_sizes_and_labels(tmp_path: Path) -> None:
+    tree = make_tree(tmp_path / "tree")
+    paths = tuple(str(p) for p in sorted((tree / "train").rglob("*.png")))
+    split = D.FileSplit(paths, torch.zeros(len(paths), dtype=torch.int64), torch.arange(len(paths)))
+    first = prep.split_checksum(split)
+    assert prep.split_checksum(split.subset(np.arange(len(paths)))) == first
+    relabelled = D.FileSplit(paths, torch.ones(len(paths), dtype=torch.int64), split.ids)
+    assert prep.split_checksum(relabelled) != first
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(paths[0], format="PNG", optimize=False)
+    assert prep.split_checksum(split) != first

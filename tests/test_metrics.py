@@ -460,3 +460,30 @@ def test_metrics_config_validation_and_record():
     for change, name in bad:
         with pytest.raises(ValueError, match=name):
             MetricsConfig(**{"pixels_per_step": 32, "batch_size": 1024, **change})
+
+
+def test_ignored_pixels_are_neither_object_nor_background():
+    """-1 (ImageNet-S's "ignore") leaves a pixel out: by hand on 2x2 maps."""
+    maps = torch.tensor(
+        [
+            [[1.0, 0.5], [0.25, 0.25]],  # the maximum lies on an ignored pixel: the next one (0.5) is on the object
+            [[0.2, 0.6], [0.2, 0.0]],  # attribution on the ignored pixel is left out of the denominator
+            [[1.0, 0.0], [0.0, 0.0]],  # positive only on an ignored pixel: nothing to score
+        ]
+    )
+    masks = torch.tensor(
+        [
+            [[-1, 1], [0, 0]],
+            [[1, -1], [0, 0]],
+            [[-1, 1], [0, 0]],
+        ],
+        dtype=torch.int8,
+    )
+    pg, al = M.pointing_game(maps, masks), M.attribution_localisation(maps, masks)
+    assert pg[:2].tolist() == [1.0, 1.0]  # map 2: the scored maximum 0.2 ties on the object and the background
+    assert al[0].item() == pytest.approx(0.5 / (0.5 + 0.25 + 0.25))
+    assert al[1].item() == pytest.approx(0.2 / (0.2 + 0.2 + 0.0))
+    assert torch.isnan(pg[2]) and torch.isnan(al[2])
+    # Without ignore labels the int8 masks give quantus's binary results.
+    binary = masks.clamp(min=0)
+    assert M.pointing_game(maps[:1], binary[:1]).item() == 0.0

@@ -241,3 +241,26 @@ def test_snapshots_are_scored_like_the_final_models_and_reused(run: Run, results
     resumed = evaluate_snapshots(run, LOSSES, progress=False)
     assert resumed.sidecar["snapshots_reused"] == 3
     pd.testing.assert_frame_equal(resumed.table, first.table)
+
+
+def test_explained_kinds_follow_the_data(run: Run) -> None:
+    """CIFAR-like test images without masks get mosaics; a mask set adds its own kind; masked test images need none."""
+    from dataclasses import replace
+
+    from clxai_utils.data.masks import MaskSet
+    from clxai_utils.explain.store import explained_inputs
+
+    data, _ = load_prepared(run)
+    assert list(explained_inputs(data, run)) == ["test", "mosaics"]
+    masked = MaskSet(
+        data.test.images[:3],
+        torch.ones(3, 32, 32, dtype=torch.int8),
+        data.test.labels[:3],
+        torch.arange(3),
+        ("x", "y", "z"),
+        data.classes,
+    )
+    kinds = explained_inputs(replace(data, mask_set=masked), run)
+    assert list(kinds) == ["test", "mosaics", "masks"] and kinds["masks"].target == "predicted"
+    own = replace(data, test=replace(data.test, masks=torch.zeros(len(data.test), 32, 32, dtype=torch.int8)))
+    assert list(explained_inputs(own, run)) == ["test"]

@@ -297,3 +297,27 @@ def test_launch_arguments_carry_the_precision(tmp_path: Path) -> None:
     run_ = Run("cifar10", "smoke", 0, root=tmp_path)
     args = launch_arguments(run_, "ce", precision="bf16")
     assert args[args.index("--precision") + 1] == "bf16" and "--precision" not in launch_arguments(run_, "ce")
+
+
+def test_streamed_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    """Images on disk: the same (seed, epoch, order) gives the same augmented batches with 0 or 2 decoding workers,
+    and another epoch other crops. SupCon views carry the colour half (jitter, grayscale, blur) on the batch."""
+    from clxai_utils.data.datasets import DatasetInfo
+    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
+    from clxai_utils.data.sources import FileSplit
+
+    root = write_imagenet_s50_fixture(tmp_path / "fixture", train_per_class=2)
+    paths = tuple(str(p) for p in sorted((root / "train").rglob("*.JPEG")))
+    split = FileSplit(paths, torch.arange(len(paths)) % 4, torch.arange(len(paths)))
+    info = DatasetInfo("imagenet_s50", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 32)
+    cfg = replace(cfg_for("supcon"), batch_size=4)
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(0))
+
+    def batches(workers: int, epoch: int = 0) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(5)
+        return [x for x, _ in T.epoch_batches("supcon", cfg, split, info, order, 4, generator, (0, epoch), workers)]
+
+    first = batches(0)
+    assert len(first) == len(paths) // 4 and first[0].shape == (4, 2, 3, 32, 32)
+    assert all(torch.equal(a, b) for a, b in zip(first, batches(2)))
+    assert not torch.equal(first[0], batches(0, epoch=1)[0])

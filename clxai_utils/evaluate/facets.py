@@ -34,7 +34,7 @@ from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_choices, check_positive_int
 from clxai_utils.data.augment import denormalize
 from clxai_utils.data.datasets import Dataset, DatasetInfo
-from clxai_utils.data.prepare import load_prepared
+from clxai_utils.data.prepare import balanced_subset, load_prepared
 from clxai_utils.data.sources import ImageSplit
 from clxai_utils.evaluate.metrics import (
     add_input_noise,
@@ -340,6 +340,7 @@ def _sidecar(
     table: pd.DataFrame,
     throughput: pd.DataFrame,
     precision: str,
+    coherence: str,
 ) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
     return {
@@ -355,7 +356,7 @@ def _sidecar(
             "explain": vars(run.settings.explain),
             "noise_space": "normalised input, not clamped",
             "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
-            "coherence": "",
+            "coherence": f"{coherence}; scored only where the image alone is classified correctly",
         },
         "versions": package_versions(),
         "columns": dict(ID_COLUMNS)
@@ -505,9 +506,8 @@ def evaluate_facets(
         clock.table(),
     )
     masked = masked_coherence(run, data, losses, methods)
-    sidecar = _sidecar(run, losses, methods, len(split), table, throughput, compute)
-    sidecar["params"]["coherence"] = coherence_source(split, data.num_classes) + (
-        "; scored only where the image alone is classified correctly"
+    sidecar = _sidecar(
+        run, losses, methods, len(split), table, throughput, compute, coherence_source(split, data.num_classes)
     )
     sidecar["mask_set"] = (
         None if data.mask_set is None else {"images": len(data.mask_set), "source": data.source_of_masks}
@@ -529,8 +529,8 @@ def evaluate_facets(
 def precision_effect(run: Run, loss: str, n_images: int = 200, methods: Iterable[str] = METHODS) -> pd.DataFrame:
     """How much bf16 moves the facets of one model: every facet in float32 and in bf16, on the same images.
 
-    The first `n_images` explained images (both precisions see the same ones) get maps and
-    every facet in both precisions, exactly as 05 and 06 compute them. One row per (method,
+    A class-balanced subset of about `n_images` explained images (both precisions see the
+    same ones) gets maps and every facet in both precisions, exactly as 05 and 06 compute them. One row per (method,
     metric): the float32 mean, the bf16 mean, the mean and largest absolute per-image
     difference; the `prediction` row gives the share of images whose predicted class is the same.
     """
@@ -540,7 +540,8 @@ def precision_effect(run: Run, loss: str, n_images: int = 200, methods: Iterable
     resolve_precision("bf16", torch.device("cpu"))  # a clear error where bf16 would be emulated
     data, _ = load_prepared(run)
     full = explained_split(data, run.settings.explain)
-    scoring = scoring_set(full.subset(torch.arange(min(n_images, len(full)))), data, run)
+    per_class = max(1, min(n_images // data.num_classes, min(full.class_counts(data.num_classes))))
+    scoring = scoring_set(full.subset(balanced_subset(full.labels, per_class, seed=0)), data, run)
     model, _ = load_classifier(run, loss)
     tables = {}
     for precision in ("float32", "bf16"):

@@ -37,6 +37,7 @@ from torch import nn
 
 from clxai_utils.core.config import load_profile
 from clxai_utils.core.precision import autocast, cpu_computes_bf16, inference_model, model_to_layout, to_layout
+from clxai_utils.core.validate import int_at_least
 from clxai_utils.evaluate.metrics import pixel_flipping
 from clxai_utils.explain.cams import explain
 from clxai_utils.train.models import ExplainableClassifier, ModelSpec, build_training_model
@@ -132,29 +133,39 @@ def compiled_train_rate(spec: ModelSpec, batch: int, size: int, repeats: int) ->
 
 
 def benchmark(
-    profile: str, dataset: str, repeats: int, images: int, compile_too: bool, width: float | None = None
+    profile: str,
+    dataset: str,
+    repeats: int,
+    images: int,
+    compile_too: bool,
+    width: float | None = None,
+    train_batch: int | None = None,
+    metrics_batch: int | None = None,
 ) -> pd.DataFrame:
-    """One row per precision: the rates of the module docstring on the profile's network (or another `width`)."""
+    """One row per precision: the rates of the module docstring on the profile's network and batch sizes
+    (or another `width`, training batch or metrics batch, to compare settings)."""
     settings = load_profile(profile).for_dataset(dataset)
-    size = 224 if settings.model.arch == "resnet50" else 32
+    size = settings.data.image_size or (224 if settings.model.arch == "resnet50" else 32)
     spec = ModelSpec(settings.model.arch, width or settings.model.width, 10, "ce")
+    train_batch = train_batch or settings.train["ce"].batch_size
+    metrics_batch = metrics_batch or settings.metrics.batch_size
     precisions = ["float32", *(["bf16"] if cpu_computes_bf16() else [])]
     rows = []
     for precision in precisions:
         row: dict[str, object] = {"precision": precision}
-        row["train"] = train_rate(spec, settings.train["ce"].batch_size, size, precision, repeats)
+        row["train"] = train_rate(spec, train_batch, size, precision, repeats)
         row |= inference_rates(
             spec,
             size,
             precision,
-            settings.metrics.batch_size,
+            metrics_batch,
             settings.explain.batch_size,
             settings.metrics.pixels_per_step,
             images,
         )
         rows.append(row)
     if compile_too:
-        rate, seconds = compiled_train_rate(spec, settings.train["ce"].batch_size, size, repeats)
+        rate, seconds = compiled_train_rate(spec, train_batch, size, repeats)
         rows.append({"precision": "float32+compile", "train": rate, "compile_s": seconds})
     return pd.DataFrame(rows)
 
@@ -167,8 +178,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=512, help="images explained and flipped per precision")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (float32 channels-last)")
     parser.add_argument("--width", type=float, help="network width instead of the profile's (resnet18_cifar only)")
+    parser.add_argument("--train-batch", type=int_at_least(1), help="training batch instead of the profile's CE batch")
+    parser.add_argument("--metrics-batch", type=int_at_least(1), help="Pixel Flipping batch instead of the profile's")
     args = parser.parse_args(argv)
-    table = benchmark(args.profile, args.dataset, args.repeats, args.images, args.compile, args.width)
+    table = benchmark(
+        args.profile,
+        args.dataset,
+        args.repeats,
+        args.images,
+        args.compile,
+        args.width,
+        args.train_batch,
+        args.metrics_batch,
+    )
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16: {cpu_computes_bf16()}")
     print(table.round(2).to_string(index=False))
 

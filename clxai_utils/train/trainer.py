@@ -177,13 +177,15 @@ def epoch_batches(
     generator: torch.Generator,
     seed_epoch: tuple[int, int],
     workers: int = 0,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch's augmented, normalised batches (images, labels) in `order`, shaped as `augment_batch` returns.
 
     In memory (CIFAR-10, small image folders): `augment_batch` on each batch. On disk
     (ImageNet-S50): DataLoader workers decode each image and cut its RandomResizedCrop and
-    flip (`clxai_utils.data.stream`, random draws keyed by (seed, epoch, image)), and the
-    colour half of the SupCon augmentation runs here on the whole batch, from `generator`.
+    flip (`clxai_utils.data.stream`, random draws keyed by (seed, epoch, image)); the uint8
+    crops then move to `device` (a GPU's, where training runs there), where the colour half
+    of the SupCon augmentation runs on the whole batch, drawn from `generator`.
     """
     if isinstance(split, ImageSplit):
         for idx in order.split(batch_size):
@@ -192,7 +194,7 @@ def epoch_batches(
     n_views, name = cfg.view_plan(loss)
     crops = RandomResizedCropStream(split.records(), info.image_size, n_views, seed=seed_epoch[0])
     for views, labels in make_loader(crops, batch_size, workers, order=order.tolist(), epoch=seed_epoch[1]):
-        x = views.flatten(0, 1)
+        x = views.flatten(0, 1).to(device or views.device, non_blocking=True)
         x = augment.imagenet_supcon_colour(x, generator) if name == "supcon" else augment.to_float_images(x)
         x = augment.normalize(x, info.mean, info.std).view(views.shape)
         yield (x[:, 0] if loss == "ce" else x), labels
@@ -338,7 +340,9 @@ def train(
         t0, total = time.perf_counter(), 0.0
         extras: dict[str, float] = {}
         order = _epoch_order(len(split), epoch, seed, shuffle_gen, world)[: steps_per_epoch * local_batch]
-        batches = epoch_batches(spec.loss, cfg, split, info, order, local_batch, aug_gen, (seed, epoch), workers)
+        batches = epoch_batches(
+            spec.loss, cfg, split, info, order, local_batch, aug_gen, (seed, epoch), workers, device
+        )
         for x, y in batches:
             x, y = to_layout(x.to(device, non_blocking=True), compute), y.to(device)
             with autocast(compute, device):
