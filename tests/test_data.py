@@ -259,3 +259,25 @@ def test_file_split_checksum_follows_names_sizes_and_labels(tmp_path: Path) -> N
     assert prep.split_checksum(relabelled) != first
     Image.new("RGB", (32, 32), (9, 9, 9)).save(paths[0], format="PNG", optimize=False)
     assert prep.split_checksum(split) != first
+
+
+def test_imagenet_1k_tree_takes_its_masks_from_an_imagenet_s50_folder(tmp_path: Path) -> None:
+    """The paper's protocol: ImageNet-1k's validation images of the 50 classes, masks where ImageNet-S50 has them."""
+    import shutil
+
+    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
+
+    s50 = write_imagenet_s50_fixture(tmp_path / "s50", train_per_class=2, val_per_class=2)
+    in1k = tmp_path / "imagenet"
+    shutil.copytree(s50 / "train", in1k / "train")
+    shutil.copytree(s50 / "validation", in1k / "val")
+    extra = sorted((in1k / "val").iterdir())[0]
+    shutil.copy(next(extra.iterdir()), extra / "ILSVRC2012_val_00099999.JPEG")  # a validation image without a mask
+    data = L.load_dataset("imagenet_s50", str(in1k), image_size=32, mask_source=str(s50))
+    assert isinstance(data.train, D.FileSplit) and data.test.masks is not None
+    scored = (data.test.masks != -1).flatten(1).any(1)
+    assert int(scored.sum()) == len(data.test) - 1 and data.source_of_masks == str(s50)
+    without = L.load_dataset("imagenet_s50", str(in1k), image_size=32)
+    assert without.test.masks is None and torch.equal(without.test.images, data.test.images)
+    with pytest.raises(D.DataError, match="mask_source=.* is for an ImageNet-1k data source"):
+        L.load_dataset("imagenet_s50", str(s50.parent), image_size=32, mask_source=str(s50))

@@ -52,7 +52,7 @@ def _check_generator(generator: torch.Generator) -> None:
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
 
 
-def _check_range(name: str, value: Sequence[float], low: float, high: float = math.inf) -> tuple[float, float]:
+def check_range(name: str, value: Sequence[float], low: float, high: float = math.inf) -> tuple[float, float]:
     """Validate a (min, max) pair with low < min <= max <= high."""
     if not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"{name} must be a (min, max) pair, got {value!r}")
@@ -247,8 +247,8 @@ def random_resized_crop(
 ) -> Tensor:
     """Like torchvision RandomResizedCrop(size, scale, ratio, antialias=False), per sample."""
     _check_size(size)
-    scale = _check_range("scale", scale, 0.0, 1.0)
-    ratio = _check_range("ratio", ratio, 0.0)
+    scale = check_range("scale", scale, 0.0, 1.0)
+    ratio = check_range("ratio", ratio, 0.0)
     _check_generator(generator)
     x = to_float_images(x)
     boxes = draw_resized_crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio, generator)
@@ -442,7 +442,7 @@ def random_gaussian_blur(
     kernel_size = check_positive_int("kernel_size", kernel_size)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    low, high = _check_range("sigma", sigma, 0.0)
+    low, high = check_range("sigma", sigma, 0.0)
     p = check_number("p", p, 0.0, 1.0)
     _check_generator(generator)
     x = to_float_images(x)

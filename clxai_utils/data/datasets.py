@@ -285,6 +285,11 @@ def _imagenet_s50(
     """The 50 classes: an ImageNetS50 folder (train/, validation/ with validation-segmentation/) or an ImageNet-1k tree."""
     path = Path(source)
     official = any((candidate / "validation").is_dir() for candidate in (path, path / "ImageNetS50"))
+    if official and mask_source:
+        raise DataError(
+            f"mask_source={mask_source!r} is for an ImageNet-1k data source: the ImageNetS50 folder {source} carries "
+            "its own masks (validation-segmentation/); leave mask_source empty"
+        )
     if official:
         tree = imagenet_s.imagenet_s50_layout(path, ("train", "validation"))
         train_records, test_records = list(tree.records("train")), list(tree.records("validation"))

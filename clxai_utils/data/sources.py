@@ -43,8 +43,22 @@ class DataError(RuntimeError):
     """The data cannot be found, read or trusted; the message says what to do."""
 
 
+class _Labelled:
+    """What every split has: one label and one stable id per image."""
+
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        """Number of images per class, in class order."""
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+
 @dataclass
-class ImageSplit:
+class ImageSplit(_Labelled):
     """One split held in memory: uint8 images (N, 3, H, W), labels, stable image ids and, where the data set
     has them, object masks (N, H, W) int8 (1 object, 0 background, -1 ignore; `clxai_utils.data.masks`)."""
 
@@ -53,22 +67,15 @@ class ImageSplit:
     ids: torch.Tensor
     masks: torch.Tensor | None = None
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def subset(self, indices: np.ndarray | torch.Tensor) -> ImageSplit:
         """The images at `indices` (positions in this split), keeping their original ids."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         masks = None if self.masks is None else self.masks[idx]
         return ImageSplit(self.images[idx], self.labels[idx], self.ids[idx], masks)
 
-    def class_counts(self, num_classes: int) -> list[int]:
-        """Number of images per class, in class order."""
-        return torch.bincount(self.labels, minlength=num_classes).tolist()
-
 
 @dataclass
-class FileSplit:
+class FileSplit(_Labelled):
     """One split kept as image files, decoded (and augmented) batch by batch while training
     (`clxai_utils.data.stream`): ImageNet's tens of thousands of full-size JPEGs do not fit in memory."""
 
@@ -76,17 +83,10 @@ class FileSplit:
     labels: torch.Tensor
     ids: torch.Tensor
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def subset(self, indices: np.ndarray | torch.Tensor) -> FileSplit:
         """The files at `indices` (positions in this split), keeping their original ids."""
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return FileSplit(tuple(self.paths[i] for i in idx.tolist()), self.labels[idx], self.ids[idx])
-
-    def class_counts(self, num_classes: int) -> list[int]:
-        """Number of images per class, in class order."""
-        return torch.bincount(self.labels, minlength=num_classes).tolist()
 
     def records(self) -> list[tuple[str, int]]:
         """(path, label) pairs, what the streaming datasets read."""

@@ -30,21 +30,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from clxai_utils.core.seeding import mix_seed
 from clxai_utils.core.validate import check_number, check_positive_int, check_seed
-from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
+from clxai_utils.data.augment import check_range, draw_flags, draw_resized_crop_boxes
 from clxai_utils.data.geometry import EVAL_SIZE, check_eval_size
 from clxai_utils.data.sources import load_eval_image, open_rgb
 
 Records = Sequence[tuple[str | os.PathLike[str], int]]
-
-
-def _check_range(name: str, value: Sequence[float], low: float, high: float) -> tuple[float, float]:
-    """A (min, max) pair with low < min <= max <= high."""
-    if not isinstance(value, Sequence) or len(value) != 2:
-        raise ValueError(f"{name} must be a (min, max) pair, got {value!r}")
-    lo, hi = (check_number(name, v) for v in value)
-    if not low < lo <= hi <= high:
-        raise ValueError(f"{name} must satisfy {low} < min <= max <= {high}, got {tuple(value)}")
-    return lo, hi
 
 
 def _as_records(records: Records) -> list[tuple[str, int]]:
@@ -82,8 +72,8 @@ class RandomResizedCropStream(Dataset):
         self.records = _as_records(records)
         self.size = check_positive_int("size", size)
         self.views = check_positive_int("views", views)
-        self.scale = _check_range("scale", scale, 0.0, 1.0)
-        self.ratio = _check_range("ratio", ratio, 0.0, float("inf"))
+        self.scale = check_range("scale", scale, 0.0, 1.0)
+        self.ratio = check_range("ratio", ratio, 0.0)
         self.flip_p = check_number("flip_p", flip_p, 0.0, 1.0)
         self.seed = check_seed(seed)
         self.epoch = 0
