@@ -17,7 +17,6 @@ from clxai_utils.data import geometry as G
 from clxai_utils.data import imagenet_s as S
 from clxai_utils.data import sources as D
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
-from clxai_utils.data.masks import MaskSet
 from clxai_utils.data.sources import DataError
 from clxai_utils.data.stream import CenterCropStream, RandomResizedCropStream, make_loader
 from clxai_utils.data.throughput import measure_throughput
@@ -215,19 +214,21 @@ def test_images_and_masks_pair_by_name_not_position(s50_copy: Path, monkeypatch:
     assert len(set(sizes)) == len(sizes)
 
 
-def test_mask_split_at_eval_size(s50: Path) -> None:
+def test_validation_masks_at_eval_size(s50: Path) -> None:
+    """The test split `load_dataset` reads from the official layout: images and masks at 64 px, in record order."""
+    from clxai_utils.data.datasets import load_dataset
+
     tree = S.imagenet_s50_layout(s50)
-    masks = S.load_mask_split(tree, "validation", size=64)
-    assert isinstance(masks, MaskSet) and len(masks) == 12
-    assert masks.images.shape == (12, 3, 64, 64) and masks.masks.shape == (12, 64, 64)
-    assert masks.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
-    assert masks.keys == tuple(r.image_id for r in tree.records("validation")) and masks.classes == tree.wnids
-    assert set(masks.masks.unique().tolist()) == {-1, 0, 1}
+    test = load_dataset("imagenet_s50", str(s50), image_size=64).test
+    assert test.masks is not None and len(test) == 12
+    assert test.images.shape == (12, 3, 64, 64) and test.masks.shape == (12, 64, 64)
+    assert test.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert set(test.masks.unique().tolist()) == {-1, 0, 1}
     # the mask holding a second class's object: its pixels are background for the image's own class
     val = tree.records("validation")
     two = [i for i, r in enumerate(val) if r.label == 0 and 3 in S.read_class_ids(r.mask_path)]  # type: ignore[arg-type]
     assert len(two) == 1
-    record = tree.records("validation")[two[0]]
+    record = val[two[0]]
     ids = S.read_class_ids(record.mask_path)  # type: ignore[arg-type]
     g = G.eval_geometry(ids.shape[1], ids.shape[0], 64)
     crop = ids[
@@ -236,10 +237,8 @@ def test_mask_split_at_eval_size(s50: Path) -> None:
             G.nearest_source_indices(g.left, 64, g.width, ids.shape[1]),
         )
     ]
-    assert (crop == 3).any() and (masks.masks[two[0]].numpy()[crop == 3] == 0).all()
-    assert ((masks.masks[two[0]].numpy() == 1) == (crop == 1)).all()
-    with pytest.raises(DataError, match="split 'train' has no masks"):
-        S.load_mask_split(tree, "train")
+    assert (crop == 3).any() and (test.masks[two[0]].numpy()[crop == 3] == 0).all()
+    assert ((test.masks[two[0]].numpy() == 1) == (crop == 1)).all()
 
 
 def test_decode_eval_keeps_record_order_with_workers(s50: Path) -> None:

@@ -41,7 +41,7 @@ from clxai_utils.data.geometry import (
     nearest_source_indices,
     resize_center_crop,
 )
-from clxai_utils.data.masks import IGNORE, MaskSet
+from clxai_utils.data.masks import IGNORE
 from clxai_utils.data.sources import DataError, open_rgb
 
 # fmt: off
@@ -400,30 +400,3 @@ def decode_eval(
             masks[start:stop] = batch_masks
         start = stop
     return images, masks
-
-
-def load_mask_split(
-    tree: ImageNetS50Tree,
-    split: str = "validation",
-    size: int = EVAL_SIZE,
-    resize: int | None = None,
-    num_workers: int = 0,
-) -> MaskSet:
-    """A split with masks (validation or train-semi) at evaluation size, for the coherence facet.
-
-    ids are positions in the split's sorted image ids (stable for the same folder); keys are
-    the image ids ``<wnid>/<stem>``, which stay valid across subsets.
-    """
-    if split not in MASK_FOLDERS:
-        raise DataError(f"split {split!r} has no masks; the splits with masks are {list(MASK_FOLDERS)}")
-    records = tree.records(split)
-    images, masks = decode_eval(records, size, resize, num_workers)
-    assert masks is not None  # the mask splits pair every image with a mask
-    return MaskSet(
-        images=images,
-        masks=masks,
-        labels=torch.tensor([r.label for r in records], dtype=torch.int64),
-        ids=torch.arange(len(records), dtype=torch.int64),
-        keys=tuple(r.image_id for r in records),
-        classes=tree.wnids,
-    )

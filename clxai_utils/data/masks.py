@@ -1,9 +1,11 @@
 """Images with object masks, the input of the coherence facet (Pointing Game, Attribution Localisation).
 
-One container for every mask source (ImageNet-S50 validation, the real photographs of
-`realmask`), so the coherence code is written once. A mask pixel is 1 (object), 0
-(background) or -1 (ignore: neither inside nor outside the object, e.g. ImageNet-S's
-"annotators could not decide" label); sources without an ignore label simply never use -1.
+Masks of a data set's own test images travel with them (`ImageSplit.masks`); a `MaskSet` holds
+images with masks that come from elsewhere (CIFAR-10's real photographs, `realmask`), with
+their keys and class names. Both use one encoding, so the coherence code is written once. A
+mask pixel is 1 (object), 0 (background) or -1 (ignore: neither inside nor outside the object,
+e.g. ImageNet-S's "annotators could not decide" label); sources without an ignore label simply
+never use -1.
 """
 
 from __future__ import annotations

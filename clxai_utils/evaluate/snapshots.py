@@ -155,8 +155,8 @@ def evaluate_snapshots(
             if block is None:
                 block = _score_snapshot(run, loss, epoch, final, methods, data, scoring, compute, clock)
                 source = _block_source(run, loss, None if final else epoch, split, compute)  # with the fitted probe
-                write_json(run.snapshot_block_path(loss, epoch).with_suffix(".json"), source)
                 write_csv(run.snapshot_block_path(loss, epoch), block)
+                write_json(run.snapshot_block_path(loss, epoch).with_suffix(".json"), source)  # last: block complete
             else:
                 reused += 1
             blocks.append(block)
