@@ -120,7 +120,7 @@ nbval: smoke-notebooks
 	CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(NBVAL) $(SMOKE_ROOT)/notebooks
 
 # The committed notebooks, re-executed as committed (quick profile, seed 0, in outputs/runs/) and compared
-# with their stored outputs. A fresh clone trains the quick models first (~10 min on 2 cores); after
+# with their stored outputs. A fresh clone trains the quick models first (12-14 min on 2 cores); after
 # `make run` the finished models and maps are reused. 07 reads whatever runs exist; its checked cell does
 # not depend on how many seeds there are.
 nbval-committed: $(STAMP)
