@@ -33,6 +33,11 @@ RUN_ID = $(DATASET)-$(PROFILE)-seed0
 SMOKE_ROOT := outputs/smoke
 PAPERMILL := $(PY) -m clxai_utils.pipeline.kernel --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
 SWEEP := $(PY) -m clxai_utils.pipeline.sweep --dataset $(DATASET) --profile $(PROFILE)
+# Stages 5 and 6 of make test need a CPU that computes the committed run's precision (bf16): elsewhere `auto`
+# means float32, which retrains for about an hour and gives another run's numbers. They then print why and
+# skip; COMMITTED=1 runs them anyway.
+COMMITTED ?=
+REPRODUCIBLE := [ "$(COMMITTED)" = 1 ] || $(PY) tests/test_pinned_numbers.py --can-reproduce
 NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout 1800 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg
 
@@ -120,12 +125,12 @@ nbval: smoke-notebooks
 	CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(NBVAL) $(SMOKE_ROOT)/notebooks
 
 # The committed notebooks, re-executed as committed (quick profile, seed 0, in outputs/runs/) and compared
-# with their stored outputs. A fresh clone trains the quick models first (12-14 min on 2 cores); after
-# `make run` the finished models and maps are reused. 07 reads whatever runs exist; its checked cell does
-# not depend on how many seeds there are.
+# with their stored outputs. A fresh clone trains the quick models first (12-14 min on 2 cores with native
+# bf16); after `make run` the finished models and maps are reused. 07 reads whatever runs exist; its checked
+# cell does not depend on how many seeds there are.
 nbval-committed: $(STAMP)
-	$(NBVAL) notebooks
+	@if $(REPRODUCIBLE); then $(NBVAL) notebooks; fi
 
 # The quick run's accuracy and metric means against tests/reference/ (see tests/test_pinned_numbers.py).
 pinned: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m pinned tests/test_pinned_numbers.py
+	@if $(REPRODUCIBLE); then $(PY) -m pytest -q -p no:cacheprovider -m pinned tests/test_pinned_numbers.py; fi

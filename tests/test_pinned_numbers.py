@@ -20,6 +20,11 @@ written by `make run` or by stage 3 of `make test`) is compared with it in one o
 
 `python tests/test_pinned_numbers.py --update` rewrites the reference from the current run, and its
 `seed_std` from the runs of seeds 0-2 (`--seeds`).
+
+The reference also records the run's precision. Where this CPU resolves `auto` to another one
+(bf16 reference, a CPU without native bf16), re-executing the committed notebooks retrains in
+float32 at a third of the speed, about an hour on 2 cores, and yields another run's numbers:
+`--can-reproduce` says so and exits 1, and make then skips stages 5 and 6 (`COMMITTED=1` runs them).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 
 from clxai_utils.core.artifacts import write_json
+from clxai_utils.core.precision import resolve_precision
 from clxai_utils.core.registry import METRICS
 from clxai_utils.core.run import Run
 
@@ -51,10 +58,12 @@ def measured(run: Run) -> dict[str, Any]:
 
     if not run.facets_paths["table"].is_file():
         pytest.fail(f"no finished quick run in {run.root}: run `make run` (or stage 3 of `make test`) first")
-    accuracy = pd.read_csv(run.accuracy_path).set_index("loss")["accuracy"]
+    table = pd.read_csv(run.accuracy_path)
+    accuracy = table.set_index("loss")["accuracy"]
     means = pd.read_csv(run.facets_paths["table"]).groupby(["loss", "method"])[list(METRICS)].mean()
     return {
         "run": run.id,
+        "precision": "/".join(sorted(set(table["precision"]))),
         "model_digests": {loss: model_digest(run, loss) for loss in accuracy.index},
         "accuracy": {loss: float(value) for loss, value in accuracy.items()},
         "metric_means": {
@@ -150,13 +159,37 @@ def seed_spread(seeds: list[int]) -> dict[str, Any]:
     return spread
 
 
+def reproducible_here() -> str | None:
+    """None when this CPU computes in the reference run's precision; else why re-executing it is not a check."""
+    wanted, here = reference()["precision"], resolve_precision(None, torch.device("cpu"))
+    if here == wanted:
+        return None
+    return (
+        f"the committed quick run was computed in {wanted} and this machine computes {here} (precision 'auto' or "
+        f"$CLXAI_PRECISION): re-executing it would retrain in {here}, about an hour on 2 cores without native bf16, "
+        "and give another run's numbers, not the committed ones"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Rewrite the pinned reference from outputs/runs/cifar10-quick-seed<k>/."
+        description="Rewrite the pinned reference from outputs/runs/cifar10-quick-seed<k>/, or say whether "
+        "this machine can reproduce it."
     )
-    parser.add_argument("--update", action="store_true", required=True)
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--update", action="store_true")
+    task.add_argument(
+        "--can-reproduce",
+        action="store_true",
+        help="exit 0 if this CPU computes the reference's precision, else say why",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="runs whose spread sets the tolerances")
     args = parser.parse_args()
+    if args.can_reproduce:
+        why = reproducible_here()
+        if why is not None:
+            print(f"skipped: {why}. COMMITTED=1 runs it anyway.")
+        raise SystemExit(0 if why is None else 1)
     old = reference()
     about = (
         "Key numbers of the quick run (cifar10, seed 0) on the 2-core machine that wrote them; see "

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from clxai_utils.core.registry import LOSSES
@@ -146,7 +145,13 @@ def _init_conv_bn(module: nn.Module) -> None:
 
 
 def resnet50() -> Backbone:
-    """torchvision ResNet-50 (random init, zero-init last BN per block) without its fc."""
+    """torchvision ResNet-50 (random init, zero-init last BN per block) without its fc.
+
+    torchvision is imported here, not at the top: importing it loads torch._dynamo (about 6 s on
+    a 2-core CPU), which every notebook of a CIFAR-10 run would otherwise pay for nothing.
+    """
+    import torchvision
+
     net = torchvision.models.resnet50(weights=None, zero_init_residual=True)
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     layers = [net.layer1, net.layer2, net.layer3, net.layer4]
