@@ -37,6 +37,7 @@ SWEEP := $(PY) -m clxai_utils.pipeline.sweep --dataset $(DATASET) --profile $(PR
 # means float32, which retrains for about an hour and gives another run's numbers. They then print why and
 # skip; COMMITTED=1 runs them anyway.
 COMMITTED ?=
+$(if $(filter-out 1,$(COMMITTED)),$(error COMMITTED must be 1 (run stages 5-6 whatever the CPU) or unset, got "$(COMMITTED)"))
 REPRODUCIBLE := [ "$(COMMITTED)" = 1 ] || $(PY) tests/test_pinned_numbers.py --can-reproduce
 NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout 1800 \
   --nbval-sanitize-with tests/nbval_sanitize.cfg
