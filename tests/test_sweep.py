@@ -3,7 +3,8 @@
 Each toy notebook writes `toy/<name>.json` (its seed and losses) in its run's folder (the
 `Run` it builds from its parameters, below the CLXAI_RUNS the sweep hands it) and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
-files make a notebook fail (`fail-<name>-<seed>`) or hang until killed (`hold-<name>`).
+files make a notebook fail (`fail-<name>-<seed>`) or hang until killed (`hold-<name>`; its
+kernel then writes its process id to `pid-<name>`).
 Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
 """
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 import yaml
 
@@ -30,13 +32,14 @@ from clxai_utils.pipeline.sweep import format_summary, main
 
 BASE = ("profile", "dataset", "seed")
 TOY_CODE = """\
-import json, pathlib, time
+import json, os, pathlib, time
 from clxai_utils.core.run import Run
 out = Run(dataset, profile, seed).root
 ctl = pathlib.Path({ctl!r})
 if (ctl / f"fail-{name}-{{seed}}").exists():
     raise RuntimeError("toy failure requested")
 if (ctl / "hold-{name}").exists():
+    (ctl / "pid-{name}").write_text(str(os.getpid()))
     time.sleep(60)
 with open(ctl / "executions.txt", "a") as f:
     f.write(f"{{out.name}}/{name}\\n")
@@ -85,6 +88,23 @@ def toy(tmp_path: Path) -> Toy:
     toy.notebooks.mkdir()
     toy.ctl.mkdir()
     return toy
+
+
+def wait_for_pid(path: Path, timeout_s: float = 30.0) -> int:
+    """The process id a held toy kernel wrote; waits while the kernel starts."""
+    stop = time.monotonic() + timeout_s
+    while not path.exists() or not path.read_text():
+        assert time.monotonic() < stop, f"{path.name} not written within {timeout_s} s"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def kernel_alive(pid: int) -> bool:
+    """Whether the process runs; a zombie (dead, not yet reaped by its new parent) does not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def run_name(seed: int) -> str:
@@ -151,11 +171,13 @@ def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str
     def stop_after_fast(result: JobResult) -> None:
         if result.job is not fast:
             return
+        kernel_pid.append(wait_for_pid(toy.flag("pid-slow")))  # "slow" is in its cell, not starting up
         if stop == "sigterm":  # `kill <pid>`: the sweep's handler raises KeyboardInterrupt here
             os.kill(os.getpid(), signal.SIGTERM)
         else:
             raise KeyboardInterrupt
 
+    kernel_pid: list[int] = []
     outer_hits: list[int] = []  # the handler in place before the sweep: must not see the signal, and comes back
 
     def outer(signum: int, frame: object) -> None:
@@ -169,6 +191,7 @@ def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert outer_hits == []
+    assert not kernel_alive(kernel_pid[0])  # stopped with its papermill: it must not write after the sweep
     assert time.monotonic() - start < 40  # "slow" sleeps 60 s unless it is terminated
     assert stopped.interrupted and stopped.exit_code == 130
     assert stopped.statuses == {fast.name: "ok", slow.name: "interrupted"}

@@ -7,6 +7,7 @@ running notebooks too and leaves no job marked done that did not finish.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 from tqdm.std import tqdm
 
@@ -138,17 +140,54 @@ class _Runner:
         return JobResult(job, "ok", seconds)
 
     def terminate_all(self, grace_s: float = 10.0) -> None:
-        """Stop every running papermill (its kernel exits when its parent does); start no more."""
+        """Stop every running papermill and the processes below it; start no more.
+
+        A kernel runs in a session of its own and outlives a terminated papermill by up to a
+        second, still executing its cell: long enough to write an artefact after the sweep has
+        reported the job interrupted. So the kernel (and its data-loader workers) are stopped
+        here too, and waited for.
+        """
         with self._lock:
             self._stopping = True
             procs = list(self._procs)
+        below = [child for proc in procs for child in _descendants(proc.pid)]
         for proc in procs:
             proc.terminate()
+        _stop(below, grace_s)
         for proc in procs:
             try:
                 proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process started below `pid` (none if it has exited)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stop(processes: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL what still runs after `grace_s`; return once none runs."""
+    for signal_them in (psutil.Process.terminate, psutil.Process.kill):
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                signal_them(process)
+        stop_at = time.monotonic() + grace_s
+        while (processes := [p for p in processes if _running(p)]) and time.monotonic() < stop_at:
+            time.sleep(0.02)
+        if not processes:
+            return
+
+
+def _running(process: psutil.Process) -> bool:
+    """Whether it still executes; a zombie (exited, its new parent not yet reaping it) does not."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class _Scheduler:
