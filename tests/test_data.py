@@ -281,3 +281,48 @@ def test_imagenet_1k_tree_takes_its_masks_from_an_imagenet_s50_folder(tmp_path: 
     assert without.test.masks is None and torch.equal(without.test.images, data.test.images)
     with pytest.raises(D.DataError, match="mask_source=.* is for an ImageNet-1k data source"):
         L.load_dataset("imagenet_s50", str(s50.parent), image_size=32, mask_source=str(s50))
+
+
+def test_accuracy_on_all_counts_the_whole_test_split_and_a_changed_setting_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`subset.accuracy_on: all`: 04's accuracy over all 120 test images while the run keeps its 80-image subset."""
+    import yaml
+
+    from clxai_utils.core import config
+    from clxai_utils.core.run import Run
+    from clxai_utils.train.probe import batched_forward, load_classifier, probe_and_evaluate
+    from clxai_utils.train.trainer import run_training
+
+    raw = yaml.safe_load(config.profiles_path().read_text())
+    smoke = raw["smoke"]["datasets"]["cifar10"]
+    smoke["subset"]["accuracy_on"] = "all"
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(config, "profiles_path", lambda: profiles)
+    monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
+    tree = D.write_synthetic_imagefolder(tmp_path / "tree", per_class=(24, 12))  # smoke keeps 8 test images per class
+
+    run = Run("cifar10", "smoke", 0)
+    _, manifest = prep.prepare_data(run, str(tree))
+    data, _ = prep.load_prepared(run)
+    assert (len(data.test), len(data.accuracy_split)) == (80, 120)
+    assert manifest.checksums[prep.WHOLE_TEST] == prep.split_checksum(data.accuracy_split)
+    assert set(data.test.ids.tolist()) < set(data.accuracy_split.ids.tolist())
+
+    run_training(run, "ce", progress=False)
+    _, table, _, _ = probe_and_evaluate(run, ["ce"], progress=False, precision="float32")
+    model, _ = load_classifier(run, "ce")
+    predictions = batched_forward(model.eval(), data.accuracy_split, data.info).argmax(1)
+    correct = int((predictions == data.accuracy_split.labels).sum())
+    assert table["test_images"].tolist() == [120]
+    assert table["accuracy"].iloc[0] == pytest.approx(correct / 120, abs=1e-6)
+
+    smoke["subset"]["accuracy_on"] = "subset"  # the profile changed after 00_data wrote the manifest
+    profiles.write_text(yaml.safe_dump(raw))
+    with pytest.raises(D.DataError, match=r"accuracy_on='subset'.*rerun notebooks/00_data.ipynb"):
+        prep.load_prepared(Run("cifar10", "smoke", 0))
+    smoke["subset"]["accuracy_on"] = "every"
+    profiles.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match=r"accuracy_on='every' is not allowed; choose one of: subset, all"):
+        Run("cifar10", "smoke", 0)

@@ -98,6 +98,7 @@ class Dataset:
 
     `mask_set` holds external images with object masks (CIFAR-10's real photographs) when a
     mask source was given; masks of the test images themselves live in `test.masks`.
+    `test` is the run's test subset (explained and scored); `accuracy_split` is what accuracy counts.
     """
 
     info: DatasetInfo
@@ -107,10 +108,16 @@ class Dataset:
     source: str
     mask_set: MaskSet | None = None
     source_of_masks: str | None = None  # where `mask_set` (or the test masks of an ImageNet-1k tree) came from
+    accuracy_test: ImageSplit | None = None  # the whole test split, when the profile counts accuracy on all of it
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def accuracy_split(self) -> ImageSplit:
+        """The test images accuracy is counted on: the whole split (`accuracy_on: all`), else `test`."""
+        return self.test if self.accuracy_test is None else self.accuracy_test
 
     def split(self, name: str) -> ImageSplit | FileSplit:
         check_choice("split", name, SPLITS)

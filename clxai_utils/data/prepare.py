@@ -21,6 +21,8 @@ from clxai_utils.data.datasets import SPECS, STATISTICS_SAMPLE, Dataset, load_da
 from clxai_utils.data.masks import IGNORE, MaskSet
 from clxai_utils.data.sources import SPLITS, DataError, FileSplit, ImageSplit
 
+WHOLE_TEST = "test_all"  # the manifest's checksum key of the whole test split (`accuracy_on: all`)
+
 
 def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) -> np.ndarray:
     """Sorted positions of a class-balanced subset: `per_class` images of every class.
@@ -92,9 +94,18 @@ class Manifest:
         return cls(**data)
 
 
-def build_manifest(data: Dataset, profile: str, subsets: dict[str, np.ndarray]) -> Manifest:
-    """Describe `data` and the chosen subset positions (per split) for later notebooks."""
+def build_manifest(
+    data: Dataset, profile: str, subsets: dict[str, np.ndarray], accuracy_on: str = "subset"
+) -> Manifest:
+    """Describe `data` and the chosen subset positions (per split) for later notebooks.
+
+    With `accuracy_on="all"` the whole test split's checksum is recorded too (as `test_all`),
+    since accuracy is then counted on it.
+    """
     chosen = {s: data.split(s).subset(subsets[s]) for s in SPLITS}
+    checksums = {s: split_checksum(split) for s, split in chosen.items()}
+    if accuracy_on == "all":
+        checksums[WHOLE_TEST] = split_checksum(data.test)
     published = SPECS[data.info.name].mean is not None
     sample = min(STATISTICS_SAMPLE, len(data.train))
     normalisation = "published" if published else f"computed from {sample} of the {len(data.train)} training images"
@@ -107,7 +118,7 @@ def build_manifest(data: Dataset, profile: str, subsets: dict[str, np.ndarray]) 
         classes=list(data.classes),
         counts={s: data.split(s).class_counts(data.num_classes) for s in SPLITS},
         subset_ids={s: split.ids.tolist() for s, split in chosen.items()},
-        checksums={s: split_checksum(split) for s, split in chosen.items()},
+        checksums=checksums,
         image_size=data.info.image_size,
         mean=list(data.info.mean),
         std=list(data.info.std),
@@ -140,7 +151,7 @@ def prepare_data(
         "train": balanced_subset(data.train.labels, settings.subset.train_per_class),
         "test": balanced_subset(data.test.labels, settings.subset.test_per_class),
     }
-    manifest = build_manifest(data, run.profile, subsets)
+    manifest = build_manifest(data, run.profile, subsets, settings.subset.accuracy_on)
     save_manifest(manifest, run.manifest_path)
     return data, manifest
 
@@ -173,8 +184,11 @@ def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
         normalisation=statistics,  # type: ignore[arg-type]
     )
     splits = {s: full.split(s).subset(np.asarray(manifest.subset_ids[s])) for s in SPLITS}
-    for s in SPLITS:
-        if split_checksum(splits[s]) != manifest.checksums[s]:
+    whole_test = _whole_test(run, manifest, full.test)
+    if whole_test is not None:
+        splits[WHOLE_TEST] = whole_test
+    for s, split in splits.items():
+        if split_checksum(split) != manifest.checksums[s]:
             raise DataError(f"the {s} images differ from those recorded in {path}: rerun notebooks/00_data.ipynb")
     if full.mask_set is not None and split_checksum(full.mask_set) != manifest.mask_checksum:
         raise DataError(
@@ -182,4 +196,15 @@ def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
         )
     test = splits["test"]
     assert isinstance(test, ImageSplit)
-    return replace(full, train=splits["train"], test=test), manifest
+    return replace(full, train=splits["train"], test=test, accuracy_test=whole_test), manifest
+
+
+def _whole_test(run: Run, manifest: Manifest, test: ImageSplit) -> ImageSplit | None:
+    """The whole test split when the profile counts accuracy on it, if 00_data recorded it so."""
+    accuracy_on = run.settings.subset.accuracy_on
+    if (WHOLE_TEST in manifest.checksums) != (accuracy_on == "all"):
+        raise DataError(
+            f"the profile {run.profile!r} now says accuracy_on={accuracy_on!r}, but the data manifest "
+            f"{run.manifest_path} was written for the other setting: rerun notebooks/00_data.ipynb"
+        )
+    return test if accuracy_on == "all" else None

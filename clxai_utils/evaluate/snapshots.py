@@ -41,7 +41,7 @@ from clxai_utils.train.trainer import trained_epochs
 SNAPSHOT_COLUMNS: dict[str, str] = {
     "epoch": "training epoch after which the weights were kept",
     "final": "the snapshot is the final model (the one 05 and 06 explain)",
-    "accuracy": "test accuracy of the snapshot (the whole test split, like 04)",
+    "accuracy": "test accuracy of the snapshot (on the same test images as 04)",
 }
 
 
@@ -106,7 +106,7 @@ def _score_snapshot(
             workers=run.settings.data.workers,
         )
     model, _ = load_classifier(run, loss, which)
-    acc, _ = accuracy(model, data.test, data.info, precision)
+    acc, _ = accuracy(model, data.accuracy_split, data.info, precision)
     base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss}
     base |= {"epoch": epoch, "final": final, "accuracy": acc}
     with inference_model(model, precision) as fast:

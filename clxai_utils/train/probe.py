@@ -248,7 +248,7 @@ def probe_and_evaluate(
                 compute,
                 workers=run.settings.data.workers,
             )
-        acc, _ = accuracy(classifiers[loss], data.test, data.info, compute)
+        acc, _ = accuracy(classifiers[loss], data.accuracy_split, data.info, compute)
         rows.append(
             {
                 "dataset": run.dataset,
@@ -256,7 +256,7 @@ def probe_and_evaluate(
                 "loss": loss,
                 "seed": run.seed,
                 "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
-                "test_images": len(data.test),
+                "test_images": len(data.accuracy_split),
                 "precision": compute,
                 "accuracy": acc,
             }
