@@ -1,6 +1,6 @@
 """The papermill sweep runner, on toy notebooks that take a few seconds each.
 
-Each toy notebook writes `toy/<name>.json` (its seed and losses) in its run's folder (the
+Each toy notebook writes `toy/<name>.json` (its seed, losses and $OMP_NUM_THREADS) in its run's folder (the
 `Run` it builds from its parameters, below the CLXAI_RUNS the sweep hands it) and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
 files make a notebook fail (`fail-<name>-<seed>`) or hang until killed (`hold-<name>`; its
@@ -45,7 +45,7 @@ with open(ctl / "executions.txt", "a") as f:
     f.write(f"{{out.name}}/{name}\\n")
 target = out / "toy" / "{name}.json"
 target.parent.mkdir(parents=True, exist_ok=True)
-target.write_text(json.dumps({{"seed": seed, "losses": losses}}))
+target.write_text(json.dumps({{"seed": seed, "losses": losses, "threads": os.environ.get("OMP_NUM_THREADS")}}))
 """
 
 
@@ -125,8 +125,9 @@ TRAIN_PIPELINE = [
 
 
 def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_rest(
-    toy: Toy, capsys: pytest.CaptureFixture
+    toy: Toy, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "6")  # the sweep's share of the cores: 6 // 2 jobs at once
     toy.write("train_ce", "final")  # supcon is not selected, so its notebook need not exist
     toy.flag("fail-train_ce-0").touch()
     jobs = toy.plan(TRAIN_PIPELINE, seeds=[0, 1], losses=["ce"])
@@ -151,14 +152,15 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
 
     toy.flag("fail-train_ce-0").unlink()
     second = sweep(toy, jobs)
-    assert f"[cached] {s1}/final" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"[cached] {s1}/final" in out and "2 jobs at once, 3 CPU thread(s) each (OMP_NUM_THREADS)" in out
     assert [second.statuses[j.name] for j in jobs] == ["ok", "ok", "cached", "cached"] and second.exit_code == 0
     assert toy.executions() == Counter({f"{run}/{nb}": 1 for run in (s0, s1) for nb in ("train_ce", "final")})
     for job in jobs:  # the notebooks got their parameters and CLXAI_RUNS, so their Run has the sweep's root
         seed = job.params["seed"]
         assert job.run.root == toy.runs.resolve() / run_name(seed)
         written = read_json(job.run.root / "toy" / f"{job.notebook}.json")
-        assert written == {"seed": seed, "losses": job.params.get("losses", [])}
+        assert written == {"seed": seed, "losses": job.params.get("losses", []), "threads": "3"}
         assert read_json(job.marker)["parameters"] == job.params
 
 

@@ -161,6 +161,7 @@ def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: Ima
         "aug_gens",
         "world_size",
     }
+    assert torch.load(tmp_path / "ce" / T.MODEL, weights_only=True)["threads"] == torch.get_num_threads()
     model, spec, _ = T.load_trained(tmp_path / "ce")
     assert spec.loss == "ce"
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):

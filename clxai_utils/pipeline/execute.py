@@ -26,6 +26,7 @@ import yaml
 from tqdm.std import tqdm
 
 from clxai_utils.core.artifacts import write_json
+from clxai_utils.core.threads import THREADS_ENV, share_of_cores
 from clxai_utils.core.validate import check_positive_int
 from clxai_utils.pipeline.plan import ENV_PARAMETERS, INTERRUPTED_EXIT, Job, cached_names, default_notebooks_dir
 
@@ -287,12 +288,16 @@ def run_sweep(
     KeyboardInterrupt raised there is treated like Ctrl-C, which makes interruption testable;
     so is SIGTERM, unless `sigterm_stops` is False (a cluster task: submitit handles SIGTERM,
     and a time limit arrives as submitit's requeue, a SystemExit, which stops the running
-    notebooks too before it ends the task). `env` is added to every job's environment.
+    notebooks too before it ends the task). `env` is added to every job's environment; with
+    `max_parallel` > 1 so is each job's share of the cores (`clxai_utils.core.threads`).
     Markers of jobs about to run are removed first, so an interrupted or failed re-run can
     never leave a job looking complete from an older run.
     """
     check_positive_int("max_parallel", max_parallel)
     folder = check_notebooks(jobs, notebooks_dir)
+    if max_parallel > 1:
+        env = {**(env or {}), **share_of_cores(max_parallel)}
+        print(f"{max_parallel} jobs at once, {env[THREADS_ENV]} CPU thread(s) each ({THREADS_ENV})")
     with tqdm(
         total=len(jobs), unit="job", dynamic_ncols=True, disable=None
     ) as bar:  # no bar in logs: the lines below suffice

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=int_at_least(1),
         default=1,
-        help="run up to N ready jobs at once (default 1). On a 2-core machine N > 1 gains nothing: "
-        "one notebook already keeps both cores busy.",
+        help="run up to N ready jobs at once (default 1); each gets 1/N of the CPU cores (OMP_NUM_THREADS). "
+        "Float results depend on the thread count, so N > 1 gives slightly different numbers than N = 1.",
     )
     parser.add_argument("--runs-root", default=None, help="where run folders go (default outputs/runs)")
     parser.add_argument("--notebooks-dir", default=None, help="folder of the pipeline notebooks (default notebooks/)")

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from clxai_utils.core.progress import relay_output
 from clxai_utils.core.run import Run
+from clxai_utils.core.threads import share_of_cores
 from clxai_utils.train.losses import supcon_loss, triplet_loss
 
 #: The number of training processes of a run when the caller gives none (a sweep sets it per run).
@@ -77,12 +78,12 @@ def launch_arguments(
 def run_torchrun(processes: int, args: list[str]) -> None:
     """Run `LAUNCH_MODULE` with `args` in `processes` processes on this machine (torchrun --standalone).
 
-    Their output (rank 0's progress bar, errors) is relayed, so a notebook shows it.
+    Their output (rank 0's progress bar, errors) is relayed, so a notebook shows it. They
+    split the cores this process may use ($OMP_NUM_THREADS, else its CPUs) equally.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     cmd += ["-m", LAUNCH_MODULE, *args]
-    threads = max(1, (os.cpu_count() or 1) // processes)  # CPU ranks share the cores instead of oversubscribing
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
+    env = {**os.environ, **share_of_cores(processes)}  # CPU ranks share the cores instead of oversubscribing
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
         assert proc.stdout is not None
         relay_output(proc.stdout)

@@ -297,7 +297,9 @@ def train(
     interruption or to spread a long run over several sessions. Under several processes
     (`world`, see `clxai_utils.train.launch`) every rank calls this with its own device;
     each trains on its share of every batch and rank 0 writes the files. `precision` is
-    `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it.
+    `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it. The
+    model file also records the CPU threads of the last epoch (float sums depend on them:
+    `clxai_utils.core.threads`).
     `workers` processes decode a split kept on disk (`epoch_batches`).
     """
     check_choice("loss", spec.loss, LOSSES)
@@ -387,7 +389,8 @@ def train(
             )
             write_csv(out_dir / HISTORY, pd.DataFrame(history))
             model_file = {"spec": spec.to_dict(), "identity": asdict(identity), "world_size": world.size}
-            model_file |= {"precision": compute, "epoch": epoch + 1, "state_dict": model.state_dict()}
+            model_file |= {"precision": compute, "threads": torch.get_num_threads(), "epoch": epoch + 1}
+            model_file["state_dict"] = model.state_dict()
             if epoch + 1 == cfg.epochs:
                 save_torch(out_dir / MODEL, model_file)
             elif cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
