@@ -25,14 +25,15 @@ export CLXAI_DATA_SOURCE ?= $(if $(SHARED_ARCHIVE),$(abspath $(SHARED_ARCHIVE)),
 # shared realmask32 beside the clone; else none (06 then says that part is skipped).
 export CLXAI_MASK_SOURCE ?= $(if $(and $(SHARED_MASKS),$(filter cifar10,$(DATASET))),$(abspath $(SHARED_MASKS)),)
 
-PIPELINE := 00_data 01_train_ce 02_train_supcon 03_train_triplet 04_linear_probe 05_explanations 06_metrics 08_neuron_labels 09_accuracy_confound
+# The notebook that reads every run, from the one notebook list (clxai_utils/core/notebooks.py).
+REPORT_NB = $(shell $(PY) -c 'from clxai_utils.core.notebooks import REPORT_NOTEBOOK as n; print(n)')
 SEEDS ?= 1 2
 RUNS := outputs/runs
 REPORT := outputs/report
 RUN_ID = $(DATASET)-$(PROFILE)-seed0
 SMOKE_ROOT := outputs/smoke
-PAPERMILL := $(PY) -m clxai_utils.pipeline.kernel --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
-SWEEP := $(PY) -m clxai_utils.pipeline.sweep --dataset $(DATASET) --profile $(PROFILE)
+PAPERMILL := $(PY) -m clxai_utils.tools.kernel --kernel python3 --cwd notebooks --no-progress-bar --log-level WARNING
+SWEEP := $(PY) -m clxai_utils.tools.sweep --dataset $(DATASET) --profile $(PROFILE)
 # Stages 5 and 6 of make test need a CPU that computes the committed run's precision (bf16): elsewhere `auto`
 # means float32, which retrains for about an hour and gives another run's numbers. They then print why and
 # skip; COMMITTED=1 runs them anyway.
@@ -45,9 +46,9 @@ NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env 
 .PHONY: help env run sweep report publish test lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
-	@echo "make run      - create the environment if needed, run the pipeline (00-06, 08, 09) for seed 0 with PROFILE=$(PROFILE), then 07_analysis:"
+	@echo "make run      - create the environment if needed, run the pipeline (00-06, 09, 07) for seed 0 with PROFILE=$(PROFILE), then 08_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
-	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 07_analysis over every run"
+	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 08_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
 	@echo "                rewrite the README's result blocks and gallery from $(REPORT)/"
 	@echo "make test     - lint + types, unit tests, multi-process and submitit tests, every notebook on the smoke profile (as JupyterLab runs it), the committed"
@@ -77,18 +78,16 @@ sweep: $(STAMP)
 	$(SWEEP) --seeds 0 $(SEEDS)
 	@$(MAKE) --no-print-directory report
 
-# 07 reads every run below $(RUNS) (its default parameters), whatever profile or seeds they used.
+# 08 reads every run below $(RUNS) (its default parameters), whatever profile or seeds they used.
 report: $(STAMP)
 	@mkdir -p $(REPORT)
-	@echo "== 07_analysis over $(RUNS)/*"; start=$$(date +%s); \
-	$(PAPERMILL) notebooks/07_analysis.ipynb $(REPORT)/07_analysis.ipynb; \
-	echo "   07_analysis done in $$(( $$(date +%s) - start )) s; report in $(REPORT)/"
+	@nb=$(REPORT_NB); echo "== $$nb over $(RUNS)/*"; start=$$(date +%s); \
+	$(PAPERMILL) notebooks/$$nb.ipynb $(REPORT)/$$nb.ipynb; \
+	echo "   $$nb done in $$(( $$(date +%s) - start )) s; report in $(REPORT)/"
 
 # The executed notebooks become the committed ones; the README's result blocks and gallery follow the report.
 publish: $(STAMP)
-	$(PY) -m clxai_utils.pipeline.publish $(addprefix $(RUNS)/$(RUN_ID)/notebooks/,$(addsuffix .ipynb,$(PIPELINE))) $(REPORT)/07_analysis.ipynb
-	$(PY) -m clxai_utils.analysis.report --readme README.md --report-dir $(REPORT) $(RUNS)/$(RUN_ID)/results
-	cp $(RUNS)/$(RUN_ID)/figures/05_explanations/gallery.png docs/gallery_$(PROFILE)_seed0.png
+	$(PY) -m clxai_utils.tools.publish --run $(RUNS)/$(RUN_ID) --report $(REPORT) --gallery docs/gallery_$(PROFILE)_seed0.png
 
 test: lint unit-tests cluster-tests nbval nbval-committed pinned
 
@@ -127,7 +126,7 @@ nbval: smoke-notebooks
 
 # The committed notebooks, re-executed as committed (quick profile, seed 0, in outputs/runs/) and compared
 # with their stored outputs. A fresh clone trains the quick models first (12-14 min on 2 cores with native
-# bf16); after `make run` the finished models and maps are reused. 07 reads whatever runs exist; its checked
+# bf16); after `make run` the finished models and maps are reused. 08 reads whatever runs exist; its checked
 # cell does not depend on how many seeds there are.
 nbval-committed: $(STAMP)
 	@if $(REPRODUCIBLE); then $(NBVAL) notebooks; fi

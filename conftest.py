@@ -2,7 +2,7 @@
 
 import nbval.kernel
 
-from clxai_utils.pipeline.kernel import QuietBlockingKernelManager
+from clxai_utils.tools.kernel import QuietBlockingKernelManager
 
 # nbval builds its kernel manager from this module attribute and has no option for another one.
 nbval.kernel.KernelManager = QuietBlockingKernelManager

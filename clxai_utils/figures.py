@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
@@ -19,9 +18,7 @@ import torch
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.ticker import MaxNLocator
 
-from clxai_utils.analysis.tables import ordered
-from clxai_utils.core.artifacts import atomic_path
-from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name
+from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name, ordered
 from clxai_utils.core.validate import check_positive_int
 
 if TYPE_CHECKING:
@@ -30,14 +27,6 @@ if TYPE_CHECKING:
 # Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
 # the files written by `save_figure` keep their own, higher resolution.
 plt.rcParams["figure.dpi"] = 72
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Save `fig` as PNG atomically (a killed run leaves no truncated image)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    return path
 
 
 def to_display(images: torch.Tensor) -> np.ndarray:
@@ -312,7 +301,7 @@ def plot_accuracy_vs_metric(
 def plot_snapshot_accuracy(
     accuracy: pd.DataFrame, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
-    """Test accuracy of every kept snapshot against its epoch, one line per (loss, seed) (09's accuracy table)."""
+    """Test accuracy of every kept snapshot against its epoch, one line per (loss, seed) (07's accuracy table)."""
     data = _select(accuracy, dataset, profile)
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
     palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
@@ -334,7 +323,7 @@ def plot_snapshot_accuracy(
 def plot_facets_vs_accuracy(
     snapshots: pd.DataFrame, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
-    """Per metric, the mean over images of every snapshot against its accuracy (09's per-image table).
+    """Per metric, the mean over images of every snapshot against its accuracy (07's per-image table).
 
     One line per (loss, method, seed) through the kept epochs, colour = loss, solid =
     Grad-CAM, dashed = Eigen-CAM; the large marker is the final model. Curves of two losses

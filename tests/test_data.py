@@ -265,7 +265,7 @@ def test_imagenet_1k_tree_takes_its_masks_from_an_imagenet_s50_folder(tmp_path: 
     """The paper's protocol: ImageNet-1k's validation images of the 50 classes, masks where ImageNet-S50 has them."""
     import shutil
 
-    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
+    from fixtures import write_imagenet_s50_fixture
 
     s50 = write_imagenet_s50_fixture(tmp_path / "s50", train_per_class=2, val_per_class=2)
     in1k = tmp_path / "imagenet"

@@ -26,7 +26,9 @@ from torch import nn
 from clxai_utils.core.run import Run
 from clxai_utils.data.prepare import prepare_data
 from clxai_utils.data.sources import write_synthetic_imagefolder
+from clxai_utils.train import checkpoints as C
 from clxai_utils.train import distributed as D
+from clxai_utils.train import processes as Pr
 from clxai_utils.train import trainer as T
 from clxai_utils.train.losses import supcon_loss, triplet_loss
 
@@ -186,10 +188,10 @@ def test_world_size_must_divide_the_batch() -> None:
 def test_devices_beyond_the_visible_gpus_or_below_one_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match=r"devices=4 asks for more GPUs than the 2 visible"):
-        T.resolve_devices(4)
-    monkeypatch.setenv(T.DEVICES_ENV, "0")
-    with pytest.raises(ValueError, match=T.DEVICES_ENV):
-        T.resolve_devices(None)
+        Pr.resolve_devices(4)
+    monkeypatch.setenv(Pr.DEVICES_ENV, "0")
+    with pytest.raises(ValueError, match=Pr.DEVICES_ENV):
+        Pr.resolve_devices(None)
 
 
 def test_sync_batchnorm_needs_cuda() -> None:
@@ -211,26 +213,26 @@ def test_torchrun_training_stops_and_a_submitit_job_of_two_tasks_resumes_it(
     prepare_data(run, str(write_synthetic_imagefolder(tmp_path / "tree")))
     first = T.run_training(run, "supcon", devices=2, stop_after_epoch=1)
     assert first.resumed_from_epoch == 0 and len(first.history) == 1
-    assert not (run.model_dir("supcon") / T.MODEL).exists()
+    assert not (run.model_dir("supcon") / C.MODEL).exists()
     argv = ["--dataset", "cifar10", "--profile", "smoke", "--seed", "0", "--loss", "supcon", "--run-dir", str(run.root)]
     argv += ["--submit", "submitit-local", "--gpus", "0", "--processes-per-node", "2"]
-    from clxai_utils.train import launch
+    from clxai_utils.tools import launch
 
     assert launch.main(argv) == 0, capsys.readouterr().out
-    state = T.load_torch(run.model_dir("supcon") / T.CHECKPOINT)
+    state = C.load_torch(run.model_dir("supcon") / C.CHECKPOINT)
     epochs = run.settings.train["supcon"].epochs
     assert state["world_size"] == 2 and state["epoch"] == epochs and len(state["history"]) == epochs
-    model, _, _ = T.load_trained(run.model_dir("supcon"))
+    model, _, _ = C.load_trained(run.model_dir("supcon"))
     for a, b in zip(model.state_dict().values(), state["model"].values()):
         assert torch.equal(a, b)
-    with pytest.raises(T.CheckpointMismatch, match="2 training process"):
+    with pytest.raises(C.CheckpointMismatch, match="2 training process"):
         T.run_training(run, "supcon", devices=1)
 
 
 def test_launch_without_torchrun_says_how_to_start_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clxai_utils.train import launch
+    from clxai_utils.tools import launch
 
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(SystemExit) as stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import fixtures as FX
 import numpy as np
 import pytest
 import torch
@@ -12,14 +13,13 @@ from PIL import Image
 from torchvision import transforms as T
 
 from clxai_utils.core.seeding import mix_seed
-from clxai_utils.data import fixtures as FX
 from clxai_utils.data import geometry as G
 from clxai_utils.data import imagenet_s as S
 from clxai_utils.data import sources as D
 from clxai_utils.data.augment import draw_flags, draw_resized_crop_boxes
 from clxai_utils.data.sources import DataError
 from clxai_utils.data.stream import CenterCropStream, RandomResizedCropStream, make_loader
-from clxai_utils.data.throughput import measure_throughput
+from clxai_utils.tools.throughput import measure_throughput
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""The planted-concept experiment and the comparison of the losses' units (notebook 08)."""
+"""The planted-concept experiment and the comparison of the losses' units (notebook 09)."""
 
 from __future__ import annotations
 

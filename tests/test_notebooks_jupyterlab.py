@@ -22,20 +22,20 @@ from clxai_utils.core.run import Run
 from clxai_utils.data.sources import CIFAR10_CLASSES
 from clxai_utils.neurons.encoders import TINY_MODEL
 from clxai_utils.neurons.planted import ATTRIBUTES
-from clxai_utils.pipeline.kernel import quiet_kernel_manager
-from clxai_utils.pipeline.publish import set_parameters
+from clxai_utils.tools.kernel import quiet_kernel_manager
+from clxai_utils.tools.publish import set_parameters
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-#: A vocabulary file of the reader's own (08's `vocabulary`): the classes, the painted attributes and a few more.
+#: A vocabulary file of the reader's own (09's `vocabulary`): the classes, the painted attributes and a few more.
 SMOKE_VOCABULARY = ("# a short vocabulary for the smoke run", *CIFAR10_CLASSES, *ATTRIBUTES, "sky", "grass", "water")
 
 
 def extra_parameters(notebook: str) -> dict[str, object]:
-    """Parameters typed in besides the profile: 08 runs the real open_clip code path with an untrained small
+    """Parameters typed in besides the profile: 09 runs the real open_clip code path with an untrained small
     model, on a short vocabulary file (the shipped 193 labels x 6 templates take ~25 s to encode here), with
     3 planted trials per attribute and rho instead of 10 (plumbing, not numbers)."""
-    if notebook != "08_neuron_labels":
+    if notebook != "09_neuron_labels":
         return {}
     vocabulary = outputs_dir() / "smoke_vocabulary.txt"
     vocabulary.parent.mkdir(parents=True, exist_ok=True)
@@ -95,13 +95,13 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
     executed = {
         path.stem: execute(path, out_dir, profile="smoke", **extra_parameters(path.stem))
         for path in NOTEBOOKS
-        if path.stem != "07_analysis"
+        if path.stem != "08_analysis"
     }
     assert smoke.facets_paths["table"].is_file() and smoke.accuracy_path.is_file()
     assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], (
         "a smoke run writes into its own run folder only"
     )
-    report = execute(repo_root() / "notebooks" / "07_analysis.ipynb", out_dir)
+    report = execute(repo_root() / "notebooks" / "08_analysis.ipynb", out_dir)
     assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "07 finds the run made in JupyterLab"
     assert f"run {smoke.id}" in text_outputs(executed["00_data"])
 
@@ -112,12 +112,12 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
     shutil.rmtree(quick.root)
 
 
-#: The notebooks a data set other than CIFAR-10 runs: 08's planted attributes and vocabulary are CIFAR-10's.
-OTHER_DATA_SETS = tuple(path for path in NOTEBOOKS if path.stem not in ("07_analysis", "08_neuron_labels"))
+#: The notebooks a data set other than CIFAR-10 runs: 09's planted attributes and vocabulary are CIFAR-10's.
+OTHER_DATA_SETS = tuple(path for path in NOTEBOOKS if path.stem not in ("08_analysis", "09_neuron_labels"))
 
 
 def run_other(dataset: str, source: Path) -> Run:
-    """00-06 and 09 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
+    """00-06 and 07 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
     run = Run(dataset, "smoke", 0)
     shutil.rmtree(run.root, ignore_errors=True)
     for path in OTHER_DATA_SETS:
@@ -160,8 +160,8 @@ def test_an_image_folder_of_5_classes_at_48px_runs_with_its_own_normalisation() 
 
 def test_imagenet_s50_runs_on_the_official_layout_and_07_reports_every_data_set() -> None:
     import pandas as pd
+    from fixtures import write_imagenet_s50_fixture
 
-    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
     from clxai_utils.data.prepare import Manifest
 
     fixture = write_imagenet_s50_fixture(outputs_dir() / "imagenet_s50-fixture")
@@ -172,6 +172,6 @@ def test_imagenet_s50_runs_on_the_official_layout_and_07_reports_every_data_set(
     )
     facets = pd.read_csv(run.facets_paths["table"])
     assert facets["pointing_game"].notna().any(), "coherence scored against the validation masks"
-    report = text_outputs(execute(repo_root() / "notebooks" / "07_analysis.ipynb", outputs_dir() / "notebooks"))
+    report = text_outputs(execute(repo_root() / "notebooks" / "08_analysis.ipynb", outputs_dir() / "notebooks"))
     for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
         assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"07 reports the {dataset} run"

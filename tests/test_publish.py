@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clxai_utils.pipeline.publish import PublishError, publish
+from clxai_utils.tools.publish import PublishError, publish, sync_blocks, write_blocks
 
 
 def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
@@ -70,7 +70,7 @@ def test_wide_figures_are_scaled_down_and_narrow_ones_kept() -> None:
 
     from PIL import Image
 
-    from clxai_utils.pipeline.publish import shrink_png
+    from clxai_utils.tools.publish import shrink_png
 
     def png(width: int, height: int) -> str:
         buffer = io.BytesIO()
@@ -111,3 +111,19 @@ def test_injected_parameters_are_folded_into_the_parameters_cell(tmp_path: Path)
         PublishError, match=r"run with parameters \['epochs'\] that its parameters cell does not define"
     ):
         publish([tmp_path / "a.ipynb"], dest)
+
+
+def test_document_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> None:
+    (tmp_path / "table4.md").write_text("| a |\n|---|\n| 1 |\n")
+    readme = "intro\n<!-- report: table4.md -->\nstale | old\n<!-- /report -->\nafter\n"
+    assert (
+        sync_blocks(readme, tmp_path)
+        == "intro\n<!-- report: table4.md -->\n| a |\n|---|\n| 1 |\n<!-- /report -->\nafter\n"
+    )
+    path = tmp_path / "README.md"
+    path.write_text(readme)
+    assert write_blocks([path], [tmp_path], check=True) == 1 and path.read_text() == readme
+    assert write_blocks([path], [tmp_path]) == 1
+    assert write_blocks([path], [tmp_path], check=True) == 0
+    with pytest.raises(FileNotFoundError, match="claims.md.*make report"):
+        sync_blocks("<!-- report: claims.md -->\n<!-- /report -->", tmp_path)

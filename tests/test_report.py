@@ -409,22 +409,6 @@ def test_provenance_flags_non_paper_profiles() -> None:
     assert "NOT paper-level" not in text and "only 2 here" in text
 
 
-def test_readme_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> None:
-    (tmp_path / "table4.md").write_text("| a |\n|---|\n| 1 |\n")
-    readme = "intro\n<!-- report: table4.md -->\nstale | old\n<!-- /report -->\nafter\n"
-    assert (
-        report.sync_readme(readme, tmp_path)
-        == "intro\n<!-- report: table4.md -->\n| a |\n|---|\n| 1 |\n<!-- /report -->\nafter\n"
-    )
-    path = tmp_path / "README.md"
-    path.write_text(readme)
-    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path), "--check"]) == 1
-    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path)]) == 0
-    assert report.main(["--readme", str(path), "--report-dir", str(tmp_path), "--check"]) == 0
-    with pytest.raises(FileNotFoundError, match="claims.md.*make report"):
-        report.sync_readme("<!-- report: claims.md -->\n<!-- /report -->", tmp_path)
-
-
 def test_accuracy_by_run_in_percent() -> None:
     table = tables.accuracy_by_run(small_results())
     assert list(table.columns) == ["dataset", "profile", "seed", "ce", "supcon"]

@@ -19,6 +19,7 @@ from clxai_utils.core.validate import ConfigError
 from clxai_utils.data.prepare import load_prepared, prepare_data
 from clxai_utils.data.sources import write_synthetic_imagefolder
 from clxai_utils.evaluate import facets as FA
+from clxai_utils.evaluate import scoring as SC
 from clxai_utils.evaluate.metrics import contrast_classes, make_baseline, pixel_flipping, ssim
 from clxai_utils.explain.cams import explain
 from clxai_utils.explain.store import (
@@ -139,7 +140,7 @@ def test_all_zero_maps_are_flagged_and_their_metrics_empty() -> None:
         "continuity_ssim": torch.tensor([0.9, 1.0, 0.8]),
         "pointing_game": torch.tensor([1.0, 0.0, 0.0]),
     }
-    rows = FA._rows({"loss": "ce"}, explanation, explanation, values)
+    rows = SC._rows({"loss": "ce"}, explanation, explanation, values)
     assert rows["map_all_zero"].tolist() == [False, True, False]
     assert rows["continuity_ssim"].isna().tolist() == [False, True, False]  # SSIM 1.0 of a zero map is not kept
     assert rows["contrastivity_ssim"].isna().all()  # not computed for this block

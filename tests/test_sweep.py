@@ -26,9 +26,9 @@ import yaml
 
 from clxai_utils.core.artifacts import read_json, write_json
 from clxai_utils.core.run import Run
-from clxai_utils.pipeline.execute import JobResult, job_environment, papermill_command, run_sweep
-from clxai_utils.pipeline.plan import Job, Step, check_pipeline, format_plan, plan
-from clxai_utils.pipeline.sweep import format_summary, main
+from clxai_utils.tools.execute import JobResult, job_environment, papermill_command, run_sweep
+from clxai_utils.tools.plan import Job, Step, check_pipeline, format_plan, plan
+from clxai_utils.tools.sweep import format_summary, main
 
 BASE = ("profile", "dataset", "seed")
 TOY_CODE = """\
@@ -259,7 +259,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
         )
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
-        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "08_neuron_labels", "09_accuracy_confound"):
+        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "09_neuron_labels", "07_accuracy_confound"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
     parsed = [(line[:6], line[8:].split()[0], json.loads(line[8:].split(maxsplit=1)[1])) for line in lines]
     assert parsed == expected
@@ -282,7 +282,7 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
             "explanations/triplet/eigencam.pt",
         ],
         "06_metrics": ["results/facets.csv", "results/facets.json", "results/pf_curves.csv"],
-        "08_neuron_labels": [
+        "09_neuron_labels": [
             "results/neuron_planted_trials.csv",
             "results/neuron_planted.csv",
             "results/neuron_units.csv",
@@ -290,7 +290,7 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
             "results/neuron_planted.md",
             "results/neuron_units.md",
         ],
-        "09_accuracy_confound": [
+        "07_accuracy_confound": [
             "results/snapshot_facets.csv",
             "results/snapshot_accuracy.csv",
             "results/snapshot_facets.json",
@@ -304,8 +304,8 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
         "04_linear_probe": ["01_train_ce", "03_train_triplet"],
         "05_explanations": ["04_linear_probe"],
         "06_metrics": ["05_explanations"],
-        "08_neuron_labels": ["01_train_ce", "03_train_triplet"],
-        "09_accuracy_confound": ["06_metrics"],
+        "09_neuron_labels": ["01_train_ce", "03_train_triplet"],
+        "07_accuracy_confound": ["06_metrics"],
     }
     assert {j.run.root for j in jobs} == {tmp_path.resolve() / run}
 
@@ -333,7 +333,7 @@ def test_completion_needs_matching_marker_artefacts_and_cached_inputs(tmp_path: 
 def test_papermill_command_passes_parameters_as_yaml(tmp_path: Path) -> None:
     job = plan("cifar10", "smoke", ["ce", "supcon"], [2], runs_root=tmp_path, data_source="torchvision")[3]
     cmd = papermill_command(job, tmp_path / "nbs")
-    assert cmd[1:4] == ["-m", "clxai_utils.pipeline.kernel", str(tmp_path / "nbs" / "04_linear_probe.ipynb")]
+    assert cmd[1:4] == ["-m", "clxai_utils.tools.kernel", str(tmp_path / "nbs" / "04_linear_probe.ipynb")]
     assert cmd[4] == str(tmp_path.resolve() / "cifar10-smoke-seed2" / "notebooks" / "04_linear_probe.ipynb")
     nbs = str(tmp_path / "nbs")
     assert cmd[5:-2] == ["--kernel", "python3", "--cwd", nbs, "--no-progress-bar", "--log-level", "WARNING"]

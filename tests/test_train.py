@@ -15,10 +15,11 @@ from clxai_utils.core.run import Run
 from clxai_utils.core.validate import ConfigError
 from clxai_utils.data.datasets import SPECS, load_dataset
 from clxai_utils.data.sources import ImageSplit, write_synthetic_imagefolder
+from clxai_utils.train import checkpoints as C
 from clxai_utils.train import probe as P
 from clxai_utils.train import trainer as T
-from clxai_utils.train.distributed import launch_arguments
 from clxai_utils.train.models import ModelSpec
+from clxai_utils.train.processes import launch_arguments
 
 INFO = SPECS["cifar10"].info()
 
@@ -39,9 +40,9 @@ def cfg_for(loss: str, epochs: int = 4) -> TrainConfig:
     )
 
 
-def run(split: ImageSplit, loss: str, out: Path, **kwargs) -> T.TrainResult:
+def run(split: ImageSplit, loss: str, out: Path, **kwargs) -> C.TrainResult:
     spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, loss), cfg_for(loss)
-    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    identity = C.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
     return T.train(spec, cfg, split, INFO, out, identity=identity, seed=0, progress=False, **kwargs)
 
 
@@ -83,21 +84,21 @@ def test_nesterov_reaches_sgd() -> None:
 def test_snapshots_are_the_weights_of_their_epoch(split: ImageSplit, tmp_path: Path) -> None:
     """snapshot_every=1 keeps epochs 1..3; epoch 2's file holds the weights an interrupted run had after epoch 2."""
     spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, "ce"), replace(cfg_for("ce", epochs=4), snapshot_every=1)
-    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    identity = C.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
     kwargs = {"identity": identity, "seed": 0, "progress": False}
     T.train(spec, cfg, split, INFO, tmp_path / "full", **kwargs)
-    assert T.trained_epochs(tmp_path / "full") == [1, 2, 3, 4]
+    assert C.trained_epochs(tmp_path / "full") == [1, 2, 3, 4]
     stopped = T.train(spec, cfg, split, INFO, tmp_path / "stopped", stop_after_epoch=2, **kwargs)
-    snapshot, _, _ = T.load_trained(tmp_path / "full", epoch=2)
+    snapshot, _, _ = C.load_trained(tmp_path / "full", epoch=2)
     for (name, a), b in zip(snapshot.state_dict().items(), stopped.model.state_dict().values()):
         assert torch.equal(a, b), name
-    final, _, _ = T.load_trained(tmp_path / "full", epoch=4)
+    final, _, _ = C.load_trained(tmp_path / "full", epoch=4)
     assert all(
         torch.equal(a, b)
-        for a, b in zip(final.state_dict().values(), T.load_trained(tmp_path / "full")[0].state_dict().values())
+        for a, b in zip(final.state_dict().values(), C.load_trained(tmp_path / "full")[0].state_dict().values())
     )
     with pytest.raises(FileNotFoundError, match=r"no snapshot of epoch 7 .*epochs kept: \[1, 2, 3, 4\]"):
-        T.load_trained(tmp_path / "full", epoch=7)
+        C.load_trained(tmp_path / "full", epoch=7)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_optimisers_of_table_2(name: str, cls: type) -> None:
 def test_interrupted_training_resumes_to_identical_weights(split: ImageSplit, tmp_path: Path, loss: str) -> None:
     full = run(split, loss, tmp_path / "full")
     first = run(split, loss, tmp_path / "resumed", stop_after_epoch=2)
-    assert len(first.history) == 2 and not (tmp_path / "resumed" / T.MODEL).exists()
+    assert len(first.history) == 2 and not (tmp_path / "resumed" / C.MODEL).exists()
     second = run(split, loss, tmp_path / "resumed")
     assert second.resumed_from_epoch == 2
     for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
@@ -143,7 +144,7 @@ def test_interrupted_training_resumes_to_identical_weights(split: ImageSplit, tm
     # the history table is written next to the checkpoint and holds every epoch
     import pandas as pd
 
-    table = pd.read_csv(tmp_path / "resumed" / T.HISTORY)
+    table = pd.read_csv(tmp_path / "resumed" / C.HISTORY)
     assert table["epoch"].tolist() == [1, 2, 3, 4] and {"loss", "lr", "seconds", "images_per_s"} <= set(table)
 
 
@@ -152,7 +153,7 @@ def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: Ima
     assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
     again = run(split, "ce", tmp_path / "ce")
     assert again.resumed_from_epoch == 4
-    state = torch.load(tmp_path / "ce" / T.CHECKPOINT, weights_only=True)
+    state = torch.load(tmp_path / "ce" / C.CHECKPOINT, weights_only=True)
     assert state["epoch"] == 4 and set(state) >= {
         "model",
         "optimizer",
@@ -161,8 +162,8 @@ def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: Ima
         "aug_gens",
         "world_size",
     }
-    assert torch.load(tmp_path / "ce" / T.MODEL, weights_only=True)["threads"] == torch.get_num_threads()
-    model, spec, _ = T.load_trained(tmp_path / "ce")
+    assert torch.load(tmp_path / "ce" / C.MODEL, weights_only=True)["threads"] == torch.get_num_threads()
+    model, spec, _ = C.load_trained(tmp_path / "ce")
     assert spec.loss == "ce"
     for a, b in zip(model.state_dict().values(), result.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -171,8 +172,8 @@ def test_training_lowers_the_loss_and_finished_runs_are_not_retrained(split: Ima
 def test_checkpoint_of_other_settings_is_refused(split: ImageSplit, tmp_path: Path) -> None:
     run(split, "ce", tmp_path / "ce", stop_after_epoch=1)
     spec, cfg = ModelSpec("resnet18_cifar", 0.125, 4, "ce"), replace(cfg_for("ce"), lr=0.2)
-    identity = T.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
-    with pytest.raises(T.CheckpointMismatch, match="other settings"):
+    identity = C.RunIdentity("cifar10", "test", 0, "sum", spec.to_dict(), asdict(cfg))
+    with pytest.raises(C.CheckpointMismatch, match="other settings"):
         T.train(spec, cfg, split, INFO, tmp_path / "ce", identity=identity, seed=0, progress=False)
 
 
@@ -287,11 +288,11 @@ def test_probe_does_not_depend_on_the_global_rng() -> None:
 def test_bf16_training_is_recorded_and_not_resumed_in_float32(split: ImageSplit, tmp_path: Path) -> None:
     fast = run(split, "supcon", tmp_path / "bf16", stop_after_epoch=2, precision="bf16")
     assert all(math.isfinite(v) for v in fast.history["loss"])
-    assert torch.load(tmp_path / "bf16" / T.CHECKPOINT, weights_only=True)["precision"] == "bf16"
-    with pytest.raises(T.CheckpointMismatch, match=r"trained in bf16 and this run asks for float32"):
+    assert torch.load(tmp_path / "bf16" / C.CHECKPOINT, weights_only=True)["precision"] == "bf16"
+    with pytest.raises(C.CheckpointMismatch, match=r"trained in bf16 and this run asks for float32"):
         run(split, "supcon", tmp_path / "bf16", precision="float32")
     run(split, "supcon", tmp_path / "bf16", precision="bf16")
-    assert torch.load(tmp_path / "bf16" / T.MODEL, weights_only=True)["precision"] == "bf16"
+    assert torch.load(tmp_path / "bf16" / C.MODEL, weights_only=True)["precision"] == "bf16"
 
 
 def test_launch_arguments_carry_the_precision(tmp_path: Path) -> None:
@@ -303,8 +304,9 @@ def test_launch_arguments_carry_the_precision(tmp_path: Path) -> None:
 def test_streamed_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
     """Images on disk: the same (seed, epoch, order) gives the same augmented batches with 0 or 2 decoding workers,
     and another epoch other crops. SupCon views carry the colour half (jitter, grayscale, blur) on the batch."""
+    from fixtures import write_imagenet_s50_fixture
+
     from clxai_utils.data.datasets import DatasetInfo
-    from clxai_utils.data.fixtures import write_imagenet_s50_fixture
     from clxai_utils.data.sources import FileSplit
 
     root = write_imagenet_s50_fixture(tmp_path / "fixture", train_per_class=2)

@@ -1,7 +1,7 @@
-"""The losses compared at matched accuracy: the accuracy confound of Table 4, measured (07, from 09's tables).
+"""The losses compared at matched accuracy: the accuracy confound of Table 4, measured (08, from 07's tables).
 
 The final models of the three losses differ in accuracy, and a more accurate model may
-simply explain differently. 09_accuracy_confound scores every kept snapshot of every loss;
+simply explain differently. 07_accuracy_confound scores every kept snapshot of every loss;
 here, per run and pair of losses (a, b), one snapshot of each is chosen at three levels:
 
 - ``final``: both final models (Table 4's comparison, on the snapshot images);
@@ -86,7 +86,7 @@ def select_snapshots(accuracy: pd.DataFrame, pairs: Sequence[tuple[str, str]] = 
     """Per run and pair of losses present, the snapshots compared at each level (see the module docstring).
 
     `accuracy` has one row per (dataset, profile, seed, loss, epoch) with `accuracy` and
-    `final` (09's `snapshot_accuracy.csv`). A run without any accuracy overlap between two
+    `final` (07's `snapshot_accuracy.csv`). A run without any accuracy overlap between two
     losses has no ``common`` level for them.
     """
     rows = []

@@ -1,29 +1,23 @@
-"""Writing the report: Markdown tables, the files of outputs/report/, where the numbers came from, the README.
+"""Writing the report: Markdown tables, the files of outputs/report/, where the numbers came from.
 
-The README's result tables are not typed by hand: each sits between two markers naming a
-file of the report, ``<!-- report: table4.md -->`` ... ``<!-- /report -->``, and
-`python -m clxai_utils.analysis.report` rewrites them from outputs/report/ (`--check`
-only says whether they are current).
+The result tables of the README and docs/results.md are blocks copied from these files by
+`python -m clxai_utils.tools.publish` (`make publish`), never typed by hand.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from clxai_utils.analysis.tables import Results, ordered
-from clxai_utils.core.artifacts import atomic_path, write_csv
-from clxai_utils.core.paths import repo_root, report_dir
-from clxai_utils.core.registry import LOSSES, METHODS
-from clxai_utils.figures import save_figure
+from clxai_utils.analysis.tables import Results
+from clxai_utils.core.artifacts import atomic_path, save_figure, write_csv
+from clxai_utils.core.registry import LOSSES, METHODS, ordered
 
 PAPER_PROFILE = "paper"
 PAPER_SEEDS = 5
@@ -103,58 +97,3 @@ def describe_provenance(results: Results) -> str:
             "they are NOT paper-level results."
         )
     return "\n".join(lines)
-
-
-_BLOCK = re.compile(r"(<!-- report: (?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
-
-
-def sync_readme(text: str, folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
-    """`text` with every report block replaced by the current content of that file in the first of `folders` holding it."""
-    searched = [Path(folders)] if isinstance(folders, (str, os.PathLike)) else [Path(f) for f in folders]
-
-    def body(match: re.Match[str]) -> str:
-        source = next((folder / match["name"] for folder in searched if (folder / match["name"]).is_file()), None)
-        if source is None:
-            where = " or ".join(str(folder / match["name"]) for folder in searched)
-            raise FileNotFoundError(f"the README shows {match['name']}, but {where} does not exist: run `make report`")
-        return match.group(1) + source.read_text() + match.group(4)
-
-    return _BLOCK.sub(body, text)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or, with --check, verify) the README's report blocks from outputs/report/."""
-    parser = argparse.ArgumentParser(prog="python -m clxai_utils.analysis.report", description=main.__doc__)
-    parser.add_argument("--readme", type=Path, default=repo_root() / "README.md")
-    parser.add_argument(
-        "--report-dir",
-        type=Path,
-        nargs="+",
-        default=[report_dir()],
-        help="folders the blocks' files are read from, first match wins",
-    )
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if a block differs from the report; change nothing"
-    )
-    args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    try:
-        synced = sync_readme(text, args.report_dir)
-    except FileNotFoundError as error:
-        parser.error(str(error))
-    if args.check:
-        if synced != text:
-            print(
-                f"{args.readme} differs from {', '.join(map(str, args.report_dir))}: run python -m clxai_utils.analysis.report",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    with atomic_path(args.readme) as tmp:
-        tmp.write_text(synced)
-    print(f"{args.readme}: {len(_BLOCK.findall(text))} block(s) written from {', '.join(map(str, args.report_dir))}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

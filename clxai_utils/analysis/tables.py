@@ -1,4 +1,4 @@
-"""The analysis stage (07): gather every run's result tables and summarise them as the paper's Table 4.
+"""The analysis stage (08): gather every run's result tables and summarise them as the paper's Table 4.
 
 `load_results` reads the tables that 04_linear_probe and 06_metrics wrote in every run
 folder below the runs root (by default `outputs/runs/`, found from the repository root,
@@ -13,7 +13,6 @@ randomness.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from clxai_utils.core.paths import runs_root
-from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS
+from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, ordered
 from clxai_utils.core.run import RESULT_TABLES
 
 
@@ -64,7 +63,7 @@ KINDS = {
 @dataclass(frozen=True)
 class Results:
     """Every run's tables, concatenated; `files` lists what was read. `coherence_masks` (06 with a mask source)
-    and `snapshots` (09) may be empty."""
+    and `snapshots` (07) may be empty."""
 
     facets: pd.DataFrame
     accuracy: pd.DataFrame
@@ -79,7 +78,7 @@ class Results:
 
     @property
     def snapshot_accuracy(self) -> pd.DataFrame:
-        """One row per (dataset, profile, seed, loss, epoch) of 09's snapshots: its accuracy, and whether final."""
+        """One row per (dataset, profile, seed, loss, epoch) of 07's snapshots: its accuracy, and whether final."""
         keys = ["dataset", "profile", "seed", "loss", "epoch", "final", "accuracy"]
         return self.snapshots[keys].drop_duplicates().reset_index(drop=True)
 
@@ -122,12 +121,6 @@ def load_results(root: str | os.PathLike[str] | None = None) -> Results:
             f"no {KINDS['facets'].pattern} below {root}: run 06_metrics for each run (or `make run`) first"
         )
     return Results(**tables, files=tuple(files))
-
-
-def ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
-    """Distinct values in the paper's order, unknown ones after them, alphabetically."""
-    values = set(values)
-    return [v for v in known if v in values] + sorted(values - set(known))
 
 
 def _paper_order(column: pd.Series) -> pd.Series:

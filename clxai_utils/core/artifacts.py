@@ -19,6 +19,7 @@ import torch
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 
 @contextlib.contextmanager
@@ -77,3 +78,11 @@ def save_torch(target: str | os.PathLike, obj: Any) -> Path:
 def load_torch(source: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """`torch.load` restricted to tensors and plain containers (no pickled code)."""
     return torch.load(source, map_location=map_location, weights_only=True)
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save `fig` as PNG atomically (a killed run leaves no truncated image)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
+    return path

@@ -33,7 +33,7 @@ ACCURACY_IMAGES = ("subset", "all")
 class SubsetConfig:
     """Class-balanced subset sizes (`null`: the whole split), and the test images accuracy is counted on.
 
-    `accuracy_on: all` measures accuracy (04's table, 09's snapshots) on the whole test split
+    `accuracy_on: all` measures accuracy (04's table, 07's snapshots) on the whole test split
     while explanations, metrics and neuron labels keep the subset: on 2,000 images, two models
     that disagree on a quarter of them differ by about a point by chance alone.
     """
@@ -122,7 +122,7 @@ class ExplainConfig:
 
 @dataclass(frozen=True)
 class ConfoundConfig:
-    """The accuracy-confound analysis (09_accuracy_confound): which test images every kept snapshot is scored on.
+    """The accuracy-confound analysis (07_accuracy_confound): which test images every kept snapshot is scored on.
 
     `images_per_class` picks a class-balanced subset of the explained images (the same for
     every loss, epoch and seed, so snapshots pair by image id); null = all explained images.

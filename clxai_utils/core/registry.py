@@ -7,6 +7,7 @@ sweep and the analysis can use it too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
 
@@ -93,3 +94,9 @@ def display_name(name: str) -> str:
     if name in METHOD_REGISTRY:
         return METHOD_REGISTRY[name].label
     return name
+
+
+def ordered(values: Iterable[str], known: tuple[str, ...]) -> list[str]:
+    """Distinct values in the paper's order, unknown ones after them, alphabetically."""
+    values = set(values)
+    return [v for v in known if v in values] + sorted(values - set(known))

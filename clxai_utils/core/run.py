@@ -4,7 +4,7 @@ Every stage function takes a `Run` first, and asks it where to read and write, s
 layout below is spelled here and nowhere else. The default root is
 `outputs/runs/<dataset>-<profile>-seed<k>/` whether a notebook runs in JupyterLab, under
 papermill or in a sweep, so runs of different profiles or seeds never collide and
-07_analysis finds all of them::
+08_analysis finds all of them::
 
     <root>/data/manifest.json                       00  the images of this run
     <root>/models/<loss>/{checkpoint,model,probe}.pt 01-04
@@ -14,11 +14,11 @@ papermill or in a sweep, so runs of different profiles or seeds never collide an
     <root>/explanations/<loss>/<method>_masks.pt      05  the external images with masks (mask_source)
     <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
     <root>/results/coherence_masks.csv               06  coherence on the external images with masks
-    <root>/models/<loss>/snapshots/epoch<k>[.probe].pt  01-03, 09  weights kept during training (and their probes)
-    <root>/results/snapshot_{facets,accuracy}.csv    09  every snapshot scored like the final models
-    <root>/results/snapshots/<loss>-epoch<k>.{csv,json} 09  one block per snapshot, reused by a rerun
-    <root>/neurons/<loss>/activations_<layer>.pt     08  unit activations on the test images
-    <root>/results/neuron_*.csv                      08  planted-concept trials and recovery, units, loss tests
+    <root>/models/<loss>/snapshots/epoch<k>[.probe].pt  01-03, 07  weights kept during training (and their probes)
+    <root>/results/snapshot_{facets,accuracy}.csv    07  every snapshot scored like the final models
+    <root>/results/snapshots/<loss>-epoch<k>.{csv,json} 07  one block per snapshot, reused by a rerun
+    <root>/neurons/<loss>/activations_<layer>.pt     09  unit activations on the test images
+    <root>/results/neuron_*.csv                      09  planted-concept trials and recovery, units, loss tests
     <root>/figures/<notebook>/*.png                  figures of each notebook
     <root>/notebooks/<notebook>.{ipynb,log,done.json} sweeps: executed notebooks and markers
 """
@@ -37,7 +37,7 @@ from clxai_utils.core.validate import check_choice, check_seed
 #: The kinds of stored explanations: the test images; one 2x2 mosaic per test image (data sets whose test images
 #: carry no masks, with 4+ classes); the external images with masks (CIFAR-10's real photographs, `mask_source`).
 EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics", "masks")
-#: The result tables of a run (in `<root>/results/`), by kind; 07_analysis gathers them from every run.
+#: The result tables of a run (in `<root>/results/`), by kind; 08_analysis gathers them from every run.
 RESULT_TABLES: dict[str, str] = {
     "accuracy": "accuracy.csv",
     "facets": "facets.csv",
@@ -115,7 +115,7 @@ class Run:
 
     @property
     def snapshot_paths(self) -> dict[str, Path]:
-        """The files of 09: the per-image facets of every snapshot, their accuracies, the JSON sidecar."""
+        """The files of 07: the per-image facets of every snapshot, their accuracies, the JSON sidecar."""
         table = self.root / "results" / RESULT_TABLES["snapshots"]
         return {
             "table": table,
@@ -128,14 +128,14 @@ class Run:
         return self.root / "results" / "snapshots" / f"{check_choice('loss', loss, LOSSES)}-epoch{epoch:04d}.csv"
 
     def neuron_activations_path(self, loss: str, layer: str) -> Path:
-        """Activations of every unit of one layer on the test images (08); `neurons.units` checks the layer."""
+        """Activations of every unit of one layer on the test images (09); `neurons.units` checks the layer."""
         if not (isinstance(layer, str) and layer.isidentifier()):
             raise ValueError(f"layer must be a module name such as 'layer4', got {layer!r}")
         return self.root / "neurons" / check_choice("loss", loss, LOSSES) / f"activations_{layer}.pt"
 
     @property
     def neuron_paths(self) -> dict[str, Path]:
-        """The tables of 08: planted-concept trials and recovery rates, the units of every loss, the loss tests,
+        """The tables of 09: planted-concept trials and recovery rates, the units of every loss, the loss tests,
         their Markdown summaries (for the README), and, only when a CLIP model is given, the text labels
         with their simulation correlation."""
         names = ("planted_trials", "planted", "units", "loss_tests", "clip_labels")

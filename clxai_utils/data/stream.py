@@ -14,7 +14,7 @@ RandomResizedCrop does on a PIL image. torchvision.io with torch's uint8 resize 
 20 % faster here (decode + RandomResizedCrop(224) + flip of ~400x350 JPEGs: ~460-500 against
 ~380-400 images/s on one core of this project's busy 2-core machine), but its decoders are
 deprecated since torchvision 0.29 in favour of TorchCodec, which is not installed.
-`clxai_utils.data.throughput` measures the stream on any folder of images.
+`clxai_utils.tools.throughput` measures the stream on any folder of images.
 """
 
 from __future__ import annotations

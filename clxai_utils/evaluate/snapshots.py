@@ -1,4 +1,4 @@
-"""Facets as a function of accuracy (09_accuracy_confound): every kept snapshot scored like the final models.
+"""Facets as a function of accuracy (07_accuracy_confound): every kept snapshot scored like the final models.
 
 Why: the losses' final models differ in accuracy, so Table 4 asks "which loss" and "how
 accurate" at once. Every loss keeps its weights every `snapshot_every` epochs during
@@ -33,10 +33,10 @@ from clxai_utils.core.validate import check_choices
 from clxai_utils.data.datasets import Dataset
 from clxai_utils.data.prepare import balanced_subset, load_prepared
 from clxai_utils.data.sources import ImageSplit
-from clxai_utils.evaluate.facets import FacetClock, ScoringSet, explain_and_score, scoring_set
+from clxai_utils.evaluate.scoring import FacetClock, ScoringSet, explain_and_score, scoring_set
 from clxai_utils.explain.store import explained_split, model_digest
+from clxai_utils.train.checkpoints import trained_epochs
 from clxai_utils.train.probe import accuracy, fit_probe, load_classifier
-from clxai_utils.train.trainer import trained_epochs
 
 SNAPSHOT_COLUMNS: dict[str, str] = {
     "epoch": "training epoch after which the weights were kept",

@@ -45,8 +45,8 @@ from clxai_utils.explain.cams import (
     explain,
 )
 from clxai_utils.explain.mosaics import Mosaics, make_mosaics
+from clxai_utils.train.checkpoints import MODEL, snapshot_path
 from clxai_utils.train.probe import load_classifier, probe_path
-from clxai_utils.train.trainer import MODEL, snapshot_path
 
 MAP_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float16)
 TARGET_RULES: tuple[str, ...] = ("predicted", "true")

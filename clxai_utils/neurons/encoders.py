@@ -193,7 +193,7 @@ class OpenClipEncoder:
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] = CSP_TEMPLATES) -> Tensor:
         """(labels, d) text embeddings: mean over `templates` of the normalised prompt embeddings.
 
-        Computed once per list of labels and templates (08 asks for the vocabulary's in two places);
+        Computed once per list of labels and templates (09 asks for the vocabulary's in two places);
         a copy is returned, so the cached embeddings cannot be changed by a caller.
         """
         key = (tuple(labels), tuple(templates))

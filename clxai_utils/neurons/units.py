@@ -1,4 +1,4 @@
-"""Units, their activations and the probe set: what every scorer of 08 reads.
+"""Units, their activations and the probe set: what every scorer of 09 reads.
 
 A unit is one channel of a backbone stage, its activation on an image the channel's
 spatial mean. For SupCon and triplet models the stage belongs to the backbone before the
@@ -28,9 +28,9 @@ from clxai_utils.core.validate import check_choice, check_number, check_positive
 from clxai_utils.data import augment
 from clxai_utils.data.datasets import DatasetInfo
 from clxai_utils.data.prepare import load_prepared
+from clxai_utils.train.checkpoints import load_trained
 from clxai_utils.train.models import Backbone
 from clxai_utils.train.probe import check_profile
-from clxai_utils.train.trainer import load_trained
 
 #: The backbone stages whose channels can be labelled, in forward order.
 STAGES: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4")

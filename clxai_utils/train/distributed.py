@@ -16,9 +16,6 @@ gradients (MoCo's `concat_all_gather`) would silently drop the cross-rank terms.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +23,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from clxai_utils.core.progress import relay_output
-from clxai_utils.core.run import Run
-from clxai_utils.core.threads import share_of_cores
 from clxai_utils.train.losses import supcon_loss, triplet_loss
 
 #: The number of training processes of a run when the caller gives none (a sweep sets it per run).
 DEVICES_ENV = "CLXAI_DEVICES"
-#: The entry point torchrun and submitit start in every training process.
-LAUNCH_MODULE = "clxai_utils.train.launch"
 
 
 @dataclass(frozen=True)
@@ -56,41 +48,6 @@ class World:
     def is_main(self) -> bool:
         """Rank 0 writes checkpoints, logs and progress."""
         return self.rank == 0
-
-
-def launch_arguments(
-    run: Run,
-    loss: str,
-    *,
-    device: str = "auto",
-    stop_after_epoch: int | None = None,
-    sync_batchnorm: bool = False,
-    precision: str | None = None,
-) -> list[str]:
-    """The command line of `LAUNCH_MODULE` that trains `loss` of `run` (every process gets the same)."""
-    args = ["--dataset", run.dataset, "--profile", run.profile, "--seed", str(run.seed), "--loss", loss]
-    args += ["--run-dir", str(run.root), "--device", device]
-    args += ["--sync-batchnorm"] if sync_batchnorm else []
-    args += [] if precision is None else ["--precision", precision]
-    return args + ([] if stop_after_epoch is None else ["--stop-after-epoch", str(stop_after_epoch)])
-
-
-def run_torchrun(processes: int, args: list[str]) -> None:
-    """Run `LAUNCH_MODULE` with `args` in `processes` processes on this machine (torchrun --standalone).
-
-    Their output (rank 0's progress bar, errors) is relayed, so a notebook shows it. They
-    split the cores this process may use ($OMP_NUM_THREADS, else its CPUs) equally.
-    """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    cmd += ["-m", LAUNCH_MODULE, *args]
-    env = {**os.environ, **share_of_cores(processes)}  # CPU ranks share the cores instead of oversubscribing
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as proc:
-        assert proc.stdout is not None
-        relay_output(proc.stdout)
-    if proc.returncode:
-        raise RuntimeError(
-            f"distributed training stopped with exit status {proc.returncode} (its output is above): {shlex.join(cmd)}"
-        )
 
 
 def check_world_size(batch_size: int, world_size: int, option: str = "world size", of: str = "") -> int:

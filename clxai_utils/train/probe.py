@@ -35,8 +35,9 @@ from clxai_utils.data.geometry import default_resize
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import FileSplit, ImageSplit
 from clxai_utils.data.stream import CenterCropStream, make_loader
+from clxai_utils.train.checkpoints import load_trained, snapshot_path
 from clxai_utils.train.models import ExplainableClassifier, ModelSpec, explainable_from_contrastive
-from clxai_utils.train.trainer import load_trained, lr_factor, snapshot_path
+from clxai_utils.train.trainer import lr_factor
 
 PROBE = "probe.pt"
 

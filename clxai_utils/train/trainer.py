@@ -17,10 +17,9 @@ test data (the authors chose CE checkpoints on the test set).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,55 +31,42 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
-from clxai_utils.core.artifacts import load_torch, save_torch, write_csv
+from clxai_utils.core.artifacts import save_torch, write_csv
 from clxai_utils.core.config import TrainConfig
 from clxai_utils.core.precision import autocast, model_to_layout, resolve_precision, to_layout
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
 from clxai_utils.core.seeding import seed_everything
-from clxai_utils.core.validate import check_choice, check_positive_int
+from clxai_utils.core.validate import check_choice
 from clxai_utils.data import augment
 from clxai_utils.data.datasets import DatasetInfo
 from clxai_utils.data.prepare import load_prepared
 from clxai_utils.data.sources import FileSplit, ImageSplit
 from clxai_utils.data.stream import RandomResizedCropStream, make_loader
+from clxai_utils.train.checkpoints import (
+    CHECKPOINT,
+    HISTORY,
+    MODEL,
+    RunIdentity,
+    TrainResult,
+    load_resumable,
+    snapshot_path,
+)
 from clxai_utils.train.distributed import (
-    DEVICES_ENV,
     World,
     check_world_size,
     global_supcon_loss,
     global_triplet_loss,
-    launch_arguments,
     mean_over_ranks,
-    run_torchrun,
 )
 from clxai_utils.train.losses import mine_semi_hard, pairwise_distances
-from clxai_utils.train.models import ContrastiveModel, ExplainableClassifier, ModelSpec, build_training_model
+from clxai_utils.train.models import ModelSpec, build_training_model
+from clxai_utils.train.processes import resolve_devices, train_in_processes
 
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-HISTORY = "history.csv"
-SNAPSHOTS = "snapshots"  # snapshots/epoch<k>.pt: the weights after epoch k (TrainConfig.snapshot_every)
 SINGLE_PROCESS = World()
 #: Augmentation streams of ranks 1, 2, ... start this far apart (rank 0 keeps the single-process stream).
 RANK_SEED_STRIDE = 10_007
-
-
-class CheckpointMismatch(RuntimeError):
-    """A checkpoint exists for different settings; resuming from it would mix two runs."""
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """What must match for a checkpoint to be resumed (or reused once finished)."""
-
-    dataset: str
-    profile: str
-    seed: int
-    data_checksum: str
-    spec: dict[str, Any]
-    train: dict[str, Any]
 
 
 def default_device() -> torch.device:
@@ -200,30 +186,6 @@ def epoch_batches(
         yield (x[:, 0] if loss == "ce" else x), labels
 
 
-def _load_resumable(path: Path, identity: RunIdentity, world_size: int, precision: str) -> dict[str, Any] | None:
-    """The checkpoint at `path` if it belongs to this run; an error if it belongs to another."""
-    if not path.is_file():
-        return None
-    state = load_torch(path)
-    if state["identity"] != asdict(identity):
-        raise CheckpointMismatch(
-            f"{path} was written by a run with other settings:\n  saved: {state['identity']}\n  now:   {asdict(identity)}\n"
-            "Delete that folder to retrain, or use the parameters it was trained with."
-        )
-    if state["world_size"] != world_size:
-        raise CheckpointMismatch(
-            f"{path} was written by {state['world_size']} training process(es), and this run has {world_size}: "
-            "each process has its own augmentation stream, so resume with the same number of devices "
-            "(or delete that folder to retrain)."
-        )
-    if state.get("precision", precision) != precision:  # checkpoints older than the switch: float32 on CPU
-        raise CheckpointMismatch(
-            f"{path} was trained in {state['precision']} and this run asks for {precision}: resume with "
-            f"precision={state['precision']!r} (or $CLXAI_PRECISION), or delete that folder to retrain"
-        )
-    return state
-
-
 def _epoch_order(n: int, epoch: int, seed: int, shuffle_gen: torch.Generator, world: World) -> torch.Tensor:
     """This rank's image order in one epoch.
 
@@ -263,17 +225,6 @@ def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool, 
     return model_to_layout(model.to(device), precision)
 
 
-@dataclass
-class TrainResult:
-    """A trained model, its history and where its files are."""
-
-    model: nn.Module
-    spec: ModelSpec
-    history: pd.DataFrame
-    out_dir: Path
-    resumed_from_epoch: int
-
-
 def train(
     spec: ModelSpec,
     cfg: TrainConfig,
@@ -295,7 +246,7 @@ def train(
 
     `stop_after_epoch` ends the call early (after that epoch's checkpoint), to simulate an
     interruption or to spread a long run over several sessions. Under several processes
-    (`world`, see `clxai_utils.train.launch`) every rank calls this with its own device;
+    (`world`, see `clxai_utils.tools.launch`) every rank calls this with its own device;
     each trains on its share of every batch and rank 0 writes the files. `precision` is
     `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it. The
     model file also records the CPU threads of the last epoch (float sums depend on them:
@@ -320,7 +271,7 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if state := _load_resumable(out_dir / CHECKPOINT, identity, world.size, compute):
+    if state := load_resumable(out_dir / CHECKPOINT, identity, world.size, compute):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -399,63 +350,6 @@ def train(
     return TrainResult(model.cpu().eval(), spec, pd.DataFrame(history), out_dir, resumed_from)
 
 
-def snapshot_path(out_dir: str | Path, epoch: int) -> Path:
-    """Where the weights after `epoch` are kept (only for the epochs `TrainConfig.snapshot_every` names)."""
-    return Path(out_dir) / SNAPSHOTS / f"epoch{epoch:04d}.pt"
-
-
-def trained_epochs(out_dir: str | Path) -> list[int]:
-    """The epochs whose weights exist in `out_dir`: every snapshot, and the last epoch once training finished."""
-    out_dir = Path(out_dir)
-    names = (p.stem.removeprefix("epoch") for p in (out_dir / SNAPSHOTS).glob("epoch*.pt"))
-    epochs = sorted(int(name) for name in names if name.isdigit())  # not the snapshots' probes, epoch<k>.probe.pt
-    if (out_dir / MODEL).is_file():
-        epochs.append(load_torch(out_dir / MODEL)["epoch"])
-    return epochs
-
-
-def load_trained(
-    out_dir: str | Path, epoch: int | None = None
-) -> tuple[ExplainableClassifier | ContrastiveModel, ModelSpec, dict[str, Any]]:
-    """The model written by `train` (CE: classifier; SupCon/triplet: backbone + projection head).
-
-    `epoch` None is the final model; an epoch of `trained_epochs` is that snapshot (the final
-    epoch's is the final model).
-    """
-    path = Path(out_dir) / MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"no trained model at {path}: run the training notebook for this loss and seed first")
-    state = load_torch(path)
-    if epoch is not None and epoch != state["epoch"]:
-        path = snapshot_path(out_dir, epoch)
-        if not path.is_file():
-            raise FileNotFoundError(f"no snapshot of epoch {epoch} at {path}; epochs kept: {trained_epochs(out_dir)}")
-        state = load_torch(path)
-    spec = ModelSpec.from_dict(state["spec"])
-    model = build_training_model(spec)
-    model.load_state_dict(state["state_dict"])
-    return model.eval(), spec, state["identity"]
-
-
-def resolve_devices(devices: int | None) -> int:
-    """How many processes train one run: `devices`, else $CLXAI_DEVICES (set by a sweep), else 1.
-
-    Each process takes one GPU where CUDA is available (so at most the visible ones), else
-    CPU cores (gloo), which is what the tests use.
-    """
-    source = "devices"
-    if devices is None:
-        text, source = os.environ.get(DEVICES_ENV, "1"), DEVICES_ENV
-        if not text.strip().isdigit():
-            raise ValueError(f"{DEVICES_ENV}={text!r} must be a whole number of training processes >= 1")
-        devices = int(text)
-    check_positive_int(source, devices)
-    visible = torch.cuda.device_count()
-    if visible and devices > visible:
-        raise ValueError(f"{source}={devices} asks for more GPUs than the {visible} visible here")
-    return devices
-
-
 def run_training(
     run: Run,
     loss: str,
@@ -471,7 +365,7 @@ def run_training(
     """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`.
 
     With `devices` > 1 (or $CLXAI_DEVICES) the run trains with DistributedDataParallel in that
-    many processes, started by torchrun (`clxai_utils.train.launch`); this call waits for them
+    many processes, started by torchrun (`clxai_utils.tools.launch`); this call waits for them
     and returns what they wrote. `world` and `device` are set by that entry point. `precision`
     (else $CLXAI_PRECISION, else auto) is `clxai_utils.core.precision`'s switch.
     """
@@ -485,7 +379,7 @@ def run_training(
     data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
     if world.size == 1 and n_devices > 1:
-        return _train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, precision)
+        return train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, precision)
     identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
     return train(
         spec,
@@ -503,25 +397,3 @@ def run_training(
         precision=precision,
         workers=settings.data.workers,
     )
-
-
-def _train_in_processes(
-    run: Run,
-    loss: str,
-    spec: ModelSpec,
-    devices: int,
-    stop_after_epoch: int | None,
-    sync_batchnorm: bool,
-    precision: str | None,
-) -> TrainResult:
-    """Train through torchrun in `devices` processes, then read the checkpoint they left."""
-    out_dir = run.model_dir(loss)
-    resumed_from = load_torch(out_dir / CHECKPOINT)["epoch"] if (out_dir / CHECKPOINT).is_file() else 0
-    args = launch_arguments(
-        run, loss, stop_after_epoch=stop_after_epoch, sync_batchnorm=sync_batchnorm, precision=precision
-    )
-    run_torchrun(devices, args)
-    state = load_torch(out_dir / CHECKPOINT)
-    model = build_training_model(spec)
-    model.load_state_dict(state["model"])
-    return TrainResult(model.eval(), spec, pd.DataFrame(state["history"]), out_dir, resumed_from)

@@ -3,9 +3,9 @@
 Every (dataset, profile, seed) is a `Run` with its own folder `<runs root>/<run id>/`, so
 runs never overwrite each other and the analysis notebook can gather them all. Within a
 run the notebooks form a small dependency graph (`PIPELINE`): data, then one training per
-loss, then probe, explanations and metrics, the neuron labels (08, after the training) and the
-snapshots scored at matched accuracy (09, after the metrics). `clxai_utils.pipeline.execute` runs the jobs;
-`clxai_utils.pipeline.sweep` is the command line.
+loss, then probe, explanations and metrics, the neuron labels (09, after the training) and the
+snapshots scored at matched accuracy (07, after the metrics). `clxai_utils.tools.execute` runs the jobs;
+`clxai_utils.tools.sweep` is the command line.
 
 The sweep is resumable. A job counts as done only when papermill succeeded (a marker file,
 written atomically after the exit status is known, records the job's parameters) *and* its
@@ -25,6 +25,7 @@ from typing import Any
 
 from clxai_utils.core.artifacts import read_json
 from clxai_utils.core.config import DATASETS, load_profile
+from clxai_utils.core.notebooks import NOTEBOOK
 from clxai_utils.core.paths import repo_root
 from clxai_utils.core.paths import runs_root as default_runs_root
 from clxai_utils.core.registry import LOSSES, METHODS
@@ -115,23 +116,25 @@ def _neuron_tables(plan: RunPlan) -> list[Path]:
     return [path for name, path in plan.run.neuron_paths.items() if name != "clip_labels"]
 
 
-TRAINING_NOTEBOOKS = {"ce": "01_train_ce", "supcon": "02_train_supcon", "triplet": "03_train_triplet"}
+TRAINING_NOTEBOOKS = {loss: NOTEBOOK[f"train_{loss}"].name for loss in ("ce", "supcon", "triplet")}
 _BASE = ("profile", "dataset", "seed")
+_NB = {key: nb.name for key, nb in NOTEBOOK.items()}
+#: The per-run steps, in the order of `core.notebooks.NOTEBOOKS`.
 PIPELINE: tuple[Step, ...] = (
-    Step("00_data", (*_BASE, "data_source", "mask_source"), _manifest),
-    *(Step(nb, _BASE, _model(loss), needs=("00_data",), loss=loss) for loss, nb in TRAINING_NOTEBOOKS.items()),
-    Step("04_linear_probe", (*_BASE, "losses"), _accuracy, needs=tuple(TRAINING_NOTEBOOKS.values())),
-    Step("05_explanations", (*_BASE, "losses"), _explanations, needs=("04_linear_probe",)),
-    Step("06_metrics", (*_BASE, "losses"), _metrics, needs=("05_explanations",)),
-    # 08's painted attributes and vocabulary are CIFAR-10's.
+    Step(_NB["data"], (*_BASE, "data_source", "mask_source"), _manifest),
+    *(Step(nb, _BASE, _model(loss), needs=(_NB["data"],), loss=loss) for loss, nb in TRAINING_NOTEBOOKS.items()),
+    Step(_NB["probe"], (*_BASE, "losses"), _accuracy, needs=tuple(TRAINING_NOTEBOOKS.values())),
+    Step(_NB["explanations"], (*_BASE, "losses"), _explanations, needs=(_NB["probe"],)),
+    Step(_NB["metrics"], (*_BASE, "losses"), _metrics, needs=(_NB["explanations"],)),
+    Step(_NB["accuracy_confound"], (*_BASE, "losses"), _snapshot_tables, needs=(_NB["metrics"],)),
+    # Part II reads only the trained models; its painted attributes and vocabulary are CIFAR-10's.
     Step(
-        "08_neuron_labels",
+        _NB["neuron_labels"],
         (*_BASE, "losses"),
         _neuron_tables,
         needs=tuple(TRAINING_NOTEBOOKS.values()),
         datasets=("cifar10",),
     ),
-    Step("09_accuracy_confound", (*_BASE, "losses"), _snapshot_tables, needs=("06_metrics",)),
 )
 
 

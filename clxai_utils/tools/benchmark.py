@@ -1,4 +1,4 @@
-"""How fast this machine trains, explains and flips pixels, per precision: `python -m clxai_utils.pipeline.benchmark`.
+"""How fast this machine trains, explains and flips pixels, per precision: `python -m clxai_utils.tools.benchmark`.
 
 Which precision pays depends on the CPU (native bf16 or not, AMX or AVX-512 only) and on
 the network's width, so the README's figures are this command's output on named machines,

@@ -28,7 +28,7 @@ from tqdm.std import tqdm
 from clxai_utils.core.artifacts import write_json
 from clxai_utils.core.threads import THREADS_ENV, share_of_cores
 from clxai_utils.core.validate import check_positive_int
-from clxai_utils.pipeline.plan import ENV_PARAMETERS, INTERRUPTED_EXIT, Job, cached_names, default_notebooks_dir
+from clxai_utils.tools.plan import ENV_PARAMETERS, INTERRUPTED_EXIT, Job, cached_names, default_notebooks_dir
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class SweepResult:
 
 def papermill_call(notebook: Path, executed: Path, parameters: dict[str, Any]) -> list[str]:
     """papermill's command line with quiet kernels (see `kernel`); `--cwd` matches how the notebooks are run by hand."""
-    papermill = [sys.executable, "-m", "clxai_utils.pipeline.kernel"]
+    papermill = [sys.executable, "-m", "clxai_utils.tools.kernel"]
     options = ["--kernel", "python3", "--cwd", str(notebook.parent), "--no-progress-bar", "--log-level", "WARNING"]
     return [
         *papermill,

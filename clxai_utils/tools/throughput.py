@@ -10,7 +10,7 @@ With 0 workers the batches are also collated in this process, with torch's intra
 threads (column `torch_threads`); on a busy 2-core machine two threads made each batch's
 `torch.stack` about 100 times slower than one thread (torch.set_num_threads(1) avoids it).
 
-    python -m clxai_utils.data.throughput FOLDER [--workers 0 1 2] [--batch-size 32] [--passes 2]
+    python -m clxai_utils.tools.throughput FOLDER [--workers 0 1 2] [--batch-size 32] [--passes 2]
 """
 
 from __future__ import annotations

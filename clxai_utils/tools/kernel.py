@@ -15,7 +15,7 @@ Two lines that every notebook execution used to print look like warnings but are
 
 Run as a module, this is papermill's own command line with these kernels:
 
-    python -m clxai_utils.pipeline.kernel in.ipynb out.ipynb -p seed 1
+    python -m clxai_utils.tools.kernel in.ipynb out.ipynb -p seed 1
 """
 
 from __future__ import annotations

@@ -1,6 +1,10 @@
 """Publish executed notebooks into `notebooks/`, so a reader sees tables and figures without running anything.
 
-    python -m clxai_utils.publish outputs/runs/cifar10-quick-seed0/notebooks/*.ipynb outputs/report/07_analysis.ipynb
+    python -m clxai_utils.tools.publish --run outputs/runs/cifar10-quick-seed0 --report outputs/report
+
+It also rewrites the result blocks of the README and docs/results.md from the report
+(`sync_blocks`): each sits between ``<!-- report: table4.md -->`` and ``<!-- /report -->``
+and is copied from that file of the report, never typed by hand.
 
 The executed copies papermill wrote are cleaned before they replace the sources: papermill's
 metadata (absolute input/output paths, start and end times of every cell) is dropped, and
@@ -16,13 +20,19 @@ import ast
 import base64
 import io
 import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from clxai_utils.core.artifacts import atomic_path
-from clxai_utils.core.paths import repo_root
+from clxai_utils.core.notebooks import NOTEBOOK, REPORT_NOTEBOOK, RUN_NOTEBOOKS
+from clxai_utils.core.paths import repo_root, report_dir
 
 MAX_KB = 600  # a published notebook above this embeds too much (figures at too high a resolution)
 MAX_WIDTH = 640  # embedded PNG figures wider than this are scaled down (the saved figure files keep full size)
@@ -144,17 +154,80 @@ def publish(sources: list[Path], dest: Path, max_kb: int = MAX_KB) -> list[Path]
     return list(cleaned)
 
 
+_BLOCK = re.compile(r"(<!-- report: (?P<name>[A-Za-z0-9_.-]+) -->\n)(?P<body>.*?)(<!-- /report -->)", re.S)
+
+
+def sync_blocks(text: str, folders: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """`text` with every report block replaced by the current content of that file in the first of `folders` holding it."""
+    searched = [Path(folders)] if isinstance(folders, (str, os.PathLike)) else [Path(f) for f in folders]
+
+    def body(match: re.Match[str]) -> str:
+        source = next((folder / match["name"] for folder in searched if (folder / match["name"]).is_file()), None)
+        if source is None:
+            where = " or ".join(str(folder / match["name"]) for folder in searched)
+            raise FileNotFoundError(
+                f"the document shows {match['name']}, but {where} does not exist: run `make report`"
+            )
+        return match.group(1) + source.read_text() + match.group(4)
+
+    return _BLOCK.sub(body, text)
+
+
+def run_notebooks(run_dir: Path, report_dir: Path) -> list[Path]:
+    """The executed notebooks of one run (in `NOTEBOOKS` order) and the report notebook, as the sweep left them."""
+    return [run_dir / "notebooks" / f"{name}.ipynb" for name in RUN_NOTEBOOKS] + [
+        report_dir / f"{REPORT_NOTEBOOK}.ipynb"
+    ]
+
+
+def write_blocks(documents: list[Path], folders: list[Path], check: bool = False) -> int:
+    """Rewrite (or with `check` only compare) the report blocks of `documents`; the number of stale documents."""
+    stale = 0
+    for document in documents:
+        text = document.read_text()
+        synced = sync_blocks(text, folders)
+        if synced == text:
+            continue
+        stale += 1
+        if check:
+            print(f"{document} differs from {', '.join(map(str, folders))}: run make publish", file=sys.stderr)
+            continue
+        with atomic_path(document) as tmp:
+            tmp.write_text(synced)
+        print(f"{document}: {len(_BLOCK.findall(text))} block(s) written from {', '.join(map(str, folders))}")
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clxai_utils.publish", description=__doc__.split("\n")[0])
-    parser.add_argument("sources", nargs="+", type=Path, help="executed notebooks (papermill outputs)")
+    """Publish a run's executed notebooks into notebooks/ and its report into the README and docs/results.md."""
+    parser = argparse.ArgumentParser(prog="python -m clxai_utils.tools.publish", description=main.__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="the run folder, e.g. outputs/runs/cifar10-quick-seed0")
+    parser.add_argument("--report", type=Path, default=report_dir(), help="the report folder (default outputs/report)")
     parser.add_argument(
         "--to", type=Path, default=repo_root() / "notebooks", help="folder of the notebooks they replace"
     )
+    parser.add_argument(
+        "--documents",
+        type=Path,
+        nargs="+",
+        default=[repo_root() / "README.md", repo_root() / "docs" / "results.md"],
+        help="Markdown files whose <!-- report: NAME --> blocks are rewritten",
+    )
     parser.add_argument("--max-kb", type=int, default=MAX_KB, help="largest notebook file accepted")
+    parser.add_argument("--gallery", type=Path, default=None, help="copy the run's gallery figure (05) to this file")
+    parser.add_argument(
+        "--check", action="store_true", help="only say whether the documents' blocks are current (exit 1 if not)"
+    )
     args = parser.parse_args(argv)
+    folders = [args.report, args.run / "results"]
     try:
-        written = publish(args.sources, args.to, args.max_kb)
-    except PublishError as error:
+        if args.check:
+            return int(write_blocks(args.documents, folders, check=True) > 0)
+        written = publish(run_notebooks(args.run, args.report), args.to, args.max_kb)
+        write_blocks(args.documents, folders)
+        if args.gallery is not None:
+            shutil.copyfile(args.run / "figures" / NOTEBOOK["explanations"].name / "gallery.png", args.gallery)
+    except (PublishError, FileNotFoundError) as error:
         parser.error(str(error))
     for path in written:
         print(f"published {path} ({path.stat().st_size // 1024} KB)")

@@ -8,7 +8,7 @@ submitit (no daemon, no scheduler of our own):
    a run whose 00 failed re-runs it in its own task and fails alone). A task runs its run's
    notebooks in order with the local scheduler, so finished jobs are skipped exactly as in
    a local sweep;
-3. *report*: 07_analysis over every run below the runs root, after the array.
+3. *report*: 08_analysis over every run below the runs root, after the array.
 
 A task stopped by preemption or by its time limit is requeued by submitit with the same
 arguments (`RunTask` is `Checkpointable`); the training notebooks resume from their
@@ -38,15 +38,15 @@ import submitit
 import torch
 import yaml
 
+from clxai_utils.core.notebooks import REPORT_NOTEBOOK
 from clxai_utils.core.paths import repo_root
 from clxai_utils.core.validate import check_choice, check_positive, check_positive_int, int_at_least
-from clxai_utils.pipeline.execute import papermill_call, run_sweep
-from clxai_utils.pipeline.plan import Job, cached_names
+from clxai_utils.tools.execute import papermill_call, run_sweep
+from clxai_utils.tools.plan import Job, cached_names
 from clxai_utils.train.distributed import DEVICES_ENV, check_world_size
 
 CLUSTER_BACKENDS: tuple[str, ...] = ("slurm", "submitit-local", "debug")
 RESOURCES_FILE = "configs/cluster.yaml"
-REPORT_NOTEBOOK = "07_analysis"
 
 
 @dataclass(frozen=True)
@@ -217,7 +217,7 @@ def _task_log(folder: Path) -> Callable[[str], None]:
 
 
 def run_report(notebooks_dir: Path, runs_root: Path, report_dir: Path) -> None:
-    """07_analysis over every run below `runs_root`, as the sweep's last step; raises if it fails."""
+    """08_analysis over every run below `runs_root`, as the sweep's last step; raises if it fails."""
     report_dir.mkdir(parents=True, exist_ok=True)
     executed = report_dir / f"{REPORT_NOTEBOOK}.ipynb"
     parameters = {"runs_root": str(runs_root), "report_dir": str(report_dir)}
@@ -320,7 +320,7 @@ def make_executor(
     """A submitit executor of `backend` asking for `resources`.
 
     `aux`: the small prepare/report jobs (no GPU, `aux_time_min`). `nodes` x `tasks_per_node`
-    processes: one multi-node DDP training (`clxai_utils.train.launch --submit`).
+    processes: one multi-node DDP training (`clxai_utils.tools.launch --submit`).
     """
     check_choice("backend", backend, CLUSTER_BACKENDS)
     minutes = resources.aux_time_min if aux else resources.time_min

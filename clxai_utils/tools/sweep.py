@@ -1,11 +1,11 @@
 """The sweep command: run the pipeline notebooks with papermill over a grid of seeds.
 
-    python -m clxai_utils.pipeline.sweep --dataset cifar10 --profile quick --losses ce supcon triplet --seeds 0 1 2
-    python -m clxai_utils.pipeline.sweep --profile paper --seeds 0 1 2 3 4 --backend slurm --partition gpu --dry-run
+    python -m clxai_utils.tools.sweep --dataset cifar10 --profile quick --losses ce supcon triplet --seeds 0 1 2
+    python -m clxai_utils.tools.sweep --profile paper --seeds 0 1 2 3 4 --backend slurm --partition gpu --dry-run
 
 Re-running the same command resumes a stopped sweep; `--dry-run` lists the jobs, cached
-or to run. See `clxai_utils.pipeline.plan` for what counts as done. `--backend local`
-(the default) runs here; the others submit through submitit (`clxai_utils.pipeline.cluster`).
+or to run. See `clxai_utils.tools.plan` for what counts as done. `--backend local`
+(the default) runs here; the others submit through submitit (`clxai_utils.tools.cluster`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from clxai_utils.core.paths import runs_root as default_runs_root
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.validate import int_at_least
 from clxai_utils.data.sources import DataError
-from clxai_utils.pipeline.cluster import (
+from clxai_utils.tools.cluster import (
     CLUSTER_BACKENDS,
     Resources,
     add_resource_arguments,
@@ -31,8 +31,8 @@ from clxai_utils.pipeline.cluster import (
     resources_from_args,
     sweep_on_cluster,
 )
-from clxai_utils.pipeline.execute import JobResult, SweepResult, check_notebooks, run_sweep
-from clxai_utils.pipeline.plan import PIPELINE, Job, Step, format_plan, plan
+from clxai_utils.tools.execute import JobResult, SweepResult, check_notebooks, run_sweep
+from clxai_utils.tools.plan import PIPELINE, Job, Step, format_plan, plan
 from clxai_utils.train.distributed import DEVICES_ENV
 
 
@@ -76,7 +76,7 @@ def _closing_advice(result: SweepResult, command: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m clxai_utils.pipeline.sweep",
+        prog="python -m clxai_utils.tools.sweep",
         description="Run the pipeline notebooks over losses x seeds; re-run the same command to resume.",
     )
     parser.add_argument("--dataset", default="cifar10", help=f"one of {', '.join(DATASETS)} (default cifar10)")
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_resource_arguments(parser, per="run")
     parser.add_argument(
-        "--report-dir", default=None, help="where the cluster sweep's 07_analysis writes (default outputs/report)"
+        "--report-dir", default=None, help="where the cluster sweep's 08_analysis writes (default outputs/report)"
     )
     return parser
 
@@ -152,12 +152,12 @@ def main(argv: list[str] | None = None, *, pipeline: Sequence[Step] = PIPELINE) 
         parser.error(str(error))
     result = run_sweep(jobs, max_parallel=args.jobs, notebooks_dir=args.notebooks_dir, env=env)
     print(format_summary(result))
-    print(_closing_advice(result, shlex.join([sys.executable, "-m", "clxai_utils.pipeline.sweep", *argv])))
+    print(_closing_advice(result, shlex.join([sys.executable, "-m", "clxai_utils.tools.sweep", *argv])))
     return result.exit_code
 
 
 def _cluster_sweep(args: argparse.Namespace, jobs: Sequence[Job], first_step: str) -> int:
-    """The sweep through submitit (see `clxai_utils.pipeline.cluster`)."""
+    """The sweep through submitit (see `clxai_utils.tools.cluster`)."""
     notebooks = check_notebooks([] if args.dry_run else jobs, args.notebooks_dir)
     return sweep_on_cluster(
         jobs,

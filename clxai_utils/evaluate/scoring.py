@@ -1,0 +1,301 @@
+"""The scoring engine: every facet of one (model, method) on a set of images, as rows of the per-image table.
+
+06_metrics (`evaluate.facets`) scores the maps 05_explanations stored; the snapshots of
+07_accuracy_confound (`evaluate.snapshots`) and the precision diagnostic
+(`evaluate.diagnostics`) compute their maps here and score them the same way. Only two
+facets compute maps of their own: continuity (maps of a noisy copy of each image) and
+contrastivity (Grad-CAM maps of another class). Every metric runs on whole batches
+(`evaluate.metrics`). All-zero maps (no positive evidence at all) are flagged
+(`map_all_zero`) and every metric of such a row is NaN by definition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from clxai_utils.core.config import MetricsConfig
+from clxai_utils.core.registry import FACETS, METHOD_REGISTRY, METRICS
+from clxai_utils.core.run import Run
+from clxai_utils.data.datasets import Dataset, DatasetInfo
+from clxai_utils.data.sources import ImageSplit
+from clxai_utils.evaluate.metrics import (
+    add_input_noise,
+    attribution_localisation,
+    complexity_entropy,
+    contrast_classes,
+    make_baseline,
+    pixel_flipping,
+    pointing_game,
+    sparseness_gini,
+    ssim,
+    zero_maps,
+)
+from clxai_utils.explain.cams import explain
+from clxai_utils.explain.mosaics import Mosaics
+from clxai_utils.explain.store import (
+    ExplanationSet,
+    compute_explanations,
+    explained_mosaics,
+    mosaics_needed,
+    normalised_images,
+)
+
+
+class FacetClock:
+    """Seconds and images per facet, summed over models and methods."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.images: dict[str, int] = defaultdict(int)
+
+    def time(self, facet: str, n: int, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[facet] += time.perf_counter() - start
+        self.images[facet] += n
+        return out
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {
+                    "facet": f,
+                    "images": self.images[f],
+                    "seconds": round(self.seconds[f], 2),
+                    "images_per_s": round(self.images[f] / self.seconds[f], 1),
+                }
+                for f in FACETS
+                if f in self.seconds
+            ]
+        )
+
+
+def _faithfulness(
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, baseline: Tensor
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    result = pixel_flipping(
+        model,
+        x,
+        maps.maps.float(),
+        maps.targets,
+        pixels_per_step=params.pixels_per_step,
+        baseline=baseline,
+        batch_size=params.batch_size,
+    )
+    return {"pf_auc": result.auc}, result.curves, result.fractions
+
+
+def _continuity(
+    model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int
+) -> tuple[dict[str, Tensor], Tensor]:
+    """Same class, same method, on the noisy copy: only the input changes."""
+    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size)
+    return {"continuity_ssim": ssim(maps.maps.float(), noisy, **params.ssim_kwargs())}, noisy
+
+
+def _contrastivity(
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int, seed: int
+) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """The same method's map of one other class per image, drawn from (seed, image id)."""
+    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], seed)
+    contrast = explain(model, x, maps.method, others, batch_size)
+    return {"contrastivity_ssim": ssim(maps.maps.float(), contrast, **params.ssim_kwargs())}, contrast, others
+
+
+def _complexity(maps: ExplanationSet) -> dict[str, Tensor]:
+    return {
+        "sparseness_gini": sparseness_gini(maps.maps.float()),
+        "complexity_entropy": complexity_entropy(maps.maps.float()),
+    }
+
+
+def coherence_scores(coherence_maps: ExplanationSet, masks: Tensor, scored: Tensor) -> dict[str, Tensor]:
+    """Pointing Game and Attribution Localisation, kept only where the model recognises the image alone."""
+    maps = coherence_maps.maps.float()
+    out = {
+        "pointing_game": pointing_game(maps, masks),
+        "attribution_localisation": attribution_localisation(maps, masks),
+    }
+    return {name: values.masked_fill(~scored, float("nan")) for name, values in out.items()}
+
+
+def _rows(
+    base: dict[str, Any], maps: ExplanationSet, coherence_maps: ExplanationSet | None, values: dict[str, Tensor]
+) -> pd.DataFrame:
+    """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply)."""
+    zero = zero_maps(maps.maps)
+    coherence_zero = zero if coherence_maps is None else zero_maps(coherence_maps.maps)
+    columns: dict[str, Any] = {
+        **base,
+        "image_id": maps.image_ids.numpy(),
+        "label": maps.labels.numpy(),
+        "prediction": maps.predictions.numpy(),
+        "correct": (maps.predictions == maps.labels).numpy(),
+        "map_all_zero": zero.numpy(),
+        "coherence_map_all_zero": coherence_zero.numpy(),
+    }
+    for name, metric in METRICS.items():
+        column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
+        if metric.facet != "coherence":  # coherence reads its own map, whose zeros its metrics already mark
+            column = column.masked_fill(zero, float("nan"))
+        columns[name] = column.numpy()
+    return pd.DataFrame(columns)
+
+
+def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.DataFrame:
+    valid = curves[~curves.isnan().any(dim=1)]
+    return pd.DataFrame(
+        {
+            **base,
+            "step": range(len(fractions)),
+            "fraction": fractions.cpu().numpy(),
+            "mean": valid.mean(0).numpy(),
+            "std": valid.std(0).numpy(),
+            "n": len(valid),
+        }
+    )
+
+
+@dataclass
+class FacetInputs:
+    """What every (model, method) is scored on: the same images, noise, coherence masks and settings.
+
+    `masks` are the object masks coherence is scored against: the mosaics' (where the test
+    images have none) or the test images' own; None when there are neither.
+    """
+
+    x: Tensor
+    x_noisy: Tensor
+    masks: Tensor | None
+    baseline: Tensor
+    params: MetricsConfig
+    batch_size: int
+    seed: int
+
+
+def facet_inputs(x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run) -> FacetInputs:
+    """The inputs of the run's protocol for images `x`: noise drawn once from the run's seed, its baseline."""
+    params = run.settings.metrics
+    noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed))
+    baseline = make_baseline(params.baseline, info.mean, info.std)
+    return FacetInputs(x, noisy, masks, baseline, params, run.settings.explain.batch_size, run.seed)
+
+
+def coherence_source(split: ImageSplit, num_classes: int) -> str:
+    """Where coherence comes from for a test split: its own masks, 2x2 mosaics, or nowhere."""
+    if split.masks is not None:
+        return "the test images' own object masks"
+    return "2x2 mosaics" if mosaics_needed(split, num_classes) else "none (no masks and fewer than 4 classes)"
+
+
+@dataclass
+class ScoredBlock:
+    """One (model, method) scored: its rows of the per-image table, its mean PF curve, example maps."""
+
+    rows: pd.DataFrame
+    curves: pd.DataFrame
+    examples: dict[str, Tensor]
+
+
+def score_model(
+    model: nn.Module,
+    maps: ExplanationSet,
+    coherence_maps: ExplanationSet | None,
+    inputs: FacetInputs,
+    base: dict[str, Any],
+    clock: FacetClock,
+    step: Callable[[str], None] = lambda _facet: None,
+    n_examples: int = 4,
+) -> ScoredBlock:
+    """Every facet of one (model, method) as table rows starting with the `base` columns.
+
+    `coherence_maps` are the maps coherence reads against `inputs.masks`: the mosaics' maps,
+    or `maps` themselves where the test images have masks; None leaves coherence NaN.
+    `step(facet)` is called before each facet (progress reporting); the first `n_examples`
+    images keep their auxiliary maps for figures.
+    """
+    values, curves, fractions, extra = _score(model, maps, coherence_maps, inputs, clock, step)
+    examples = {k: v[:n_examples] for k, v in extra.items()} | {
+        "maps": maps.maps[:n_examples].float(),
+        "curves": curves[:n_examples],
+    }
+    if coherence_maps is not None:
+        examples["coherence_maps"] = coherence_maps.maps[:n_examples].float()
+    return ScoredBlock(_rows(base, maps, coherence_maps, values), _mean_curves(base, curves, fractions), examples)
+
+
+def _score(
+    model: nn.Module,
+    maps: ExplanationSet,
+    coherence_maps: ExplanationSet | None,
+    inputs: FacetInputs,
+    clock: FacetClock,
+    step: Callable[[str], None],
+) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
+    """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps."""
+    n = len(maps)
+    values: dict[str, Tensor] = {}
+    extra: dict[str, Tensor] = {}
+    step("faithfulness")
+    faithful, curves, fractions = clock.time(
+        "faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline
+    )
+    step("continuity")
+    continuity, extra["noisy_maps"] = clock.time(
+        "continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size
+    )
+    values |= faithful | continuity
+    step("contrastivity")
+    if METHOD_REGISTRY[maps.method].class_specific:  # a class-agnostic map (Eigen-CAM) has no contrastivity
+        contrast, extra["contrast_maps"], extra["contrast_classes"] = clock.time(
+            "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size, inputs.seed
+        )
+        values |= contrast
+    step("complexity")
+    values |= clock.time("complexity", n, _complexity, maps)
+    step("coherence")
+    if coherence_maps is not None and inputs.masks is not None:
+        scored = maps.predictions == maps.labels
+        values |= clock.time("coherence", n, coherence_scores, coherence_maps, inputs.masks, scored)
+    return values, curves, fractions, extra
+
+
+@dataclass
+class ScoringSet:
+    """Images scored on every facet, with what each facet needs: the inputs, and the mosaics if coherence uses them."""
+
+    split: ImageSplit
+    inputs: FacetInputs
+    mosaics: Mosaics | None
+
+
+def scoring_set(split: ImageSplit, data: Dataset, run: Run) -> ScoringSet:
+    """The run's protocol for the images of `split`: noise, baseline, and coherence masks (`coherence_source`)."""
+    mosaics = explained_mosaics(split, data.info, run.seed) if mosaics_needed(split, data.num_classes) else None
+    masks = split.masks if split.masks is not None else None if mosaics is None else mosaics.masks
+    return ScoringSet(split, facet_inputs(normalised_images(split, data.info), masks, data.info, run), mosaics)
+
+
+def explain_and_score(
+    model: nn.Module, scoring: ScoringSet, method: str, base: dict[str, Any], clock: FacetClock, batch_size: int
+) -> ScoredBlock:
+    """Maps of `method` computed here (not stored) exactly as 05 computes them, then every facet as 06 scores it."""
+    split, inputs = scoring.split, scoring.inputs
+    maps = compute_explanations(
+        model, (inputs.x, split.labels, split.ids), method, "predicted", batch_size=batch_size, progress=False
+    )
+    coherence_maps = maps if split.masks is not None else None
+    if scoring.mosaics is not None:
+        mosaic_batch = (scoring.mosaics.images, split.labels, split.ids)
+        coherence_maps = compute_explanations(
+            model, mosaic_batch, method, "true", batch_size=batch_size, progress=False
+        )
+    return score_model(model, maps, coherence_maps, inputs, base, clock)
