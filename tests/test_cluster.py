@@ -21,7 +21,7 @@ from test_sweep import Toy, run_name, toy_step
 from clxai_utils.core.artifacts import read_json
 from clxai_utils.core.run import Run
 from clxai_utils.data.sources import write_synthetic_imagefolder
-from clxai_utils.pipeline import cluster as C
+from clxai_utils.tools import cluster as C
 from clxai_utils.tools.sweep import main
 
 TOY_PIPELINE = [
