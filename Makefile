@@ -117,7 +117,7 @@ smoke-notebooks: $(STAMP)
 # local executors (a failing run isolated, finished runs skipped, a task requeued at its time limit), and the
 # real smoke grid through the debug executor.
 cluster-tests: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "cluster or notebooks" tests/test_distributed.py tests/test_cluster.py
+	$(PY) -m pytest -q -p no:cacheprovider -m "cluster or notebooks" tests/train/test_distributed.py tests/tools/test_cluster.py
 
 # nbval re-executes each smoke-executed notebook and compares the cells marked NBVAL_CHECK_OUTPUT
 # with the first execution: the smoke path must be deterministic.

@@ -1,6 +1,6 @@
 """Neuron-labelling scorers and scores (clxai_utils.neurons) against hand-computed cases.
 
-Expected numbers are worked out from the formulas of ../shared/reference/neuron_labelling.md
+Expected numbers are worked out from the formulas of docs/method.md ("Part II: neuron labels")
 by hand (written as literals or as scalar arithmetic here), never by calling the code under test.
 """
 

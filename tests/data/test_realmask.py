@@ -132,7 +132,7 @@ def test_mask_set_checks_and_subset(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not ARCHIVE.is_file(), reason=f"the shared archive {ARCHIVE} is absent (see ../shared/data/README.md)"
+    not ARCHIVE.is_file(), reason=f"the realmask32 archive {ARCHIVE} is absent beside the clone"
 )
 def test_shared_archive_matches_its_readme() -> None:
     masks = load_realmask(ARCHIVE, CIFAR10_CLASSES)

@@ -10,7 +10,7 @@ import yaml
 from clxai_utils.core.config import load_profile, load_profiles, profiles_path
 from clxai_utils.core.validate import ConfigError
 
-# The paper's Table 2 (METHOD.md): epochs, batch, optimiser, lr, weight decay, warm-up, temperature, margin.
+# The paper's Table 2 (docs/method.md, "Training"): epochs, batch, optimiser, lr, weight decay, warm-up, temperature, margin.
 TABLE2 = {
     ("cifar10", "ce"): (200, 128, "sgd", 0.1, 5e-4, 0, None, None),
     ("cifar10", "supcon"): (500, 256, "sgd", 0.5, 1e-4, 10, 0.07, None),
