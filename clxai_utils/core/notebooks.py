@@ -127,7 +127,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         "neuron_labels",
         "09_neuron_labels",
         "Neuron labels",
-        "Part II: labelling the networks' units with text (Contrastive Semantic Projection)",
+        "labels the networks' units with text (Contrastive Semantic Projection)",
         "neurons.units.run_activations",
         "models/",
         "neurons/<loss>/, results/neuron_*.csv",
@@ -154,12 +154,3 @@ def footer(name: str) -> str:
         after = NOTEBOOKS[i + 1]
         links.append(f"[{after.number} · {after.title} →]({after.file})")
     return " · ".join(links)
-
-
-def markdown_table() -> str:
-    """The notebooks as a Markdown table (the README's), in execution order."""
-    lines = ["| notebook | what it does | writes (below the run folder) |", "|---|---|---|"]
-    for nb in NOTEBOOKS:
-        part = " (Part II)" if nb.part == "II" else ""
-        lines.append(f"| [`{nb.name}`](notebooks/{nb.file}){part} | {nb.summary} | `{nb.writes}` |")
-    return "\n".join(lines) + "\n"

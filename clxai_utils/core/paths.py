@@ -55,10 +55,14 @@ def data_dir() -> Path:
 
 
 def display_path(path: str | os.PathLike[str]) -> str:
-    """`path` relative to the repository (e.g. `outputs/...`, `../shared/...`) for printing in notebooks.
+    """`path` relative to the repository (e.g. `outputs/...`) for printing in notebooks.
 
     Executed notebooks are committed and read on other machines: absolute paths would say
-    nothing there. Non-path sources such as "torchvision" pass through unchanged.
+    nothing there, so a path outside the repository shows only its name. Non-path sources
+    such as "torchvision" pass through unchanged.
     """
     text = os.fspath(path)
-    return os.path.relpath(text, repo_root()) if os.path.isabs(text) else text
+    if not os.path.isabs(text):
+        return text
+    relative = os.path.relpath(text, repo_root())
+    return f"{Path(text).name} (outside the repository)" if relative.startswith("..") else relative

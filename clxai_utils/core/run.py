@@ -4,23 +4,8 @@ Every stage function takes a `Run` first, and asks it where to read and write, s
 layout below is spelled here and nowhere else. The default root is
 `outputs/runs/<dataset>-<profile>-seed<k>/` whether a notebook runs in JupyterLab, under
 papermill or in a sweep, so runs of different profiles or seeds never collide and
-08_analysis finds all of them::
-
-    <root>/data/manifest.json                       00  the images of this run
-    <root>/models/<loss>/{checkpoint,model,probe}.pt 01-04
-    <root>/models/<loss>/history.csv
-    <root>/results/accuracy.{csv,json}               04
-    <root>/explanations/<loss>/<method>[_mosaics].pt 05
-    <root>/explanations/<loss>/<method>_masks.pt      05  the external images with masks (mask_source)
-    <root>/results/{facets.csv,facets.json,pf_curves.csv} 06
-    <root>/results/coherence_masks.csv               06  coherence on the external images with masks
-    <root>/models/<loss>/snapshots/epoch<k>[.probe].pt  01-03, 07  weights kept during training (and their probes)
-    <root>/results/snapshot_{facets,accuracy}.csv    07  every snapshot scored like the final models
-    <root>/results/snapshots/<loss>-epoch<k>.{csv,json} 07  one block per snapshot, reused by a rerun
-    <root>/neurons/<loss>/activations_<layer>.pt     09  unit activations on the test images
-    <root>/results/neuron_*.csv                      09  planted-concept trials and recovery, units, loss tests
-    <root>/figures/<notebook>/*.png                  figures of each notebook
-    <root>/notebooks/<notebook>.{ipynb,log,done.json} sweeps: executed notebooks and markers
+08_analysis finds all of them. `Run.layout()` lists every artefact with an example path;
+docs/artefacts.md is generated from it.
 """
 
 from __future__ import annotations
@@ -135,9 +120,11 @@ class Run:
 
     @property
     def neuron_paths(self) -> dict[str, Path]:
-        """The tables of 09: planted-concept trials and recovery rates, the units of every loss, the loss tests,
-        their Markdown summaries (for the README), and, only when a CLIP model is given, the text labels
-        with their simulation correlation."""
+        """The tables of 09: planted-concept trials and recovery, units, loss tests, summaries, CLIP labels.
+
+        The Markdown summaries feed docs/results.md; the text labels with their simulation
+        correlation exist only when a CLIP model is given.
+        """
         names = ("planted_trials", "planted", "units", "loss_tests", "clip_labels")
         paths = {name: self.root / "results" / f"neuron_{name}.csv" for name in names}
         paths |= {f"{name}_md": self.root / "results" / f"neuron_{name}.md" for name in ("planted", "units")}
@@ -151,3 +138,35 @@ class Run:
     def notebooks_dir(self) -> Path:
         """Executed notebooks, logs and completion markers of a sweep."""
         return self.root / "notebooks"
+
+    def layout(self) -> list[tuple[str, Path, str]]:
+        """Every artefact accessor with an example path (first loss, method and kind) and its docstring's first line.
+
+        `docs/artefacts.md` is generated from this (`clxai_utils.tools.publish`), so the documented
+        layout is the one the code uses.
+        """
+        loss, method = LOSSES[0], METHODS[0]
+        examples: list[tuple[str, Path | dict[str, Path]]] = [
+            ("manifest_path", self.manifest_path),
+            (f"model_dir({loss!r})", self.model_dir(loss)),
+            ("accuracy_path", self.accuracy_path),
+            *(
+                (f"explanation_path({loss!r}, {method!r}, {k!r})", self.explanation_path(loss, method, k))
+                for k in EXPLANATION_KINDS
+            ),
+            ("facets_paths", self.facets_paths),
+            ("coherence_masks_path", self.coherence_masks_path),
+            ("snapshot_paths", self.snapshot_paths),
+            (f"snapshot_block_path({loss!r}, 5)", self.snapshot_block_path(loss, 5)),
+            (f"neuron_activations_path({loss!r}, 'layer4')", self.neuron_activations_path(loss, "layer4")),
+            ("neuron_paths", self.neuron_paths),
+            ("figures_dir('00_data')", self.figures_dir("00_data")),
+            ("notebooks_dir", self.notebooks_dir),
+        ]
+        rows = []
+        for call, value in examples:
+            doc = (getattr(Run, call.split("(")[0]).__doc__ or "").strip().split("\n")[0]
+            paths = value.items() if isinstance(value, dict) else [("", value)]
+            for key, path in paths:
+                rows.append((f"{call}[{key!r}]" if key else call, path.relative_to(self.root), doc))
+        return rows
