@@ -5,9 +5,9 @@ row), as transcribed by a companion repository of one of its authors and not che
 the PDF. `load_published` reads it strictly, so a typo there is an error and never a row that
 silently goes missing. `paper_comparison` puts our Table 4 numbers (the same function,
 `tables.table4_numeric`) beside the published ones, with the gap in units of the paper's std;
-`paper_markdown` formats that for the report. `paper_verdicts` states, per claim of
-`claims.py`, what the paper itself concludes and what its published means alone show, so the
-report can say where our verdicts and the authors' differ.
+`paper_display` and `paper_markdown` format that for the report. `paper_verdicts` states, per
+claim of `claims.py`, what the paper itself concludes and what its published means alone show,
+so the report can say where our verdicts and the authors' differ.
 """
 
 from __future__ import annotations
@@ -333,8 +333,9 @@ def table_protocols(table: pd.DataFrame) -> list[str]:
     return [c.removeprefix("ours_mean_") for c in table.columns if str(c).startswith("ours_mean_")]
 
 
-def paper_markdown(table: pd.DataFrame) -> str:
-    """`paper_comparison` as a Markdown table (`report.markdown_table`).
+def paper_display(table: pd.DataFrame) -> pd.DataFrame:
+    """`paper_comparison` as text cells, one column per shown field: what `paper_markdown` prints and
+    what `report.write_report` can write as <name>.csv and <name>.md.
 
     Columns: metric | data set | loss | paper | ours (corrected) [| ours (authors)] | gap
     (paper std). A profile or a method column appears only when the table holds several (the
@@ -359,7 +360,12 @@ def paper_markdown(table: pd.DataFrame) -> str:
     for protocol in protocols:
         header = "gap (paper std)" if len(protocols) == 1 else f"gap (paper std, {protocol})"
         shown[header] = [_gap_cell(g) for g in table[f"gap_{protocol}"]]
-    return markdown_table(pd.DataFrame(shown, dtype=object))
+    return pd.DataFrame(shown, dtype=object)
+
+
+def paper_markdown(table: pd.DataFrame) -> str:
+    """`paper_comparison` as a Markdown table (`paper_display`'s cells through `report.markdown_table`)."""
+    return markdown_table(paper_display(table))
 
 
 def paper_note(published: PublishedResults | None = None) -> str:

@@ -222,8 +222,9 @@ def test_one_ours_column_per_protocol() -> None:
 
 
 def test_paper_markdown_cells() -> None:
-    text = paper.paper_markdown(paper.paper_comparison(small_results()))
-    lines = text.splitlines()
+    comparison = paper.paper_comparison(small_results())
+    assert paper.paper_display(comparison).shape == (len(comparison), 6)
+    lines = paper.paper_markdown(comparison).splitlines()
     assert lines[0] == "| metric | data set | loss | paper | ours (corrected) | gap (paper std) |"
     assert "| Accuracy (%) ↑ | cifar10 | CE | 95.32 (0.10) | 95.50 ± 0.71 (2 seeds) | +1.8 |" in lines
     assert "| PF AUC ↓ | cifar10 | CE | 0.37 (0.01) | 0.380 ± 0.014 (2 seeds) | +1.0 |" in lines
