@@ -16,6 +16,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib import MatplotlibDeprecationWarning
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name, ordered
@@ -200,15 +201,22 @@ def _grid(n: int, ncols: int = 4, size: float = 2.4) -> tuple[plt.Figure, np.nda
     return fig, axes.flat[:n]
 
 
-def _finish_grid(fig: plt.Figure, axes: np.ndarray, legend_title: str) -> None:
-    """Tight layout, then one shared legend beside the last panel.
+def _finish_grid(fig: plt.Figure, axes: np.ndarray, legend_title: str, handles: Sequence[Any] | None = None) -> None:
+    """Tight layout, then one shared legend beside the last panel, one entry per label.
 
     After tight_layout, so the legend takes an empty grid cell (or widens the saved figure)
-    instead of a panel's room.
+    instead of a panel's room. `handles` (artists with labels) replace the first panel's.
     """
     fig.tight_layout()
+    if handles is None:
+        found, labels = axes[0].get_legend_handles_labels()
+        unique = dict(zip(labels, found))  # a label drawn once per seed is listed once
+        handles, labels = list(unique.values()), list(unique)
+    else:
+        labels = [h.get_label() for h in handles]
     axes[-1].legend(
-        *axes[0].get_legend_handles_labels(),
+        handles,
+        labels,
         fontsize=7,
         title=legend_title,
         title_fontsize=7,
@@ -338,34 +346,29 @@ def plot_facets_vs_accuracy(
     means = means.reset_index()
     palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
     styles: dict[Any, str] = dict(zip(METHODS, ("-", "--")))
+    losses, methods = ordered(means["loss"], LOSSES), ordered(means["method"], METHODS)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
         for (loss, method, _), group in means.groupby(["loss", "method", "seed"], sort=False):
             group = group.sort_values("epoch")
             if group[metric].isna().all():
                 continue
-            label = f"{display_name(str(loss))}, {display_name(str(method))}"
-            ax.plot(
-                100 * group["accuracy"],
-                group[metric],
-                styles.get(method, ":"),
-                color=palette.get(loss),
-                lw=1,
-                label=label,
-            )
+            ax.plot(100 * group["accuracy"], group[metric], styles.get(method, ":"), color=palette.get(loss), lw=1)
             last = group[group["final"]]
             ax.scatter(100 * last["accuracy"], last[metric], s=25, color=palette.get(loss))
         ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
         ax.set_xlabel("accuracy (%)", fontsize=8)
         ax.tick_params(labelsize=8)
-    handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[0].legend(unique.values(), unique.keys())
+    # One legend entry per loss (colour) and per method (line style), however many seeds draw a line.
+    handles = [Line2D([], [], color=palette.get(loss), lw=1.5, label=display_name(loss)) for loss in losses]
+    handles += [
+        Line2D([], [], color="0.35", lw=1, ls=styles.get(method, ":"), label=display_name(method)) for method in methods
+    ]
+    handles.append(Line2D([], [], color="0.35", marker="o", ms=5, ls="", label="final model"))
     fig.suptitle(
         f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): facets of every snapshot vs its accuracy", fontsize=10
     )
-    _finish_grid(fig, axes, "loss, method")
-    axes[0].get_legend().remove()
+    _finish_grid(fig, axes, "loss, method", handles)
     return fig
 
 

@@ -216,6 +216,13 @@ def _evidence(row: pd.Series | Mapping[str, Any]) -> str:
     return text
 
 
+#: The columns of `claims`' table (also when it has no row).
+CLAIM_COLUMNS = (
+    *("claim", "statement", "dataset", "profile", "method", "metric", "expected", "verdict", "basis", "n"),
+    *("median_diff", "r", "p_holm", "n_seeds", "seed_p_t", "evidence"),
+)
+
+
 def _claim_rows(comparisons: pd.DataFrame, claim: Claim, alpha: float) -> list[dict[str, Any]]:
     match = sort_runs(
         comparisons[
@@ -314,7 +321,7 @@ def claims(loss_comparisons: pd.DataFrame, method_comparisons: pd.DataFrame, alp
         ]
         for (_, method), group in sort_runs(triplet).groupby(["profile", "method"], sort=False):
             rows.append(_majority_row(group, claim.claim, claim.statement, claim.expected, str(method), alpha))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)  # no rows (one loss, one method): empty, with the columns
 
 
 _SIGNIFICANT = "significant: p_holm < {alpha:g} over images and, with 2+ seeds, seed-level t-test p < {alpha:g}"

@@ -125,8 +125,9 @@ def level_claims(comparisons: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame
         empty_methods = group.iloc[0:0]
         verdicts = claims_module.claims(group, empty_methods, alpha)
         parts.append(verdicts.assign(level=level))
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return table
+    if not parts:  # nothing compared (one loss swept): no claim decided at any level
+        return pd.DataFrame(columns=[*claims_module.CLAIM_COLUMNS, "level"])
+    return pd.concat(parts, ignore_index=True)
 
 
 def survival(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -137,6 +138,8 @@ def survival(verdicts: pd.DataFrame) -> pd.DataFrame:
     models" otherwise.
     """
     keys = ["claim", "dataset", "profile", "method", "metric"]
+    if verdicts.empty:  # one loss swept: no claim to follow across levels
+        return pd.DataFrame(columns=[*keys, *LEVELS, "survives"])
     wide = verdicts.pivot_table(index=keys, columns="level", values="verdict", aggfunc="first").reset_index()
     for level in LEVELS:
         if level not in wide:

@@ -325,11 +325,43 @@ def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: di
     }
 
 
+#: The columns of a comparison table after the `within` columns (`_comparison_row`'s, with p_holm after p).
+COMPARISON_COLUMNS = (
+    *("metric", "facet", "better", "a", "b", "n", "n_dropped", "median_a", "median_b", "median_diff", "mean_diff"),
+    *("W", "p", "p_holm", "r", "direction", "winner", "reason", "n_seeds", "seed_mean_diff", "seed_t", "seed_p_t"),
+    *("seed_p_wilcoxon", "seed_winner", "seed_reason"),
+)
+
+
+def two_conditions_note(table: pd.DataFrame, by: str = "loss") -> str:
+    """The empty string when `table` holds two or more values of `by` (losses, methods) to compare, else the sentence saying so.
+
+    A sweep of one loss (`--losses ce`) is a valid run: its tables are reported as they are,
+    and the comparisons (their tests, claims and verdicts) come out empty with this note.
+    """
+    present = sorted(map(str, table[by].dropna().unique())) if by in table.columns else []
+    if len(present) >= 2:
+        return ""
+    held = f"only the {by} {present[0]!r}" if present else f"no {by} at all"
+    plural = {"loss": "losses"}.get(by, f"{by}s")
+    return (
+        f"These results hold {held}: comparisons of {plural} need two of them, so the paired tests, "
+        f"claims and verdicts below are empty; the tables of the {by} present are reported as they are."
+    )
+
+
 def _compare(
     facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]
 ) -> pd.DataFrame:
-    """One comparison row per group of `within`, metric and pair present; Holm over all rows."""
+    """One comparison row per group of `within`, metric and pair present; Holm over all rows.
+
+    With fewer than two values of `by` in `facets` (one loss swept) there is nothing to compare:
+    an empty table with the comparison columns (`two_conditions_note` says why). Two or more
+    values of which no pair is asked for is an error.
+    """
     _check_columns(facets, [*KEYS, by, *within, *metrics], "facets")
+    if two_conditions_note(facets, by):
+        return pd.DataFrame(columns=[*within, *COMPARISON_COLUMNS])
     rows = []
     for group, subset in facets.groupby(within, sort=True):
         where = dict(zip(within, group))

@@ -8,6 +8,7 @@ functions call these instead of writing their own twins.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -27,11 +28,41 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     return str(value)
 
 
-def check_choices(name: str, values: Iterable[str], allowed: Iterable[str]) -> list[str]:
-    """A non-empty list of distinct allowed values (a lone string is a common papermill slip)."""
+def list_from_text(name: str, text: str, example: Sequence[str] = ()) -> list[Any]:
+    """A list given as text, as papermill's `-p name value` delivers it: a JSON or YAML list
+    ('["ce", "supcon"]', "[ce, supcon]") becomes that list, a single word ("ce") a list of it.
+
+    Anything else (a mapping, a number, "ce supcon") is an error that says how to pass a list.
+    """
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if isinstance(loaded, list):
+        return loaded
+    word = text.strip()
+    if word and all(ch.isalnum() or ch in "_-." for ch in word):
+        return [word]
+    shown = list(example) or ["a", "b"]
+    as_json = json.dumps(shown)
+    raise ConfigError(
+        f"{name} must be a list such as {as_json}, got the string {text!r}. With papermill give a list as "
+        f"-y '{name}: {as_json}' (YAML, the list itself) or as -p/-r {name} '{as_json}' (a JSON string, read here); "
+        f"a single value alone as -p {name} {shown[0]}"
+    )
+
+
+def check_choices(name: str, values: Iterable[str] | str, allowed: Iterable[str]) -> list[str]:
+    """A non-empty list of distinct allowed values.
+
+    A string is read as papermill's `-p losses '["ce"]'` delivers a list (`list_from_text`):
+    '["ce", "supcon"]' and "ce" are accepted, as ["ce", "supcon"] and ["ce"].
+    """
     allowed = tuple(allowed)
     if isinstance(values, str):
-        raise ConfigError(f"{name} must be a list such as {list(allowed)}, got the string {values!r}")
+        values = list_from_text(name, values, allowed)
     values = list(values)
     if not values or len(set(values)) != len(values):
         raise ConfigError(f"{name} must be a non-empty list of distinct values from {list(allowed)}, got {values}")

@@ -40,10 +40,12 @@ from clxai_utils.data.sources import (
     cached_split,
     extract_archive,
     find_imagefolder_root,
+    from_repo_root,
     is_archive,
     list_imagefolder,
     load_torchvision_cifar10,
     no_data_message,
+    relative_path_note,
     resolve_source,
 )
 
@@ -84,7 +86,7 @@ SPECS: dict[str, DatasetSpec] = {
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A data set's constants once loaded: normalisation statistics and input size (METHOD.md section 1)."""
+    """A data set's constants once loaded: normalisation statistics and input size (docs/method.md, "Training")."""
 
     name: str
     mean: Statistics
@@ -324,9 +326,12 @@ def resolve_mask_source(mask_source: str | None) -> str | None:
         mask_source = os.environ.get(MASK_SOURCE_ENV, "")
     if mask_source == "":
         return None
-    if not isinstance(mask_source, str) or not Path(mask_source).expanduser().exists():
-        raise DataError(f"mask_source={mask_source!r} does not exist; give a folder or archive of images with masks")
-    return str(Path(mask_source).expanduser().resolve())
+    if not isinstance(mask_source, str) or not from_repo_root(mask_source).exists():
+        where = relative_path_note(mask_source) if isinstance(mask_source, str) else ""
+        raise DataError(
+            f"mask_source={mask_source!r} does not exist{where}; give a folder or archive of images with masks"
+        )
+    return str(from_repo_root(mask_source).resolve())
 
 
 def load_dataset(
@@ -381,7 +386,7 @@ def load_dataset(
 def augmentation_examples(
     split: ImageSplit | FileSplit, size: int, generator: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    """The paper's augmentations (METHOD.md section 1) applied to the images of `split`, for a figure.
+    """The paper's augmentations (docs/method.md, "Training") applied to the images of `split`, for a figure.
 
     Floats in [0, 1], one row per name: the image as evaluated, a CE view, two SupCon views.
     In memory (CIFAR-10, small image folders): crop with padding + flip; RandomResizedCrop(scale

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from clxai_utils.core.artifacts import atomic_path, read_json, write_json
-from clxai_utils.core.paths import data_dir
+from clxai_utils.core.paths import data_dir, repo_root
 from clxai_utils.data.geometry import EVAL_SIZE, resize_center_crop
 
 SPLITS = ("train", "test")
@@ -104,7 +104,19 @@ def no_data_message(dataset: str) -> str:
         "  2. data_source='/path/to/ROOT' where ROOT/{train,test}/<class>/*.png|jpg is an image-folder tree;\n"
         "  3. data_source='/path/to/archive.tar.gz' holding such a tree (extracted once under data/).\n"
         f"In a sweep or CI, export {SOURCE_ENV}=<one of the above> instead of passing the parameter; "
-        "this repository's CI uses ../shared/data/cifar10_jpeg.tar.gz."
+        "CI uses a JPEG copy of CIFAR-10 as a .tar.gz (option 3)."
+    )
+
+
+def download_failed_message(err: BaseException) -> str:
+    """What to do when torchvision's CIFAR-10 download fails (an offline machine, a proxy, a bad checksum)."""
+    return (
+        f"the official CIFAR-10 download failed ({type(err).__name__}: {err}). "
+        f"data_source was 'torchvision', or 'auto' with {SOURCE_ENV} unset, so the images were to be downloaded; "
+        "on a machine without internet give them instead: the data_source parameter "
+        f"(-p data_source PATH) or the environment variable {SOURCE_ENV}=PATH, where PATH is a folder "
+        "ROOT/{train,test}/<class>/*.png|jpg or the CIFAR-10 .tar.gz of such a tree "
+        "(a relative PATH is read from the repository root).\n" + no_data_message("cifar10")
     )
 
 
@@ -116,10 +128,30 @@ def resolve_source(data_source: str | None) -> str:
         raise DataError(f"data_source must be 'auto', 'torchvision' or a path, got {data_source!r}")
     if data_source == "torchvision":
         return data_source
-    path = Path(data_source).expanduser()
+    path = from_repo_root(data_source)
     if not path.exists():
-        raise DataError(f"data_source={data_source!r} does not exist.\n" + no_data_message("cifar10"))
+        raise DataError(
+            f"data_source={data_source!r} does not exist{relative_path_note(data_source)}.\n"
+            + no_data_message("cifar10")
+        )
     return str(path.resolve())
+
+
+def from_repo_root(path: str | os.PathLike[str]) -> Path:
+    """`path` with `~` expanded, a relative one read from the repository root, not from the cwd.
+
+    JupyterLab starts a kernel in notebooks/, papermill (make, the sweep) in the caller's folder:
+    the same relative `data_source` would name two places.
+    """
+    expanded = Path(path).expanduser()
+    return expanded if expanded.is_absolute() else repo_root() / expanded
+
+
+def relative_path_note(path: str | os.PathLike[str]) -> str:
+    """For an error about a missing path: where a relative one was looked for."""
+    if Path(path).expanduser().is_absolute():
+        return ""
+    return f" (a relative path is read from the repository root: looked for {repo_root() / Path(path)})"
 
 
 def is_archive(path: Path) -> bool:
@@ -286,7 +318,8 @@ def load_torchvision_cifar10() -> tuple[tuple[str, ...], ImageSplit, ImageSplit]
         try:
             ds = CIFAR10(root, train=train, download=True)
         except Exception as err:  # no network, proxy errors, md5 mismatch: all end the same way
-            raise DataError(f"the official CIFAR-10 download failed ({err}).\n" + no_data_message("cifar10")) from err
+            # `from None`: the message says all there is; urllib's 60-line traceback would bury it
+            raise DataError(download_failed_message(err)) from None
         images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         splits.append(ImageSplit(images, torch.tensor(ds.targets, dtype=torch.long), torch.arange(len(ds.targets))))
     return tuple(ds.classes), splits[0], splits[1]

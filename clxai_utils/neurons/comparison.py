@@ -199,3 +199,24 @@ def clip_unit_labels(
         for scorer, label_embeddings in scorers:
             tables.append(text_labels(loss, chosen, select, held_out, label_embeddings, labels, [scorer]))
     return pd.concat(tables, ignore_index=True)
+
+
+def attribute_recovery(trials: pd.DataFrame, space: str | None = None, by_rho: bool = False) -> pd.DataFrame:
+    """Per (space, scorer, attribute): the share of planted-concept trials whose label names T and C.
+
+    `trials` is `planted.run_trials`' table (one row per trial and scorer). `recovery_table` pools
+    the attributes, which hides a scorer that names some attributes almost always and others
+    rarely (a pooled 0.50 may be two attributes at 1.0 and two at 0.0); this keeps them apart.
+    Pooled over seeds, and over rho unless `by_rho`; `space` keeps the trials of one space.
+    """
+    missing = sorted({"space", "scorer", "attribute", "rho", "names_T", "names_C"} - set(trials.columns))
+    if missing:
+        raise ValueError(f"trials lacks column(s) {missing}; pass planted.run_trials' table")
+    if space is not None:
+        if space not in set(trials["space"]):
+            raise ValueError(f"no trials in space {space!r}; present: {list(dict.fromkeys(trials['space']))}")
+        trials = trials[trials["space"] == space]
+    keys = ["space", "scorer", "attribute", *(["rho"] if by_rho else [])]
+    grouped = trials.groupby(keys, sort=False)
+    table = grouped.agg(names_T=("names_T", "mean"), names_C=("names_C", "mean"), trials=("names_T", "size"))
+    return table.reset_index()

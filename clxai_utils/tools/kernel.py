@@ -16,10 +16,19 @@ Two lines that every notebook execution used to print look like warnings but are
 Run as a module, this is papermill's own command line with these kernels:
 
     python -m clxai_utils.tools.kernel in.ipynb out.ipynb -p seed 1
+
+and one check papermill leaves out: a parameter the notebook's `parameters` cell does not
+assign (a typo, a name of another notebook) stops the call with exit status 2 and the
+allowed names, where papermill itself only warns "Passed unknown parameter" and runs the
+notebook with its defaults.
 """
 
 from __future__ import annotations
 
+import base64
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.manager import AsyncKernelManager, KernelManager
@@ -67,12 +76,78 @@ def use_quiet_kernels_in_papermill() -> None:
         papermill_engines.register(name, QuietEngine)
 
 
-def main() -> None:
-    """papermill's command line, with quiet kernels."""
+#: Exit status of a call naming a parameter the notebook does not take (click's for usage errors).
+UNKNOWN_PARAMETER_EXIT = 2
+#: Parameters papermill injects itself (--inject-paths), never assigned in a parameters cell.
+_INJECTED = ("PAPERMILL_INPUT_PATH", "PAPERMILL_OUTPUT_PATH")
+
+
+def notebook_parameters(notebook: str | Path) -> list[str]:
+    """The names the notebook's `parameters` cell assigns, as papermill reads them (in cell order)."""
+    import papermill
+
+    return list(papermill.inspect_notebook(str(notebook)))
+
+
+def unknown_parameters_message(notebook: str | Path, given: Iterable[str]) -> str | None:
+    """None if every name in `given` is a parameter of `notebook`, else the error naming the first unknown one."""
+    allowed = notebook_parameters(notebook)
+    unknown = [name for name in given if name not in allowed and name not in _INJECTED]
+    if not unknown:
+        return None
+    names = ", ".join(repr(name) for name in unknown)
+    plural = "s" if len(unknown) > 1 else ""
+    return (
+        f"unknown parameter{plural} {names} for {Path(notebook).stem}; "
+        f"allowed: {', '.join(allowed) if allowed else '(none: the notebook has no parameters cell)'}"
+    )
+
+
+def given_parameter_names(options: Mapping[str, Any]) -> list[str]:
+    """The parameter names of papermill's parsed options (-p, -r, -y, -f, -b), read as papermill reads them."""
+    import yaml
+    from papermill.iorw import read_yaml_file
+
+    names: dict[str, None] = {}
+    texts = [base64.b64decode(text) for text in options.get("parameters_base64") or ()]
+    texts += list(options.get("parameters_yaml") or ())
+    for loaded in [yaml.safe_load(text) for text in texts] + [
+        read_yaml_file(f) for f in options.get("parameters_file") or ()
+    ]:
+        names.update(dict.fromkeys(map(str, loaded or {})))
+    for name, _ in [*(options.get("parameters") or ()), *(options.get("parameters_raw") or ())]:
+        names[str(name)] = None
+    return list(names)
+
+
+def check_parameters(args: Sequence[str]) -> str | None:
+    """The unknown-parameter error of papermill's command line `args`, or None (also where papermill will
+    report a problem of its own: bad options, no local input notebook, --help-notebook)."""
+    import click
     from papermill.cli import papermill
 
+    try:
+        ctx = papermill.make_context("papermill", list(args), resilient_parsing=True)
+        options = ctx.params
+        notebook = options.get("notebook_path")
+        if options.get("help_notebook") or not notebook or not Path(notebook).is_file():
+            return None
+        given = given_parameter_names(options)
+    except (click.exceptions.Exit, click.ClickException, ValueError, OSError):
+        return None  # papermill's own parsing reports these below
+    return unknown_parameters_message(notebook, given)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """papermill's command line, with quiet kernels; an unknown parameter exits with status 2 before any kernel starts."""
+    from papermill.cli import papermill
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if problem := check_parameters(args):
+        print(f"Error: {problem}", file=sys.stderr)
+        raise SystemExit(UNKNOWN_PARAMETER_EXIT)
     use_quiet_kernels_in_papermill()
-    papermill(prog_name="papermill")
+    papermill.main(args=args, prog_name="papermill")
 
 
 if __name__ == "__main__":
