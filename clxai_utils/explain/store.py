@@ -193,7 +193,8 @@ def compute_explanations(
         raise ValueError(f"maps_dtype must be one of {[str(d) for d in MAP_DTYPES]}, got {maps_dtype}")
     meta = _full_meta(meta, method, target)
     parts: dict[str, list[Tensor]] = {name: [] for name in ("maps", "logits", *_INDEX_FIELDS)}
-    for x, y, ids in progress_bar(_as_batches(batches), desc=method, disable=not progress):
+    label = " ".join(str(meta[key]) for key in ("loss", "method", "kind") if key in meta)  # e.g. "ce gradcam test"
+    for x, y, ids in progress_bar(_as_batches(batches), desc=label, disable=not progress):
         x = _check_images(x)
         with _explanation_mode(model) as device, torch.no_grad():
             logits = model(x.to(device)).float().cpu()
