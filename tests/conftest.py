@@ -1,32 +1,42 @@
-"""Unit tests compute in float32, the reference precision, whatever the CPU offers, and read no mask source
-from the environment.
+"""Every test computes in float32 and reads no mask source from the environment, whichever tests run.
 
-`clxai_utils.core.precision` resolves ``auto`` to bf16 on CPUs with native bf16, and bf16
-changes values in their third significant digit; the comparisons with quantus, scikit-image
-and pytorch-grad-cam, and the hand-computed cases, are exact in float32. Tests of the switch
-itself set their own precision. The notebook, multi-process and pinned stages keep ``auto``,
-as `make run` does, so that the models they train and reuse agree on one precision: the
-switch is set for the whole session (module fixtures train before any test runs) when no
-collected test belongs to those stages. `make` exports $CLXAI_MASK_SOURCE (CIFAR-10's real
-photographs) for its pipelines; unit tests give their runs a mask source explicitly or none.
+`clxai_utils.core.precision` resolves ``auto`` to bf16 on CPUs with native bf16, and bf16 changes values in
+their third significant digit; the comparisons with quantus, scikit-image and pytorch-grad-cam, and the
+hand-computed cases, are exact in float32, and the smoke notebooks and the multi-process tests give the same
+results on hosts with and without native bf16 only when all of them compute in float32. So one session-wide
+fixture sets ``CLXAI_PRECISION=float32`` before any fixture trains (module fixtures of test_stages.py do), for
+every test and the subprocesses and kernels they start. Tests of the precision switch itself set their own
+value with `monkeypatch`.
+
+`make` exports $CLXAI_MASK_SOURCE (CIFAR-10's real photographs) for its pipelines. The same fixture removes it,
+so no test depends on what the shell happened to export; a test that wants it asks for the `given_mask_source`
+fixture and sets it itself (the smoke notebooks do).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
 from clxai_utils.core.precision import PRECISION_ENV
 from clxai_utils.data.datasets import MASK_SOURCE_ENV
 
-STAGES_WITH_AUTO_PRECISION = ("notebooks", "cluster", "pinned")
+#: $CLXAI_MASK_SOURCE as the session found it (make's), before the fixture below removes it.
+GIVEN_MASK_SOURCE = os.environ.get(MASK_SOURCE_ENV, "")
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """After `-m` deselected what does not run: float32 for a session of unit tests only."""
-    items = session.items
-    staged = any(item.get_closest_marker(mark) for item in items for mark in STAGES_WITH_AUTO_PRECISION)
-    if items and not staged:
-        os.environ[PRECISION_ENV] = "float32"
-        os.environ.pop(MASK_SOURCE_ENV, None)
+@pytest.fixture(scope="session", autouse=True)
+def float32_and_no_mask_source() -> Iterator[None]:
+    """Session-scoped, so it is in place before module- and session-scoped fixtures that train or explain."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(PRECISION_ENV, "float32")
+        patch.delenv(MASK_SOURCE_ENV, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def given_mask_source() -> str:
+    """The mask source the caller (make) exported, or "" for none."""
+    return GIVEN_MASK_SOURCE

@@ -1,9 +1,11 @@
 """00-07 executed as a reader runs them in JupyterLab: no papermill, `profile` edited in each parameters cell.
 
-Run by `make smoke-notebooks` (stage 2 of `make test`), with CLXAI_OUTPUTS pointing at
+Run by `make smoke-notebooks` (a stage of `make test`), with CLXAI_OUTPUTS pointing at
 outputs/smoke/ so that a user's own runs in outputs/runs/ are left alone; the paths the
 notebooks use come from the same `Run` as in JupyterLab. The executed copies land in
-`<outputs>/notebooks/`, where nbval re-executes them.
+`<outputs>/notebooks/`, where nbval re-executes them. The kernels compute in float32 (tests/conftest.py), so
+the smoke results are the same on CPUs with and without native bf16; they get the mask source make exported
+(CIFAR-10's real photographs) explicitly, from the `given_mask_source` fixture.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from nbclient import NotebookClient
 
 from clxai_utils.core.paths import outputs_dir, repo_root, runs_root
 from clxai_utils.core.run import Run
+from clxai_utils.data.datasets import MASK_SOURCE_ENV
 from clxai_utils.data.sources import CIFAR10_CLASSES
 from clxai_utils.neurons.encoders import TINY_MODEL
 from clxai_utils.neurons.planted import ATTRIBUTES
@@ -29,6 +32,13 @@ pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: A vocabulary file of the reader's own (09's `vocabulary`): the classes, the painted attributes and a few more.
 SMOKE_VOCABULARY = ("# a short vocabulary for the smoke run", *CIFAR10_CLASSES, *ATTRIBUTES, "sky", "grass", "water")
+
+
+@pytest.fixture(autouse=True)
+def mask_source_for_the_kernels(given_mask_source: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels inherit this environment: 00 and 06 then use make's mask source, as `make run` does."""
+    if given_mask_source:
+        monkeypatch.setenv(MASK_SOURCE_ENV, given_mask_source)
 
 
 def extra_parameters(notebook: str) -> dict[str, object]:

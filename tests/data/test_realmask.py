@@ -131,9 +131,7 @@ def test_mask_set_checks_and_subset(tmp_path: Path) -> None:
         MaskSet(**{**fields, "ids": torch.zeros(4, dtype=torch.int64)}, classes=masks.classes)
 
 
-@pytest.mark.skipif(
-    not ARCHIVE.is_file(), reason=f"the realmask32 archive {ARCHIVE} is absent beside the clone"
-)
+@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"the realmask32 archive {ARCHIVE} is absent beside the clone")
 def test_shared_archive_matches_its_readme() -> None:
     masks = load_realmask(ARCHIVE, CIFAR10_CLASSES)
     assert len(masks) == 1990

@@ -3,9 +3,12 @@
 Each toy notebook writes `toy/<name>.json` (its seed, losses and $OMP_NUM_THREADS) in its run's folder (the
 `Run` it builds from its parameters, below the CLXAI_RUNS the sweep hands it) and
 appends `<run id>/<name>` to a counter file, so a test can count real executions. Flag
-files make a notebook fail (`fail-<name>-<seed>`) or hang until killed (`hold-<name>`; its
+files make a notebook fail (`fail-<name>-<seed>`) or hold until its kernel is stopped (`hold-<name>`; its
 kernel then writes its process id to `pid-<name>`).
-Real executions are kept to 14 in the whole file (papermill + kernel start costs seconds).
+The tests that execute notebooks start real Jupyter kernels through papermill (14 executions, a few seconds
+each) and are marked `kernels`: `make cluster-tests` runs them, the unit tests leave them out. None of them
+depends on timing: a held kernel waits for its stop (up to 10 minutes; one never stopped then finishes and is
+counted), and the tests check what ran, not how long it took.
 """
 
 from __future__ import annotations
@@ -40,7 +43,9 @@ if (ctl / f"fail-{name}-{{seed}}").exists():
     raise RuntimeError("toy failure requested")
 if (ctl / "hold-{name}").exists():
     (ctl / "pid-{name}").write_text(str(os.getpid()))
-    time.sleep(60)
+    held_until = time.monotonic() + 600  # stopped long before; a kernel never stopped finishes, and is counted
+    while time.monotonic() < held_until:
+        time.sleep(0.1)
 with open(ctl / "executions.txt", "a") as f:
     f.write(f"{{out.name}}/{name}\\n")
 target = out / "toy" / "{name}.json"
@@ -90,8 +95,8 @@ def toy(tmp_path: Path) -> Toy:
     return toy
 
 
-def wait_for_pid(path: Path, timeout_s: float = 30.0) -> int:
-    """The process id a held toy kernel wrote; waits while the kernel starts."""
+def wait_for_pid(path: Path, timeout_s: float = 300.0) -> int:
+    """The process id a held toy kernel wrote; waits while the kernel starts (a bound for a broken kernel only)."""
     stop = time.monotonic() + timeout_s
     while not path.exists() or not path.read_text():
         assert time.monotonic() < stop, f"{path.name} not written within {timeout_s} s"
@@ -124,6 +129,7 @@ TRAIN_PIPELINE = [
 ]
 
 
+@pytest.mark.kernels
 def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_rest(
     toy: Toy, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -164,6 +170,7 @@ def test_failure_skips_dependents_other_seed_completes_and_rerun_finishes_the_re
         assert read_json(job.marker)["parameters"] == job.params
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
 def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str) -> None:
     toy.write("fast", "slow")
@@ -187,18 +194,16 @@ def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str
 
     previous = signal.signal(signal.SIGTERM, outer)
     try:
-        start = time.monotonic()
-        stopped = sweep(toy, jobs, on_finish=stop_after_fast)
+        stopped = sweep(toy, jobs, on_finish=stop_after_fast)  # returns only once "slow"'s kernel is stopped
         assert signal.getsignal(signal.SIGTERM) is outer
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert outer_hits == []
     assert not kernel_alive(kernel_pid[0])  # stopped with its papermill: it must not write after the sweep
-    assert time.monotonic() - start < 40  # "slow" sleeps 60 s unless it is terminated
     assert stopped.interrupted and stopped.exit_code == 130
     assert stopped.statuses == {fast.name: "ok", slow.name: "interrupted"}
     assert fast.marker.exists() and not slow.marker.exists()
-    assert toy.executions() == Counter({fast.name: 1})
+    assert toy.executions() == Counter({fast.name: 1})  # "slow" never got past its hold: it was stopped there
 
     toy.flag("hold-slow").unlink()
     resumed = sweep(toy, jobs)
@@ -206,6 +211,7 @@ def test_interrupt_terminates_running_jobs_and_rerun_resumes(toy: Toy, stop: str
     assert toy.executions() == Counter({fast.name: 1, slow.name: 1})
 
 
+@pytest.mark.kernels
 def test_cli_reruns_a_job_whose_parameters_changed_and_a_failed_rerun_never_looks_complete(
     toy: Toy, capsys: pytest.CaptureFixture
 ) -> None:
@@ -259,7 +265,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
         )
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
-        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "09_neuron_labels", "07_accuracy_confound"):
+        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "07_accuracy_confound", "09_neuron_labels"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
     parsed = [(line[:6], line[8:].split()[0], json.loads(line[8:].split(maxsplit=1)[1])) for line in lines]
     assert parsed == expected
