@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-import torch
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -22,7 +21,9 @@ from matplotlib.ticker import MaxNLocator
 from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name, ordered
 from clxai_utils.core.validate import check_positive_int
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # seaborn (with scipy.stats) and torch are imported where a figure needs them
+    import torch
+
     from clxai_utils.explain.store import ExplanationSet
 
 # Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
@@ -30,8 +31,17 @@ if TYPE_CHECKING:
 plt.rcParams["figure.dpi"] = 72
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save `fig` atomically (`core.artifacts.save_figure`); the notebooks call it as `figures.save_figure`."""
+    from clxai_utils.core.artifacts import save_figure as save  # imported here: core.artifacts loads torch
+
+    return save(fig, path, dpi)
+
+
 def to_display(images: torch.Tensor) -> np.ndarray:
     """uint8 (N,3,H,W) or float [0,1] images as an (N,H,W,3) float array for imshow."""
+    import torch
+
     x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
@@ -73,6 +83,8 @@ def plot_history(history: pd.DataFrame, title: str) -> plt.Figure:
 
 def pca_2d(features: torch.Tensor) -> torch.Tensor:
     """Project features onto their first two principal components (centred SVD)."""
+    import torch
+
     centred = features - features.mean(0, keepdim=True)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
     return centred @ v[:2].T
@@ -164,6 +176,8 @@ def explanation_gallery(
 
     `images` (N, 3, H, W) in [0, 1] and `labels` (N,) are the explained split, in the order of the maps.
     """
+    import torch
+
     if check_positive_int("n_gallery", n_rows) > len(class_names):
         raise ValueError(f"n_gallery must be at most the number of classes ({len(class_names)}), got {n_rows}")
     rows = torch.stack([(labels == c).nonzero()[0, 0] for c in range(n_rows)])
@@ -233,6 +247,8 @@ def plot_metric_distributions(
     Box plots without fliers; the binary pointing game is shown as the hit rate (bar,
     ± standard error) because a box of 0/1 values says nothing.
     """
+    import seaborn as sns
+
     data = _select(facets, dataset, profile)
     metrics = [m for m in METRICS if data[m].notna().any()]
     losses, methods = ordered(data["loss"], LOSSES), ordered(data["method"], METHODS)
@@ -260,6 +276,8 @@ def plot_pf_curves(pf_curves: pd.DataFrame, dataset: str | None = None, profile:
 
     With one seed there is no band (the per-image spread lives in the table's `std`).
     """
+    import seaborn as sns
+
     data = _select(pf_curves, dataset, profile)
     methods = ordered(data["method"], METHODS)
     fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 2.8), sharey=True, squeeze=False)
@@ -289,6 +307,8 @@ def plot_accuracy_vs_metric(
     seed_means: pd.DataFrame, method: str, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
     """Per metric, the per-seed mean metric against accuracy (`tables.seed_level`): one point per (loss, seed)."""
+    import seaborn as sns
+
     data = _select(seed_means, dataset, profile)
     metrics = [m for m in METRICS if data[m].notna().any()]
     fig, axes = _grid(len(metrics))
@@ -310,6 +330,8 @@ def plot_snapshot_accuracy(
     accuracy: pd.DataFrame, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
     """Test accuracy of every kept snapshot against its epoch, one line per (loss, seed) (07's accuracy table)."""
+    import seaborn as sns
+
     data = _select(accuracy, dataset, profile)
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
     palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
@@ -337,6 +359,8 @@ def plot_facets_vs_accuracy(
     Grad-CAM, dashed = Eigen-CAM; the large marker is the final model. Curves of two losses
     that overlap at the same accuracy say their final models differ by accuracy only.
     """
+    import seaborn as sns
+
     data = _select(snapshots, dataset, profile)
     metrics = [m for m in METRICS if data[m].notna().any()]
     keys = ["loss", "method", "seed", "epoch"]
@@ -374,6 +398,8 @@ def plot_facets_vs_accuracy(
 
 def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
     """08's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
+    import seaborn as sns
+
     spaces = list(dict.fromkeys(recovery["space"]))
     fig, axes = plt.subplots(1, len(spaces), figsize=(4.6 * len(spaces), 3.4), squeeze=False, sharey=True)
     palette = dict(zip(dict.fromkeys(recovery["scorer"]), sns.color_palette("tab10")))
@@ -392,6 +418,8 @@ def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
 
 def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
     """08's per-unit scores, one panel each, a box and the units as points per loss."""
+    import seaborn as sns
+
     fig, axes = plt.subplots(1, len(scores), figsize=(3.2 * len(scores), 3.2), squeeze=False)
     order = [loss for loss in LOSSES if loss in set(units["loss"])]
     for ax, score in zip(axes[0], scores):

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from clxai_utils.analysis.tables import Results
-from clxai_utils.core.artifacts import atomic_path, save_figure, write_csv
 from clxai_utils.core.registry import LOSSES, METHODS, ordered
 
 PAPER_PROFILE = "paper"
@@ -57,6 +56,8 @@ def write_report(
     out_dir: str | os.PathLike, tables: Mapping[str, pd.DataFrame], figures: Mapping[str, plt.Figure]
 ) -> list[Path]:
     """Write each table as <name>.csv and <name>.md and each figure as <name>.png and <name>.svg, atomically."""
+    from clxai_utils.core.artifacts import atomic_path, save_figure, write_csv  # here: core.artifacts loads torch
+
     out_dir = Path(out_dir)
     written = []
     for name, table in tables.items():

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from clxai_utils.core.registry import METHOD_REGISTRY, METRICS, undefined_metrics
 from clxai_utils.core.validate import check_choices
@@ -185,6 +184,8 @@ def rank_biserial(diff: np.ndarray) -> float:
     Zero differences are discarded, as in the Wilcoxon test with zero_method="wilcox";
     tied |differences| get their average rank. NaN when every difference is zero.
     """
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+
     diff = np.asarray(diff, dtype=float)
     nonzero = diff[diff != 0]
     if nonzero.size == 0:
@@ -218,6 +219,8 @@ def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
     normal approximation otherwise. Fewer than MIN_NONZERO_PAIRS non-zero differences
     give p = NaN with a reason rather than a p value that could never be small.
     """
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+
     x, y = _as_pairs(x, y)
     diff = x - y
     n_nonzero = int(np.count_nonzero(diff))
@@ -245,6 +248,8 @@ def seed_means(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> pd.D
 
 def cross_seed(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> SeedComparison:
     """Paired t-test and Wilcoxon test (exact for these few seeds) on the per-seed means of a and b."""
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+
     means = seed_means(sample, run_keys)
     diff = (means["a"] - means["b"]).to_numpy()
     n = len(diff)

@@ -21,8 +21,6 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from clxai_utils.core.registry import METHODS
@@ -128,6 +126,11 @@ def grad_cam(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> T
     otherwise find no gradient, or fail in `backward` if nothing requires grad).
     The library calls `model.zero_grad()`: any `.grad` on the parameters is cleared.
     """
+    # Imported here: pytorch-grad-cam loads torchvision and torch._dynamo (5-10 s), which only the
+    # notebooks that compute Grad-CAM maps (05, 07) need.
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     x = _check_images(x)
     num_classes = cast(int, model.num_classes)  # duck-typed model: see the module docstring
     targets = _check_class_indices("targets", targets, len(x), num_classes)
