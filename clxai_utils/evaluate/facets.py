@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from clxai_utils.core.artifacts import write_csv, write_json
-from clxai_utils.core.precision import inference_model, resolve_precision
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import FACETS, LOSSES, METHODS, METRICS
 from clxai_utils.core.run import Run
@@ -109,7 +109,7 @@ def _sidecar(
     n_images: int,
     table: pd.DataFrame,
     throughput: pd.DataFrame,
-    precision: str,
+    compute: Compute,
     coherence: str,
 ) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
@@ -120,7 +120,7 @@ def _sidecar(
         "losses": losses,
         "methods": methods,
         "n_images": n_images,
-        "precision": precision,
+        **compute.to_dict(),
         "params": run.settings.metrics.to_dict()
         | {
             "explain": vars(run.settings.explain),
@@ -196,7 +196,7 @@ def evaluate_facets(
     methods: Iterable[str] = METHODS,
     progress: bool = True,
     n_examples: int = 4,
-    precision: str | None = None,
+    compute: Compute | None = None,
 ) -> FacetResults:
     """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
 
@@ -204,13 +204,13 @@ def evaluate_facets(
     the same perturbation. Coherence reads the test images' own masks, else mosaics
     (`coherence_source`); with a mask set, its coherence goes to its own table
     (`masked_coherence`). `n_examples` images per (loss, method) are returned with their
-    auxiliary maps for the notebook's figures. `precision` (`clxai_utils.core.precision`'s
-    switch) must be the one the stored maps were computed in: the other maps a facet needs
-    are computed in it too.
+    auxiliary maps for the notebook's figures. `compute` (None: `resolve_compute()`) is where
+    and in what precision the model runs; its precision must be the one the stored maps were
+    computed in: the other maps a facet needs are computed in it too.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     n_examples = check_positive_int("n_examples", n_examples)
-    compute = resolve_precision(precision, torch.device("cpu"))
+    compute = compute_or_resolve(compute)
     paths = run.facets_paths
     _remove_stale({**paths, "masks": run.coherence_masks_path})
     data, _ = load_prepared(run)
@@ -223,7 +223,7 @@ def evaluate_facets(
         for method in methods:
             maps = load_explanations(run, loss, method, "test")
             _check_same_images(maps, split.ids, "test")
-            _check_precision(maps, compute)
+            _check_precision(maps, compute.precision)
             coherence_maps = _stored_coherence_maps(run, loss, method, scoring, maps)
 
             def step(facet: str, pair: str = f"{loss}/{method}") -> None:
@@ -231,7 +231,7 @@ def evaluate_facets(
                 bar.update(facet != "faithfulness")  # counts the facet just finished
 
             base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss, "method": method}
-            with inference_model(model, compute) as fast:
+            with compute.inference(model) as fast:
                 block = score_model(fast, maps, coherence_maps, inputs, base, clock, step, n_examples)
             bar.update(1)
             blocks.append(block)

@@ -81,16 +81,18 @@ class FacetClock:
 def _faithfulness(
     model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, baseline: Tensor
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Pixel Flipping on the model's device (the flipped copies are built there); results on the CPU."""
+    device = next(model.parameters()).device
     result = pixel_flipping(
         model,
-        x,
-        maps.maps.float(),
-        maps.targets,
+        x.to(device),
+        maps.maps.float().to(device),
+        maps.targets.to(device),
         pixels_per_step=params.pixels_per_step,
         baseline=baseline,
         batch_size=params.batch_size,
     )
-    return {"pf_auc": result.auc}, result.curves, result.fractions
+    return {"pf_auc": result.auc.cpu()}, result.curves.cpu(), result.fractions.cpu()
 
 
 def _continuity(

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import torch
 
 from clxai_utils.core.artifacts import read_json, write_csv, write_json
-from clxai_utils.core.precision import inference_model, resolve_precision
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import Run
@@ -60,13 +59,13 @@ def snapshot_split(run: Run, explained: ImageSplit) -> ImageSplit:
     return explained.subset(balanced_subset(explained.labels, per_class, seed=0))
 
 
-def _block_source(run: Run, loss: str, epoch: int | None, split: ImageSplit, precision: str) -> dict[str, Any]:
+def _block_source(run: Run, loss: str, epoch: int | None, split: ImageSplit, compute: Compute) -> dict[str, Any]:
     """What a block is computed from (weights and probe, images, protocol); it is reused only while all match."""
     return {
         "loss": loss,
         "model_digest": model_digest(run, loss, epoch),
         "image_ids_digest": hashlib.sha256(split.ids.numpy().tobytes()).hexdigest(),
-        "precision": precision,
+        **compute.to_dict(),
         "metrics": run.settings.metrics.to_dict(),
     }
 
@@ -74,7 +73,7 @@ def _block_source(run: Run, loss: str, epoch: int | None, split: ImageSplit, pre
 def _stored_block(run: Run, loss: str, epoch: int, source: dict[str, Any]) -> pd.DataFrame | None:
     path = run.snapshot_block_path(loss, epoch)
     sidecar = path.with_suffix(".json")
-    if path.is_file() and sidecar.is_file() and read_json(sidecar) == source:
+    if path.is_file() and sidecar.is_file() and {"device": "cpu"} | read_json(sidecar) == source:  # older: CPU
         return pd.read_csv(path)
     return None
 
@@ -87,7 +86,7 @@ def _score_snapshot(
     methods: list[str],
     data: Dataset,
     scoring: ScoringSet,
-    precision: str,
+    compute: Compute,
     clock: FacetClock,
 ) -> pd.DataFrame:
     """Fit the snapshot's probe (SupCon/TL, not the final model: 04 did), then its accuracy and every facet."""
@@ -101,15 +100,15 @@ def _score_snapshot(
             run.seed,
             progress=False,
             profile=run.profile,
-            precision=precision,
+            compute=compute,
             epoch=epoch,
             workers=run.settings.data.workers,
         )
     model, _ = load_classifier(run, loss, which)
-    acc, _ = accuracy(model, data.accuracy_split, data.info, precision)
+    acc, _ = accuracy(model, data.accuracy_split, data.info, compute)
     base = {"dataset": run.dataset, "profile": run.profile, "seed": run.seed, "loss": loss}
     base |= {"epoch": epoch, "final": final, "accuracy": acc}
-    with inference_model(model, precision) as fast:
+    with compute.inference(model) as fast:
         blocks = [
             explain_and_score(
                 fast, scoring, method, base | {"method": method}, clock, run.settings.explain.batch_size
@@ -124,15 +123,15 @@ def evaluate_snapshots(
     losses: Iterable[str] = LOSSES,
     methods: Iterable[str] = METHODS,
     progress: bool = True,
-    precision: str | None = None,
+    compute: Compute | None = None,
 ) -> SnapshotResults:
     """09's work: accuracy and every facet of every kept snapshot of every loss; writes the run's snapshot tables.
 
     A block whose weights, images and protocol still match is read back instead of
-    recomputed. `precision` is `clxai_utils.core.precision`'s switch.
+    recomputed. `compute` (None: `resolve_compute()`) is where and in what precision they are computed.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
-    compute = resolve_precision(precision, torch.device("cpu"))
+    compute = compute_or_resolve(compute)
     paths = run.snapshot_paths
     for path in paths.values():
         path.unlink(missing_ok=True)
@@ -170,7 +169,7 @@ def evaluate_snapshots(
         "losses": losses,
         "methods": methods,
         "n_images": len(split),
-        "precision": compute,
+        **compute.to_dict(),
         "epochs": {loss: kept for loss, kept in epochs.items()},
         "snapshots_reused": reused,
         "seconds": round(time.perf_counter() - start, 1),

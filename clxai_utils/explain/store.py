@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from clxai_utils.core.artifacts import load_torch, save_torch
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.config import ExplainConfig
-from clxai_utils.core.precision import inference_model, resolve_precision
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import Run
@@ -290,10 +290,14 @@ def _batches(x: Tensor, labels: Tensor, ids: Tensor, batch_size: int) -> Iterato
         yield x[start : start + batch_size], labels[start : start + batch_size], ids[start : start + batch_size]
 
 
+#: What stored maps older than a recorded key were computed with (before `Compute`, maps were computed on the CPU).
+LEGACY_META = {"device": "cpu"}
+
+
 def _is_current(path: Path, meta: dict[str, Any]) -> bool:
     if not path.is_file():
         return False
-    stored = ExplanationSet.load(path).meta
+    stored = LEGACY_META | ExplanationSet.load(path).meta
     return all(stored.get(key) == value for key, value in meta.items())
 
 
@@ -302,16 +306,16 @@ def run_explanations(
     losses: Iterable[str],
     methods: Iterable[str] = METHODS,
     progress: bool = True,
-    precision: str | None = None,
+    compute: Compute | None = None,
 ) -> pd.DataFrame:
     """05_explanations' work: the maps of every (loss, method, kind) of the run, computed once and stored.
 
-    The kinds and target rules are `explained_inputs`'. A file whose model, images and protocol (the precision included)
-    match is reused, so a rerun (or an interrupted run) only computes what is missing.
-    `precision` is `clxai_utils.core.precision`'s switch. Returns one row per file.
+    The kinds and target rules are `explained_inputs`'. A file whose model, images and protocol (the precision and
+    device type included) match is reused, so a rerun (or an interrupted run) only computes what is missing.
+    `compute` (None: `resolve_compute()`) is where and in what precision the maps are computed. Returns one row per file.
     """
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
-    compute = resolve_precision(precision, torch.device("cpu"))
+    compute = compute_or_resolve(compute)
     cfg = run.settings.explain
     data, _ = load_prepared(run)
     inputs = explained_inputs(data, run)
@@ -325,7 +329,7 @@ def run_explanations(
             "seed": run.seed,
             "loss": loss,
             "model_digest": model_digest(run, loss),
-            "precision": compute,
+            **compute.to_dict(),
         }
         for method, (kind, images) in itertools.product(methods, inputs.items()):
             path = run.explanation_path(loss, method, kind)
@@ -333,7 +337,7 @@ def run_explanations(
             start, reused = time.perf_counter(), _is_current(path, meta)
             if not reused:
                 batches = _batches(images.x, images.labels, images.ids, cfg.batch_size)
-                with inference_model(model, compute) as fast:
+                with compute.inference(model) as fast:
                     compute_explanations(
                         fast, batches, method, images.target, batch_size=cfg.batch_size, meta=meta, progress=progress
                     ).save(path)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.validate import check_choice, check_number, check_seeds
 from clxai_utils.data.datasets import DatasetInfo
@@ -243,12 +244,21 @@ def concept_mean_space(
 
 
 def pooled_versions(
-    models: Mapping[str, nn.Module], images: Mapping[str, Tensor], info: DatasetInfo, batch_size: int = 256
+    models: Mapping[str, nn.Module],
+    images: Mapping[str, Tensor],
+    info: DatasetInfo,
+    batch_size: int = 256,
+    compute: Compute | None = None,
 ) -> dict[str, dict[str, Tensor]]:
-    """network -> version -> (N, d) pooled backbone features (last-stage means) of the images in every version."""
+    """network -> version -> (N, d) pooled backbone features (last-stage means) of the images in every version.
+
+    Computed on `compute.device` (None: `resolve_compute()`, resolved once for all networks), returned on the CPU.
+    """
+    compute = compute_or_resolve(compute)
     return {
         name: {
-            v: unit_activations(model, batch, info, DEFAULT_LAYER, batch_size=batch_size) for v, batch in images.items()
+            v: unit_activations(model, batch, info, DEFAULT_LAYER, batch_size=batch_size, compute=compute)
+            for v, batch in images.items()
         }
         for name, model in models.items()
     }

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from clxai_utils.core.artifacts import load_torch, save_torch
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choice, check_number, check_positive_int, check_seed
@@ -87,21 +88,24 @@ def unit_activations(
     layer: str = DEFAULT_LAYER,
     *,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    compute: Compute | None = None,
     progress: bool = False,
 ) -> Tensor:
     """(N, units) activations of every unit of `layer` on `images` (uint8, or floats in [0, 1]), in batches.
 
-    The backbone is moved to `device` and runs in eval mode (BatchNorm with its running
-    statistics), then is put back in the mode it was in; the images are normalised with the
-    data set's statistics first.
+    The backbone is moved to `compute.device` (None: `resolve_compute()`) and runs in eval mode
+    (BatchNorm with its running statistics), then is put back on its device and in the mode it
+    was in; the images are normalised with the data set's statistics first. Activations are
+    float32 on every device whatever `compute.precision` (as they always were): they are
+    ranked and thresholded unit by unit. They come back on the CPU.
     """
     layer = check_layer(model, layer)
     batch_size = check_positive_int("batch_size", batch_size)
     if not isinstance(images, Tensor) or images.ndim != 4 or len(images) == 0:
         raise ValueError(f"images must be a non-empty (N, C, H, W) tensor, got {getattr(images, 'shape', images)!r}")
+    device = compute_or_resolve(compute).device
     backbone = backbone_of(model)
-    was_training = backbone.training
+    was_training, home = backbone.training, next(backbone.parameters()).device
     backbone.to(device).eval()
     batches = progress_bar(
         range(0, len(images), batch_size), desc=f"activations of {layer}", unit="batch", disable=not progress
@@ -114,7 +118,7 @@ def unit_activations(
             for s in batches
         ]
     finally:
-        backbone.train(was_training)
+        backbone.to(home).train(was_training)
     return torch.cat(parts)
 
 
@@ -145,7 +149,10 @@ def stored_activations(
     path = Path(path)
     if path.is_file():
         stored = load_torch(path)
-        if stored.get("format") == _FORMAT and stored["meta"] == meta and torch.equal(stored["image_ids"], image_ids):
+        recorded = stored.get("meta")
+        if isinstance(recorded, dict) and "device" in meta:
+            recorded = {"device": "cpu"} | recorded  # activations stored before the device was recorded: CPU
+        if stored.get("format") == _FORMAT and recorded == meta and torch.equal(stored["image_ids"], image_ids):
             return UnitActivations(stored["activations"], stored["image_ids"], stored["labels"], meta["layer"], meta)
     start = time.perf_counter()
     activations = compute()
@@ -163,14 +170,16 @@ def run_activations(
     layer: str = DEFAULT_LAYER,
     *,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
+    compute: Compute | None = None,
     progress: bool = True,
 ) -> UnitActivations:
     """The activations of every unit of `layer` of the run's `loss` model on its test split, computed once.
 
-    Stored in `run.neuron_activations_path(loss, layer)` and reused while the model's weights
-    and the test images are unchanged.
+    Computed on `compute.device` (None: `resolve_compute()`), in float32 (`unit_activations`).
+    Stored in `run.neuron_activations_path(loss, layer)` and reused while the model's weights,
+    the test images and the device type are unchanged.
     """
+    compute = compute_or_resolve(compute)
     out_dir = run.model_dir(loss)
     model, _, identity = load_trained(out_dir)
     check_profile(identity, run.profile, out_dir)
@@ -185,14 +194,15 @@ def run_activations(
         "layer": layer,
         "backbone_digest": weights_digest(backbone_of(model)),
         "image_ids_digest": hashlib.sha256(test.ids.numpy().tobytes()).hexdigest(),
+        "device": compute.device.type,
     }
 
-    def compute() -> Tensor:
+    def activations() -> Tensor:
         return unit_activations(
-            model, test.images, data.info, layer, batch_size=batch_size, device=device, progress=progress
+            model, test.images, data.info, layer, batch_size=batch_size, compute=compute, progress=progress
         )
 
-    return stored_activations(run.neuron_activations_path(loss, layer), meta, test.ids, test.labels, compute)
+    return stored_activations(run.neuron_activations_path(loss, layer), meta, test.ids, test.labels, activations)
 
 
 # --------------------------------------------------------------------------- probe set and unit selection

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from clxai_utils.core.artifacts import atomic_path, load_torch, save_torch, write_csv
+from clxai_utils.core.compute import CPU_FLOAT32, Compute, compute_or_resolve
 from clxai_utils.core.config import ProbeConfig
-from clxai_utils.core.precision import autocast, model_to_layout, resolve_precision, to_layout
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
@@ -62,20 +62,23 @@ def batched_forward(
     split: ImageSplit | FileSplit,
     info: DatasetInfo,
     batch_size: int = 512,
-    device: str | torch.device = "cpu",
-    precision: str = "float32",
+    compute: Compute = CPU_FLOAT32,
     workers: int = 0,
+    *,
+    precision: str | None = None,
 ) -> torch.Tensor:
     """Apply `fn` to the normalised, unaugmented images of `split` in batches; float32 results on CPU.
 
-    `precision` is a resolved `clxai_utils.core.precision` name: bf16 runs `fn` under autocast
-    on channels-last batches.
+    The batches go to `compute.device` (where `fn`'s model must be); bf16 runs `fn` under
+    autocast on channels-last batches. `precision` (a resolved name) is the earlier
+    interface: plain CPU in that precision, replacing `compute`.
     """
+    if precision is not None:
+        compute = Compute(torch.device("cpu"), precision)
     outputs = []
-    device = torch.device(device)
     for x in unaugmented_batches(split, info, batch_size, workers):
-        with autocast(precision, device):
-            outputs.append(fn(to_layout(x.to(device), precision)).float().cpu())
+        with compute.autocast():
+            outputs.append(fn(compute.to_layout(x)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -142,23 +145,24 @@ def fit_probe(
     seed: int,
     progress: bool = True,
     profile: str | None = None,
-    precision: str = "float32",
+    compute: Compute = CPU_FLOAT32,
     epoch: int | None = None,
     workers: int = 0,
 ) -> tuple[ExplainableClassifier, pd.DataFrame]:
     """Train and save (atomically) the probe of the SupCon/triplet model in `out_dir`.
 
     `epoch` probes that snapshot of the model instead of the final one (`probe_path`);
-    `precision` (resolved) is what the features are computed in, recorded with the probe.
+    `compute` is where and in what precision the features are computed, recorded with the
+    probe (the probe itself is fitted on the CPU). The classifier comes back on the CPU.
     """
     model, spec, identity = load_trained(out_dir, epoch)
     check_profile(identity, profile, Path(out_dir))
     if spec.loss == "ce":
         raise ValueError(f"{out_dir} holds a CE model: it is evaluated with its own head, not probed")
-    model_to_layout(model, precision)
-    features = batched_forward(
-        lambda x: F.normalize(model.features(x), dim=1), split, info, precision=precision, workers=workers
-    )
+    with compute.placed(model):
+        features = batched_forward(
+            lambda x: F.normalize(model.features(x), dim=1), split, info, compute=compute, workers=workers
+        )
     probe, history = train_probe(features, split.labels, spec.num_classes, cfg, seed, progress)
     save_torch(
         probe_path(out_dir, epoch),
@@ -166,7 +170,7 @@ def fit_probe(
             "state_dict": probe.state_dict(),
             "identity": identity,
             "probe_config": cfg.__dict__,
-            "precision": precision,
+            **compute.to_dict(),
             "history": history.to_dict("list"),
         },
     )
@@ -205,11 +209,12 @@ def load_classifier(run: Run, loss: str, epoch: int | None = None) -> tuple[Expl
 
 
 def accuracy(
-    model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo, precision: str = "float32"
+    model: ExplainableClassifier, split: ImageSplit, info: DatasetInfo, compute: Compute = CPU_FLOAT32
 ) -> tuple[float, torch.Tensor]:
-    """Top-1 accuracy on `split` and the predictions, in eval mode, computed in a resolved `precision`."""
+    """Top-1 accuracy on `split` and the predictions (on the CPU), in eval mode, computed in `compute`."""
     model.eval()
-    predictions = batched_forward(model_to_layout(model, precision), split, info, precision=precision).argmax(1)
+    with compute.placed(model) as placed:
+        predictions = batched_forward(placed, split, info, compute=compute).argmax(1)
     return (predictions == split.labels).float().mean().item(), predictions
 
 
@@ -222,16 +227,17 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def probe_and_evaluate(
-    run: Run, losses: Iterable[str] = LOSSES, progress: bool = True, precision: str | None = None
+    run: Run, losses: Iterable[str] = LOSSES, progress: bool = True, compute: Compute | None = None
 ) -> tuple[dict[str, ExplainableClassifier], pd.DataFrame, dict[str, pd.DataFrame], Dataset]:
     """04_linear_probe's work: fit the SupCon/triplet probes, evaluate all three losses, write the accuracy table.
 
     Returns the explainable classifiers, the accuracy table (also written to
     `run.accuracy_path`), the probes' training histories and the prepared data they were
-    evaluated on. `precision` is `clxai_utils.core.precision`'s switch (recorded in the table).
+    evaluated on. `compute` (None: `resolve_compute()`) is where and in what precision the features
+    and the accuracy are computed (the table records the precision, the probe files both); the classifiers come back on the CPU.
     """
     losses = check_choices("losses", losses, LOSSES)
-    compute = resolve_precision(precision, torch.device("cpu"))
+    compute = compute_or_resolve(compute)
     data, _ = load_prepared(run)
     classifiers, histories, rows = {}, {}, []
     for loss in losses:
@@ -246,7 +252,7 @@ def probe_and_evaluate(
                 run.seed,
                 progress,
                 run.profile,
-                compute,
+                compute=compute,
                 workers=run.settings.data.workers,
             )
         acc, _ = accuracy(classifiers[loss], data.accuracy_split, data.info, compute)
@@ -258,7 +264,7 @@ def probe_and_evaluate(
                 "seed": run.seed,
                 "head": "own linear head" if loss == "ce" else "linear probe on L2-normalised features",
                 "test_images": len(data.accuracy_split),
-                "precision": compute,
+                "precision": compute.precision,
                 "accuracy": acc,
             }
         )

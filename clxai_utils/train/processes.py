@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from clxai_utils.core.artifacts import load_torch
+from clxai_utils.core.compute import Compute
 from clxai_utils.core.progress import relay_output
 from clxai_utils.core.run import Run
 from clxai_utils.core.threads import share_of_cores
@@ -53,13 +54,23 @@ def train_in_processes(
     devices: int,
     stop_after_epoch: int | None,
     sync_batchnorm: bool,
-    precision: str | None,
+    compute: Compute,
 ) -> TrainResult:
-    """Train through torchrun in `devices` processes, then read the checkpoint they left."""
+    """Train through torchrun in `devices` processes, then read the checkpoint they left.
+
+    Every process computes in `compute`'s precision on a device of its type (GPU `rank` under CUDA).
+    """
+    if compute.device.type not in ("cuda", "cpu"):
+        raise ValueError(f"devices={devices}: processes train together on CUDA or CPU, not {compute.device.type}")
     out_dir = run.model_dir(loss)
     resumed_from = load_torch(out_dir / CHECKPOINT)["epoch"] if (out_dir / CHECKPOINT).is_file() else 0
     args = launch_arguments(
-        run, loss, stop_after_epoch=stop_after_epoch, sync_batchnorm=sync_batchnorm, precision=precision
+        run,
+        loss,
+        device=compute.device.type,
+        stop_after_epoch=stop_after_epoch,
+        sync_batchnorm=sync_batchnorm,
+        precision=compute.precision,
     )
     run_torchrun(devices, args)
     state = load_torch(out_dir / CHECKPOINT)

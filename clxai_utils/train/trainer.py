@@ -32,8 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler
 
 from clxai_utils.core.artifacts import save_torch, write_csv
+from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.config import TrainConfig
-from clxai_utils.core.precision import autocast, model_to_layout, resolve_precision, to_layout
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
@@ -67,11 +67,6 @@ from clxai_utils.train.processes import resolve_devices, train_in_processes
 SINGLE_PROCESS = World()
 #: Augmentation streams of ranks 1, 2, ... start this far apart (rank 0 keeps the single-process stream).
 RANK_SEED_STRIDE = 10_007
-
-
-def default_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def build_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -212,17 +207,17 @@ def _all_ranks(value: Any, world: World) -> list[Any]:
     return values
 
 
-def _prepare_model(spec: ModelSpec, device: torch.device, sync_batchnorm: bool, precision: str) -> nn.Module:
-    """The model to train on `device`: channels-last under bf16, SyncBatchNorm if asked (CUDA only)."""
+def _prepare_model(spec: ModelSpec, compute: Compute, sync_batchnorm: bool) -> nn.Module:
+    """The model to train on `compute.device`: channels-last under bf16, SyncBatchNorm if asked (CUDA only)."""
     model = build_training_model(spec)
     if sync_batchnorm:
-        if device.type != "cuda":
+        if compute.device.type != "cuda":
             raise ValueError(
-                f"sync_batchnorm=True needs CUDA devices (SyncBatchNorm cannot run on {device.type}); "
+                f"sync_batchnorm=True needs CUDA devices (SyncBatchNorm cannot run on {compute.device.type}); "
                 "leave it off on CPU"
             )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return model_to_layout(model.to(device), precision)
+    return compute.model_to_layout(model)
 
 
 def train(
@@ -234,12 +229,11 @@ def train(
     *,
     identity: RunIdentity,
     seed: int,
-    device: torch.device | None = None,
+    compute: Compute | None = None,
     stop_after_epoch: int | None = None,
     progress: bool = True,
     world: World = SINGLE_PROCESS,
     sync_batchnorm: bool = False,
-    precision: str | None = None,
     workers: int = 0,
 ) -> TrainResult:
     """Train `spec` with `cfg` on `split`, resuming from `out_dir/checkpoint.pt` when present.
@@ -247,20 +241,21 @@ def train(
     `stop_after_epoch` ends the call early (after that epoch's checkpoint), to simulate an
     interruption or to spread a long run over several sessions. Under several processes
     (`world`, see `clxai_utils.tools.launch`) every rank calls this with its own device;
-    each trains on its share of every batch and rank 0 writes the files. `precision` is
-    `clxai_utils.core.precision`'s switch; the checkpoint and the model file record it. The
-    model file also records the CPU threads of the last epoch (float sums depend on them:
-    `clxai_utils.core.threads`).
+    each trains on its share of every batch and rank 0 writes the files. `compute` (None:
+    `resolve_compute()`) is the device and precision it trains in; the checkpoint and the
+    model file record them (the model file the device type). Under fp16 a gradient scaler
+    keeps small gradients from underflowing. The model file also records the CPU threads of
+    the last epoch (float sums depend on them: `clxai_utils.core.threads`).
     `workers` processes decode a split kept on disk (`epoch_batches`).
     """
     check_choice("loss", spec.loss, LOSSES)
     out_dir = Path(out_dir)
-    device = device or default_device()
+    compute = compute_or_resolve(compute)
+    device = compute.device
     local_batch = check_world_size(cfg.batch_size, world.size, "number of training processes")
     shuffle_gen = seed_everything(seed)
     aug_gen = torch.Generator().manual_seed(seed + 1_000_003 + RANK_SEED_STRIDE * world.rank)
-    compute = resolve_precision(precision, device)
-    model = _prepare_model(spec, device, sync_batchnorm, compute)
+    model = _prepare_model(spec, compute, sync_batchnorm)
     on_gpu = device.type == "cuda"
     steps_per_epoch = len(split) // cfg.batch_size
     if steps_per_epoch < 1:
@@ -269,9 +264,10 @@ def train(
         )
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=compute.precision == "fp16")  # a no-op otherwise
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    if state := load_resumable(out_dir / CHECKPOINT, identity, world.size, compute):
+    if state := load_resumable(out_dir / CHECKPOINT, identity, world.size, compute.precision):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -297,12 +293,13 @@ def train(
             spec.loss, cfg, split, info, order, local_batch, aug_gen, (seed, epoch), workers, device
         )
         for x, y in batches:
-            x, y = to_layout(x.to(device, non_blocking=True), compute), y.to(device)
-            with autocast(compute, device):
+            x, y = compute.to_layout(x), y.to(device)
+            with compute.autocast():
                 value, stats = compute_loss(net, spec.loss, x, y, cfg, world)
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            scaler.scale(value).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total += value.item()
             for key, val in stats.items():
@@ -328,7 +325,7 @@ def train(
                 {
                     "identity": asdict(identity),
                     "world_size": world.size,
-                    "precision": compute,
+                    **compute.to_dict(),
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -340,7 +337,7 @@ def train(
             )
             write_csv(out_dir / HISTORY, pd.DataFrame(history))
             model_file = {"spec": spec.to_dict(), "identity": asdict(identity), "world_size": world.size}
-            model_file |= {"precision": compute, "threads": torch.get_num_threads(), "epoch": epoch + 1}
+            model_file |= compute.to_dict() | {"threads": torch.get_num_threads(), "epoch": epoch + 1}
             model_file["state_dict"] = model.state_dict()
             if epoch + 1 == cfg.epochs:
                 save_torch(out_dir / MODEL, model_file)
@@ -358,16 +355,16 @@ def run_training(
     stop_after_epoch: int | None = None,
     progress: bool = True,
     world: World = SINGLE_PROCESS,
-    device: torch.device | None = None,
+    compute: Compute | None = None,
     sync_batchnorm: bool = False,
-    precision: str | None = None,
 ) -> TrainResult:
     """The training notebooks' one call: the run's profile settings and 00_data's subset -> `run.model_dir(loss)`.
 
     With `devices` > 1 (or $CLXAI_DEVICES) the run trains with DistributedDataParallel in that
     many processes, started by torchrun (`clxai_utils.tools.launch`); this call waits for them
-    and returns what they wrote. `world` and `device` are set by that entry point. `precision`
-    (else $CLXAI_PRECISION, else auto) is `clxai_utils.core.precision`'s switch.
+    and returns what they wrote; `world` and each process's `compute` are set by that entry point.
+    `compute` (None: `resolve_compute()`, from $CLXAI_DEVICE and $CLXAI_PRECISION, else auto)
+    is the device and precision it trains in.
     """
     check_choice("loss", loss, LOSSES)
     if stop_after_epoch is not None and (not isinstance(stop_after_epoch, int) or stop_after_epoch < 1):
@@ -378,8 +375,9 @@ def run_training(
     check_world_size(cfg.batch_size, n_devices, "devices")
     data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
+    compute = compute_or_resolve(compute)
     if world.size == 1 and n_devices > 1:
-        return train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, precision)
+        return train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, compute)
     identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
     return train(
         spec,
@@ -389,11 +387,10 @@ def run_training(
         run.model_dir(loss),
         identity=identity,
         seed=run.seed,
-        device=device,
+        compute=compute,
         stop_after_epoch=stop_after_epoch,
         progress=progress,
         world=world,
         sync_batchnorm=sync_batchnorm,
-        precision=precision,
         workers=settings.data.workers,
     )

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from clxai_utils.core.compute import DEVICE_ENV, Compute, resolve_compute
 from clxai_utils.core.config import DATASETS
 from clxai_utils.core.precision import PRECISION_ENV, PRECISIONS
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
-from clxai_utils.core.validate import int_at_least
+from clxai_utils.core.validate import ConfigError, int_at_least
 from clxai_utils.train.distributed import World
 from clxai_utils.train.trainer import run_training
 
@@ -39,13 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int_at_least(0), required=True)
     parser.add_argument("--loss", required=True, choices=LOSSES)
     parser.add_argument("--run-dir", default=None, help="the run's folder (default outputs/runs/<run id>)")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="auto: CUDA if available")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help=f"auto: ${DEVICE_ENV}, else CUDA if available, else the CPU",
+    )
     parser.add_argument("--sync-batchnorm", action="store_true", help="synchronise BatchNorm statistics (CUDA only)")
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
         default=None,
-        help=f"numeric precision (default ${PRECISION_ENV}, else auto: bf16 on CUDA, float32 on CPU)",
+        help=f"numeric precision (default ${PRECISION_ENV}, else auto: bf16 where native, else float32)",
     )
     parser.add_argument(
         "--stop-after-epoch", type=int_at_least(1), default=None, help="stop after this epoch's checkpoint"
@@ -53,17 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(choice: str, local_rank: int) -> torch.device:
-    """This process's device: GPU `local_rank` under CUDA, else the CPU."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cpu":
-        return torch.device("cpu")
+def _compute(device: str, precision: str | None, local_rank: int) -> Compute:
+    """This process's `Compute`: GPU `local_rank` under CUDA, else the CPU, in the resolved precision."""
+    compute = resolve_compute(None if device == "auto" else device, precision)
+    if compute.device.type == "cpu":
+        return compute
+    if compute.device.type != "cuda":
+        raise ConfigError(
+            f"--device {device} resolved to {compute.device.type}: processes train together on CUDA or CPU only"
+        )
     visible = torch.cuda.device_count()
     if local_rank >= visible:
         raise ValueError(f"--device cuda: process {local_rank} of this node has no GPU ({visible} visible)")
     torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    return Compute(torch.device("cuda", local_rank), compute.precision)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,19 +85,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if "RANK" not in os.environ:
         parser.error("no process group: start this module with torchrun (or submitit), which sets RANK and WORLD_SIZE")
-    device = _device(args.device, int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        compute = _compute(args.device, args.precision, int(os.environ.get("LOCAL_RANK", 0)))
+    except ValueError as error:  # ConfigError included: no such device here, a precision it cannot compute
+        parser.error(str(error))
+    dist.init_process_group("nccl" if compute.device.type == "cuda" else "gloo")
     try:
         world = World.current()
         run_training(
             run,
             args.loss,
             world=world,
-            device=device,
+            compute=compute,
             stop_after_epoch=args.stop_after_epoch,
             progress=world.is_main,
             sync_batchnorm=args.sync_batchnorm,
-            precision=args.precision,
         )
         dist.barrier()  # rank 0 has written the model before anyone reports success
     finally:

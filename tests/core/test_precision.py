@@ -9,17 +9,19 @@ from clxai_utils.core import precision as P
 from clxai_utils.core.validate import ConfigError
 from clxai_utils.train.models import ModelSpec, build_training_model
 
-CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+CPU, CUDA, MPS = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bf16_where_it_is_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
     monkeypatch.delenv(P.PRECISION_ENV, raising=False)
     monkeypatch.setattr(P, "cpu_computes_bf16", lambda: native)
+    monkeypatch.setattr(P, "cuda_computes_bf16", lambda: native)
     expected = "bf16" if native else "float32"
     assert P.resolve_precision(None, CPU) == P.resolve_precision("auto", CPU) == expected
-    assert P.resolve_precision(None, CUDA) == "bf16"
+    assert P.resolve_precision(None, CUDA) == expected
     assert P.resolve_precision("float32", CUDA) == "float32"
+    assert P.resolve_precision(None, MPS) == "fp16"  # MPS's fast path
 
 
 def test_the_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,10 +29,13 @@ def test_the_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert P.resolve_precision("float32", CPU) == "float32"
     assert P.resolve_precision(None, CUDA) == "bf16"
     monkeypatch.setenv(P.PRECISION_ENV, "half")
-    with pytest.raises(ConfigError, match=r"CLXAI_PRECISION='half' is not allowed; choose one of: auto, float32, bf16"):
+    with pytest.raises(
+        ConfigError, match=r"CLXAI_PRECISION='half' is not allowed; choose one of: auto, float32, bf16, fp16"
+    ):
         P.resolve_precision(None, CPU)
-    with pytest.raises(ConfigError, match=r"precision='fp16' is not allowed"):
+    with pytest.raises(ConfigError, match=r"precision='fp16' is for CUDA and MPS devices .*not cpu"):
         P.resolve_precision("fp16", CPU)
+    assert P.resolve_precision("fp16", CUDA) == P.resolve_precision("fp16", MPS) == "fp16"
 
 
 def test_bf16_is_refused_on_a_cpu_that_would_emulate_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,4 +117,3 @@ def test_bf16_maps_follow_float32_maps_and_the_hook_is_removed() -> None:
     assert not model.backbone.layer4[-1]._forward_hooks, "the float32 cast hook is removed after the block"
     assert maps.dtype == torch.float32 and maps.shape == reference.shape
     assert (maps - reference).abs().mean() < 0.05, (maps - reference).abs().mean()
-

@@ -290,6 +290,7 @@ def test_accuracy_on_all_counts_the_whole_test_split_and_a_changed_setting_is_re
     import yaml
 
     from clxai_utils.core import config
+    from clxai_utils.core.compute import CPU_FLOAT32
     from clxai_utils.core.run import Run
     from clxai_utils.train.probe import batched_forward, load_classifier, probe_and_evaluate
     from clxai_utils.train.trainer import run_training
@@ -311,7 +312,7 @@ def test_accuracy_on_all_counts_the_whole_test_split_and_a_changed_setting_is_re
     assert set(data.test.ids.tolist()) < set(data.accuracy_split.ids.tolist())
 
     run_training(run, "ce", progress=False)
-    _, table, _, _ = probe_and_evaluate(run, ["ce"], progress=False, precision="float32")
+    _, table, _, _ = probe_and_evaluate(run, ["ce"], progress=False, compute=CPU_FLOAT32)
     model, _ = load_classifier(run, "ce")
     predictions = batched_forward(model.eval(), data.accuracy_split, data.info).argmax(1)
     correct = int((predictions == data.accuracy_split.labels).sum())

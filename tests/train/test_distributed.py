@@ -23,6 +23,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
+from clxai_utils.core.compute import CPU_FLOAT32
 from clxai_utils.core.run import Run
 from clxai_utils.data.prepare import prepare_data
 from clxai_utils.data.sources import write_synthetic_imagefolder
@@ -198,9 +199,7 @@ def test_sync_batchnorm_needs_cuda() -> None:
     from clxai_utils.train.models import ModelSpec
 
     with pytest.raises(ValueError, match="sync_batchnorm=True needs CUDA"):
-        T._prepare_model(
-            ModelSpec("resnet18_cifar", 0.125, 10, "ce"), torch.device("cpu"), sync_batchnorm=True, precision="float32"
-        )
+        T._prepare_model(ModelSpec("resnet18_cifar", 0.125, 10, "ce"), CPU_FLOAT32, sync_batchnorm=True)
 
 
 @pytest.mark.cluster

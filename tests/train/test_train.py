@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from clxai_utils.core.compute import CPU_FLOAT32, Compute
 from clxai_utils.core.config import ProbeConfig, TrainConfig
 from clxai_utils.core.precision import cpu_computes_bf16
 from clxai_utils.core.run import Run
@@ -284,14 +285,17 @@ def test_probe_does_not_depend_on_the_global_rng() -> None:
     assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
 
 
+BF16 = Compute(torch.device("cpu"), "bf16")
+
+
 @pytest.mark.skipif(not cpu_computes_bf16(), reason="this CPU has no native bf16, so the switch refuses bf16")
 def test_bf16_training_is_recorded_and_not_resumed_in_float32(split: ImageSplit, tmp_path: Path) -> None:
-    fast = run(split, "supcon", tmp_path / "bf16", stop_after_epoch=2, precision="bf16")
+    fast = run(split, "supcon", tmp_path / "bf16", stop_after_epoch=2, compute=BF16)
     assert all(math.isfinite(v) for v in fast.history["loss"])
     assert torch.load(tmp_path / "bf16" / C.CHECKPOINT, weights_only=True)["precision"] == "bf16"
     with pytest.raises(C.CheckpointMismatch, match=r"trained in bf16 and this run asks for float32"):
-        run(split, "supcon", tmp_path / "bf16", precision="float32")
-    run(split, "supcon", tmp_path / "bf16", precision="bf16")
+        run(split, "supcon", tmp_path / "bf16", compute=CPU_FLOAT32)
+    run(split, "supcon", tmp_path / "bf16", compute=BF16)
     assert torch.load(tmp_path / "bf16" / C.MODEL, weights_only=True)["precision"] == "bf16"
 
 
