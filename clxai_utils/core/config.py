@@ -150,7 +150,7 @@ class MetricsConfig:
     """The protocol of 06_metrics, validated on creation and recorded in the results' JSON sidecar.
 
     The one settings type of the metrics: the profile file sets the first four fields, the
-    SSIM constants keep their defaults (those of scikit-image's SSIM, METHOD.md section 5).
+    SSIM constants keep their defaults (those of scikit-image's SSIM, docs/method.md, "The five facets").
     `pixels_per_step` is the Pixel Flipping step; `batch_size` bounds the images (or flipped
     copies) per forward pass; `noise_sigma` is the continuity noise in normalised input space.
     The evaluation's random draws take the run's seed.

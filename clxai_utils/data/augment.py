@@ -469,7 +469,7 @@ def ce_augment(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def supcon_augment(x: Tensor, generator: torch.Generator) -> Tensor:
-    """The paper's CIFAR SupCon augmentation (METHOD.md section 1), output the input's size (32x32 for CIFAR).
+    """The paper's CIFAR SupCon augmentation (docs/method.md, "Training"), output the input's size (32x32 for CIFAR).
 
     RandomResizedCrop(size, scale 0.2-1) -> flip -> ColorJitter(0.4, 0.4, 0.4, 0.1) with
     p = 0.8 -> grayscale with p = 0.2, in the authors' order.

@@ -1,6 +1,6 @@
 """ImageNet-S50: the official layout, ImageNet-1k restricted to its 50 classes, and evaluation-size decoding.
 
-Facts (../shared/reference/imagenet_s50.md): the official preparation scripts write
+The official preparation scripts write
 
     ImageNetS50/{train,train-semi,validation,test}/<wnid>/<file>.JPEG
     ImageNetS50/{train-semi,validation}-segmentation/<wnid>/<file>.png

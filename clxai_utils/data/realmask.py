@@ -1,4 +1,4 @@
-"""Real photographs with object masks in CIFAR-10 classes (../shared/data/realmask32.tar.gz).
+"""Real photographs with object masks in CIFAR-10 classes (the realmask32 archive, given as mask_source).
 
 Why: the coherence facet of CIFAR-10 models is otherwise scored only on synthetic 2x2
 mosaics; these 32x32 crops of segmentation data sets (MSRC-v2, SYSU-Shapes, Weizmann

@@ -1,4 +1,4 @@
-"""Batched explanation-quality metrics for the five facets of METHOD.md section 5.
+"""Batched explanation-quality metrics for the five facets (docs/method.md, "The five facets").
 
 Every function scores a whole batch of saliency maps at once: maps are float tensors of
 shape (N, H, W), min-max normalised to [0, 1] upstream, so they are non-negative and

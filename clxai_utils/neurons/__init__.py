@@ -3,7 +3,7 @@
 Second seed paper: Berend, Dreyer, Bouanani, Lapuschkin, Samek, "Contrastive Semantic
 Projection: Faithful Neuron Labeling with Contrastive Examples" (arXiv 2604.22477; the
 authors' code: github.com/oussamabouanani/neurolens). Formulas and defaults:
-`../shared/reference/neuron_labelling.md`.
+docs/method.md, "Part II: neuron labels".
 
     model -> units (activations, probe split, selection) -> scorers / invert -> labels
     images, labels -> encoders (open_clip or a stand-in) -> embeddings ----^

@@ -5,7 +5,7 @@ activations (images x units) of the probe images that positives and contrastive 
 are drawn from, their L2-normalised embeddings (images x d) and one embedding per label
 (labels x d), and returns a (units x labels) score matrix; the label of a unit is its
 argmax (`top_labels`). All are vectorised over units. Formulas and defaults are those of
-`../shared/reference/neuron_labelling.md`:
+docs/method.md, "Part II: neuron labels":
 
 * SemanticLens: c_k = norm(mean_i e(p_i)) over the unit's first 30 positives; score c_k . t_j.
 * CSP: each positive p_i gets its contrastive twin n_i, the image below the unit's mean

@@ -1,6 +1,6 @@
 """Metric-learning losses: supervised contrastive (SupCon) and semi-hard triplet.
 
-Both follow the paper's definitions (METHOD.md section 3) rather than the authors' code,
+Both follow the paper's definitions (docs/method.md, "Losses") rather than the authors' code,
 which hard-coded two views in SupCon and, for the triplet loss, averaged every semi-hard
 triplet of the batch with a batch-wide fallback on raw backbone features. Mining is a
 separate function on a distance matrix so that it can be checked on hand-made distances.

@@ -136,7 +136,7 @@ def compute_loss(
 def augment_batch(
     loss: str, cfg: TrainConfig, x_uint8: torch.Tensor, info: DatasetInfo, generator: torch.Generator
 ) -> torch.Tensor:
-    """Augment and normalise a uint8 batch the way `loss` is trained (METHOD.md section 1).
+    """Augment and normalise a uint8 batch the way `loss` is trained (docs/method.md, "Training").
 
     CE gets one CE-augmented view (N, C, H, W); SupCon/triplet get `views` independent
     views (N, V, C, H, W), by default two SupCon views (`TrainConfig.view_plan`).
