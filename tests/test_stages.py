@@ -153,7 +153,7 @@ def test_interrupted_run_leaves_no_table(run: Run, results: FA.FacetResults, mon
     def interrupt(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(FA, "_coherence", interrupt)
+    monkeypatch.setattr(SC, "coherence_scores", interrupt)
     with pytest.raises(KeyboardInterrupt):
         FA.evaluate_facets(run, LOSSES, progress=False)
     assert not any(p.exists() for p in paths.values())
@@ -165,8 +165,8 @@ def test_interrupted_run_leaves_no_table(run: Run, results: FA.FacetResults, mon
 def test_bad_parameters_are_named(run: Run) -> None:
     with pytest.raises(ConfigError, match="method.*='lime'"):
         run_explanations(run, LOSSES, ["gradcam", "lime"], progress=False)
-    with pytest.raises(ConfigError, match="losses must be a list"):
-        FA.evaluate_facets(run, "ce", progress=False)
+    with pytest.raises(ConfigError, match="an entry of losses.*'lime'"):
+        FA.evaluate_facets(run, '["ce", "lime"]', progress=False)
     with pytest.raises(FileNotFoundError, match="no trained model .*training notebook"):
         run_explanations(run, ["triplet"], progress=False)
     probe = run.model_dir("supcon") / "probe.pt"

@@ -245,10 +245,10 @@ def test_folded_standardisation_equals_the_standardised_probe() -> None:
         assert torch.allclose(P.fold_standardisation(layer, mean, std)(x), layer((x - mean) / std), atol=1e-6)
 
 
-def test_probe_stage_rejects_losses_that_are_not_a_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_probe_stage_rejects_losses_it_does_not_know(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLXAI_OUTPUTS", str(tmp_path / "out"))
-    with pytest.raises(ConfigError, match="losses must be a list"):
-        P.probe_and_evaluate(Run("cifar10", "smoke", 0), "supcon")
+    with pytest.raises(ConfigError, match="an entry of losses.*'lime'"):
+        P.probe_and_evaluate(Run("cifar10", "smoke", 0), '["supcon", "lime"]')
 
 
 @pytest.mark.parametrize(
