@@ -25,6 +25,7 @@ from torch import Tensor
 
 from clxai_utils.core.artifacts import write_csv, write_json
 from clxai_utils.core.compute import Compute, compute_or_resolve
+from clxai_utils.core.config import MAP_DEVIATIONS, MetricsConfig
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import FACETS, LOSSES, METHODS, METRICS
 from clxai_utils.core.run import Run
@@ -35,6 +36,7 @@ from clxai_utils.data.prepare import load_prepared
 from clxai_utils.evaluate.metrics import (
     zero_maps,
 )
+from clxai_utils.evaluate.protocol import protocol_record
 from clxai_utils.evaluate.scoring import (
     FacetClock,
     ScoringSet,
@@ -47,6 +49,7 @@ from clxai_utils.explain.store import (
     ExplanationSet,
     explained_split,
     load_explanations,
+    map_deviations,
     package_versions,
 )
 from clxai_utils.train.probe import load_classifier
@@ -97,9 +100,24 @@ def _check_precision(stored: ExplanationSet, precision: str) -> None:
         )
 
 
+def _check_map_protocol(stored: ExplanationSet, run: Run) -> None:
+    """Stored maps must come from the protocol scored now (Eigen-CAM's sign rule, the probe's features)."""
+    expected = [d for d in MAP_DEVIATIONS if d in run.settings.metrics.deviations]
+    if map_deviations(stored.meta) != expected:
+        raise ValueError(
+            f"the stored {stored.method} maps were computed with protocol deviations {map_deviations(stored.meta)} and "
+            f"this run scores with {expected}: rerun notebooks/05_explanations.ipynb with the same protocol"
+        )
+
+
 def _remove_stale(paths: dict[str, Any]) -> None:
     for path in paths.values():
         path.unlink(missing_ok=True)
+
+
+def _noise_space(params: MetricsConfig) -> str:
+    clamped = "clamped_noise" in params.deviations
+    return "normalised input, " + ("clamped to [0, 1] (the authors')" if clamped else "not clamped")
 
 
 def _sidecar(
@@ -121,10 +139,11 @@ def _sidecar(
         "methods": methods,
         "n_images": n_images,
         **compute.to_dict(),
+        **protocol_record(run.settings.metrics),
         "params": run.settings.metrics.to_dict()
         | {
             "explain": vars(run.settings.explain),
-            "noise_space": "normalised input, not clamped",
+            "noise_space": _noise_space(run.settings.metrics),
             "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
             "coherence": f"{coherence}; scored only where the image alone is classified correctly",
         },
@@ -149,6 +168,7 @@ def _stored_coherence_maps(
         return None
     mosaic_maps = load_explanations(run, loss, method, "mosaics")
     _check_same_images(mosaic_maps, scoring.split.ids, "mosaic")
+    _check_map_protocol(mosaic_maps, run)
     return mosaic_maps
 
 
@@ -167,6 +187,7 @@ def masked_coherence(run: Run, data: Dataset, losses: list[str], methods: list[s
         for method in methods:
             maps = load_explanations(run, loss, method, "masks")
             _check_same_images(maps, masked.ids, "masked-image")
+            _check_map_protocol(maps, run)
             scored = maps.predictions == maps.labels
             values = coherence_scores(maps, masked.masks, scored)
             blocks.append(
@@ -219,11 +240,12 @@ def evaluate_facets(
     clock, blocks, examples = FacetClock(), [], {}
     bar = progress_bar(total=len(losses) * len(methods) * len(FACETS), desc="facets", disable=not progress)
     for loss in losses:
-        model, _ = load_classifier(run, loss)
+        model, _ = load_classifier(run, loss, normalize_features="unnormalised_head" not in inputs.params.deviations)
         for method in methods:
             maps = load_explanations(run, loss, method, "test")
             _check_same_images(maps, split.ids, "test")
             _check_precision(maps, compute.precision)
+            _check_map_protocol(maps, run)
             coherence_maps = _stored_coherence_maps(run, loss, method, scoring, maps)
 
             def step(facet: str, pair: str = f"{loss}/{method}") -> None:

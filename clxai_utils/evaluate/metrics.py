@@ -123,33 +123,52 @@ def _attribution_rank(maps: Tensor) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
+def _quantus_element_rank(maps: Tensor, channels: int) -> Tensor:
+    """Rank (N, C*H*W) of every channel element in the order quantus 0.6 `PixelFlipping` flips them.
+
+    quantus divides each map by its maximum (float32), broadcasts the (1, H, W) map over
+    the C channels and orders the C*H*W elements by numpy's default (unstable) argsort of
+    the negated values; the same numpy call on the whole batch gives each row that order,
+    ties included, which a stable torch sort would not.
+    """
+    a = maps.detach().cpu().float().numpy()
+    a = a / np.abs(a).max(axis=(1, 2), keepdims=True)
+    flat = np.broadcast_to(a[:, None], (a.shape[0], channels, *a.shape[1:])).reshape(a.shape[0], -1)
+    order = torch.from_numpy(np.argsort(-flat, axis=1)).to(maps.device)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
 def _flip_and_score(
     model: Model,
     x: Tensor,
     rank: Tensor,
     targets: Tensor,
     removed: Tensor,
-    baseline: Tensor,
+    fills: Tensor,
     batch_size: int | None,
 ) -> Tensor:
     """Softmax probability of `targets` for every (image, step) copy, in chunks of `batch_size` copies.
 
-    Copy (i, k) sets the `removed[k]` best-ranked pixels of image i (all channels) to
-    `baseline`; copies are built on the fly from the rank so memory stays O(batch_size).
+    Copy (i, k) sets the `removed[k]` best-ranked features of image i to `fills[i]` (one
+    value per channel); a feature is a pixel (all channels, `rank` (N, H*W)) or one channel
+    element (`rank` (N, C*H*W)). Copies are built on the fly from the rank so memory stays
+    O(batch_size).
     """
     n, c, h, w = x.shape
+    depth = rank.shape[1] // (h * w)  # 1: pixels, c: channel elements
     n_points = removed.numel()
     total = n * n_points
     chunk = total if batch_size is None else batch_size
-    fill = baseline.to(device=x.device, dtype=x.dtype).view(1, c, 1, 1)
+    fills = fills.to(device=x.device, dtype=x.dtype)
     removed = removed.to(x.device)
     out = torch.empty(total, dtype=torch.float64, device=x.device)
     with torch.no_grad():
         for start in range(0, total, chunk):
             job = torch.arange(start, min(start + chunk, total), device=x.device)
             image, step = job // n_points, job % n_points
-            flipped = (rank[image] < removed[step, None]).view(-1, 1, h, w)
-            probs = model(torch.where(flipped, fill, x[image])).double().softmax(dim=1)
+            flipped = (rank[image] < removed[step, None]).view(-1, depth, h, w)
+            probs = model(torch.where(flipped, fills[image].view(-1, c, 1, 1), x[image])).double().softmax(dim=1)
             out[job] = probs.gather(1, targets[image, None]).squeeze(1)
     return out.view(n, n_points)
 
@@ -163,6 +182,9 @@ def pixel_flipping(
     pixels_per_step: int,
     baseline: Tensor,
     batch_size: int | None = None,
+    min_baseline: bool = False,
+    channel_elements: bool = False,
+    first_point: bool = True,
 ) -> PixelFlippingResult:
     """Pixel Flipping (Bach et al. 2015): lower AUC = removing top-ranked pixels hurts sooner = more faithful.
 
@@ -171,6 +193,13 @@ def pixel_flipping(
     the intact image. The AUC is the trapezoid area against the fraction of pixels removed,
     so it lies in [0, 1] whatever the step size. `targets` must be the class each map
     explains. `batch_size` bounds the copies per forward pass (None: all in one).
+
+    Three switches reproduce the authors' quantus 0.6 call (`evaluate.protocol`):
+    `min_baseline` fills with the minimum of the normalised image over all channels instead
+    of `baseline`; `channel_elements` flips `pixels_per_step` channel elements per step in
+    quantus's order (`_quantus_element_rank`), C times as many steps; `first_point=False`
+    drops the intact image and takes the AUC on an x axis spread evenly over [0, 1]
+    (`trapz(curve) / (S - 1)`), the authors' formula, whatever the last step removed.
     """
     if getattr(model, "training", False):
         raise ValueError("model must be in eval mode (call model.eval()): batch statistics would mix copies")
@@ -188,17 +217,26 @@ def pixel_flipping(
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
 
-    n_pixels = h * w
-    n_steps = math.ceil(n_pixels / pixels_per_step)
-    removed = (torch.arange(n_steps + 1) * pixels_per_step).clamp(max=n_pixels)
-    fractions = (removed.double() / n_pixels).to(x.device)
+    n_features = h * w * (c if channel_elements else 1)
+    n_steps = math.ceil(n_features / pixels_per_step)
+    removed = (torch.arange(n_steps + 1) * pixels_per_step).clamp(max=n_features)
+    if not first_point:
+        if n_steps < 2:
+            raise ValueError(f"a curve without its first point needs >= 2 steps, got {n_steps}")
+        removed = removed[1:]
+    fractions = (removed.double() / n_features).to(x.device)
 
-    curves = torch.full((n, n_steps + 1), float("nan"), dtype=torch.float64, device=x.device)
+    curves = torch.full((n, removed.numel()), float("nan"), dtype=torch.float64, device=x.device)
     keep = torch.nonzero(~zero_maps(maps)).squeeze(1).to(x.device)
     if keep.numel():
-        rank = _attribution_rank(maps.to(x.device)[keep])
-        curves[keep] = _flip_and_score(model, x[keep], rank, targets.to(x.device)[keep], removed, baseline, batch_size)
-    auc = torch.trapezoid(curves, fractions, dim=1)
+        kept_maps, kept_x = maps.to(x.device)[keep], x[keep]
+        rank = _quantus_element_rank(kept_maps, c) if channel_elements else _attribution_rank(kept_maps)
+        fills = kept_x.amin(dim=(1, 2, 3))[:, None].expand(-1, c) if min_baseline else baseline.expand(len(keep), c)
+        curves[keep] = _flip_and_score(model, kept_x, rank, targets.to(x.device)[keep], removed, fills, batch_size)
+    if first_point:
+        auc = torch.trapezoid(curves, fractions, dim=1)
+    else:
+        auc = torch.trapezoid(curves, dx=1.0, dim=1) / (removed.numel() - 1)
     return PixelFlippingResult(curves=curves, auc=auc, fractions=fractions)
 
 
@@ -246,16 +284,19 @@ def ssim(
     return s.mean(dim=(1, 2, 3))
 
 
-def add_input_noise(x: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
+def add_input_noise(x: Tensor, sigma: float, generator: torch.Generator, clamp: bool = False) -> Tensor:
     """x + N(0, sigma^2) in NORMALISED input space, never clamped.
 
     The authors clamped the normalised tensor to [0, 1], which zeroes every negative
     value; here the noise is the only change. Noise is drawn on the generator's device and
     moved to x's, so a CPU generator gives the same noise whatever device x is on.
+    `clamp=True` is the authors' bug, kept as a protocol switch (`clamped_noise`): the noisy
+    normalised tensor clamped to [0, 1].
     """
     check_positive("sigma", sigma)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device)
-    return x + sigma * noise.to(x.device)
+    noisy = x + sigma * noise.to(x.device)
+    return noisy.clamp(0.0, 1.0) if clamp else noisy
 
 
 # ----------------------------------------------------------------------- contrastivity

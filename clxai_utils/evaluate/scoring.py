@@ -83,14 +83,19 @@ def _faithfulness(
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Pixel Flipping on the model's device (the flipped copies are built there); results on the CPU."""
     device = next(model.parameters()).device
+    deviations = params.deviations
+    targets = maps.labels if "pf_true_label" in deviations else maps.targets  # the authors scored the true label
     result = pixel_flipping(
         model,
         x.to(device),
         maps.maps.float().to(device),
-        maps.targets.to(device),
+        targets.to(device),
         pixels_per_step=params.pixels_per_step,
         baseline=baseline,
         batch_size=params.batch_size,
+        min_baseline="pf_min_baseline" in deviations,
+        channel_elements="pf_channel_elements" in deviations,
+        first_point="pf_no_first_point" not in deviations,
     )
     return {"pf_auc": result.auc.cpu()}, result.curves.cpu(), result.fractions.cpu()
 
@@ -99,7 +104,7 @@ def _continuity(
     model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Same class, same method, on the noisy copy: only the input changes."""
-    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size)
+    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size, _eigencam_sign(params))
     return {"continuity_ssim": ssim(maps.maps.float(), noisy, **params.ssim_kwargs())}, noisy
 
 
@@ -108,8 +113,13 @@ def _contrastivity(
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """The same method's map of one other class per image, drawn from (seed, image id)."""
     others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], seed)
-    contrast = explain(model, x, maps.method, others, batch_size)
+    contrast = explain(model, x, maps.method, others, batch_size, _eigencam_sign(params))
     return {"contrastivity_ssim": ssim(maps.maps.float(), contrast, **params.ssim_kwargs())}, contrast, others
+
+
+def _eigencam_sign(params: MetricsConfig) -> bool:
+    """Whether the maps computed here take Eigen-CAM's sign rule (off under `eigencam_no_sign`)."""
+    return "eigencam_no_sign" not in params.deviations
 
 
 def _complexity(maps: ExplanationSet) -> dict[str, Tensor]:
@@ -129,10 +139,21 @@ def coherence_scores(coherence_maps: ExplanationSet, masks: Tensor, scored: Tens
     return {name: values.masked_fill(~scored, float("nan")) for name, values in out.items()}
 
 
+#: Facets the authors scored on all-zero maps as they came (they marked only Pixel Flipping and complexity NaN).
+_ZERO_MAPS_SCORED_BY_AUTHORS = ("continuity", "contrastivity")
+
+
 def _rows(
-    base: dict[str, Any], maps: ExplanationSet, coherence_maps: ExplanationSet | None, values: dict[str, Tensor]
+    base: dict[str, Any],
+    maps: ExplanationSet,
+    coherence_maps: ExplanationSet | None,
+    values: dict[str, Tensor],
+    zero_maps_unhandled: bool = False,
 ) -> pd.DataFrame:
-    """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply)."""
+    """One table block: ids, labels, flags and every metric column (NaN where a facet does not apply).
+
+    `zero_maps_unhandled` (the authors' protocol) keeps the SSIM facets of all-zero maps as scored.
+    """
     zero = zero_maps(maps.maps)
     coherence_zero = zero if coherence_maps is None else zero_maps(coherence_maps.maps)
     columns: dict[str, Any] = {
@@ -146,7 +167,8 @@ def _rows(
     }
     for name, metric in METRICS.items():
         column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
-        if metric.facet != "coherence":  # coherence reads its own map, whose zeros its metrics already mark
+        unhandled = zero_maps_unhandled and metric.facet in _ZERO_MAPS_SCORED_BY_AUTHORS
+        if metric.facet != "coherence" and not unhandled:  # coherence marks the zeros of its own map
             column = column.masked_fill(zero, float("nan"))
         columns[name] = column.numpy()
     return pd.DataFrame(columns)
@@ -186,7 +208,8 @@ class FacetInputs:
 def facet_inputs(x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run) -> FacetInputs:
     """The inputs of the run's protocol for images `x`: noise drawn once from the run's seed, its baseline."""
     params = run.settings.metrics
-    noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed))
+    clamp = "clamped_noise" in params.deviations  # the authors' bug, as a protocol switch
+    noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed), clamp)
     baseline = make_baseline(params.baseline, info.mean, info.std)
     return FacetInputs(x, noisy, masks, baseline, params, run.settings.explain.batch_size, run.seed)
 
@@ -231,7 +254,10 @@ def score_model(
     }
     if coherence_maps is not None:
         examples["coherence_maps"] = coherence_maps.maps[:n_examples].float()
-    return ScoredBlock(_rows(base, maps, coherence_maps, values), _mean_curves(base, curves, fractions), examples)
+    unhandled = "zero_maps_unhandled" in inputs.params.deviations
+    return ScoredBlock(
+        _rows(base, maps, coherence_maps, values, unhandled), _mean_curves(base, curves, fractions), examples
+    )
 
 
 def _score(
@@ -291,13 +317,20 @@ def explain_and_score(
 ) -> ScoredBlock:
     """Maps of `method` computed here (not stored) exactly as 05 computes them, then every facet as 06 scores it."""
     split, inputs = scoring.split, scoring.inputs
+    sign = _eigencam_sign(inputs.params)
     maps = compute_explanations(
-        model, (inputs.x, split.labels, split.ids), method, "predicted", batch_size=batch_size, progress=False
+        model,
+        (inputs.x, split.labels, split.ids),
+        method,
+        "predicted",
+        batch_size=batch_size,
+        progress=False,
+        eigencam_sign=sign,
     )
     coherence_maps = maps if split.masks is not None else None
     if scoring.mosaics is not None:
         mosaic_batch = (scoring.mosaics.images, split.labels, split.ids)
         coherence_maps = compute_explanations(
-            model, mosaic_batch, method, "true", batch_size=batch_size, progress=False
+            model, mosaic_batch, method, "true", batch_size=batch_size, progress=False, eigencam_sign=sign
         )
     return score_model(model, maps, coherence_maps, inputs, base, clock)

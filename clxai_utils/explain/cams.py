@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -155,7 +156,7 @@ def grad_cam(model: nn.Module, x: Tensor, targets: Tensor, batch_size: int) -> T
 # --------------------------------------------------------------------------- Eigen-CAM
 
 
-def _oriented_projection(activations: Tensor) -> Tensor:
+def _oriented_projection(activations: Tensor, sign_rule: bool = True) -> Tensor:
     """Raw Eigen-CAM (B, u, v): projection of the centred (uv x K) activations on V[:, 0].
 
     Sign convention: the SVD fixes V[:, 0] only up to sign (LAPACK builds may return either),
@@ -165,8 +166,11 @@ def _oriented_projection(activations: Tensor) -> Tensor:
     increases the total feature activation, i.e. the map highlights where the (ReLU)
     features fire rather than where they are silent. Unlike "flip if |min| > |max|" it does
     not depend on the skewness of p. The rule uses no class and stays class-agnostic.
-    Exact ties (<p, m> = 0) fall back to |max| >= |min|.
+    Exact ties (<p, m> = 0) fall back to |max| >= |min|. `sign_rule=False` gives the
+    authors' maps instead (`_library_projection`; protocol switch `eigencam_no_sign`).
     """
+    if not sign_rule:
+        return _library_projection(activations)
     b, _, u, v = activations.shape
     a = activations.flatten(2).transpose(1, 2).double()  # (B, uv, K)
     centred = a - a.mean(dim=1, keepdim=True)
@@ -178,12 +182,28 @@ def _oriented_projection(activations: Tensor) -> Tensor:
     return (sign[:, None] * proj).reshape(b, u, v).float()
 
 
-def eigen_cam(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
+def _library_projection(activations: Tensor) -> Tensor:
+    """Raw Eigen-CAM (B, u, v) exactly as pytorch-grad-cam's `get_2d_projection`, with no sign rule.
+
+    Without a rule the sign is whatever the SVD routine returns, so only the same routine
+    reproduces the authors' maps: numpy's float32 SVD with full matrices, as the library
+    calls it, here on the whole batch at once (numpy runs the same LAPACK call per matrix).
+    """
+    b, k, u, v = activations.shape
+    a = activations.detach().float().cpu().numpy().reshape(b, k, u * v).transpose(0, 2, 1)  # (B, uv, K)
+    centred = a - a.mean(axis=1, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=True)
+    proj = np.einsum("bnk,bk->bn", centred, vt[:, 0, :]).astype(np.float32)
+    return torch.from_numpy(proj.reshape(b, u, v)).to(activations.device)
+
+
+def eigen_cam(model: nn.Module, x: Tensor, batch_size: int, sign_rule: bool = True) -> Tensor:
     """Class-agnostic Eigen-CAM maps (N, H, W) with a fixed sign (`EIGENCAM_SIGN_CONVENTION`).
 
     Activations come from a forward hook without gradients; the SVD runs batched in torch
     on the model's device, in float64 so that near-equal singular values are separated
     as reliably as numpy's (which pytorch-grad-cam uses, one image at a time).
+    `sign_rule=False` leaves the sign as the SVD returns it (`_oriented_projection`).
     """
     x = _check_images(x)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -201,17 +221,29 @@ def eigen_cam(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
                         "model.target_layer must output (N, K, u, v) feature maps, got shape "
                         f"{tuple(activations.shape)}"
                     )
-                maps.append(postprocess_cam(_oriented_projection(activations), (x.shape[-2], x.shape[-1])).cpu())
+                maps.append(
+                    postprocess_cam(_oriented_projection(activations, sign_rule), (x.shape[-2], x.shape[-1])).cpu()
+                )
     finally:
         handle.remove()
     return torch.cat(maps)
 
 
-def explain(model: nn.Module, x: Tensor, method: str, targets: Tensor | None, batch_size: int) -> Tensor:
-    """Maps (N, H, W) by `method` in METHODS; Eigen-CAM is class-agnostic and ignores `targets`."""
+def explain(
+    model: nn.Module,
+    x: Tensor,
+    method: str,
+    targets: Tensor | None,
+    batch_size: int,
+    eigencam_sign: bool = True,
+) -> Tensor:
+    """Maps (N, H, W) by `method` in METHODS; Eigen-CAM is class-agnostic and ignores `targets`.
+
+    `eigencam_sign=False` drops Eigen-CAM's sign rule (the authors' maps); Grad-CAM ignores it.
+    """
     check_choice("method", method, METHODS)
     if method == "gradcam":
         if targets is None:
             raise ValueError("targets must be given for method 'gradcam' (explicit classes, never argmax)")
         return grad_cam(model, x, targets, batch_size)
-    return eigen_cam(model, x, batch_size)
+    return eigen_cam(model, x, batch_size, eigencam_sign)

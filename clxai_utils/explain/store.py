@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from clxai_utils.core.artifacts import load_torch, save_torch
 from clxai_utils.core.compute import Compute, compute_or_resolve
-from clxai_utils.core.config import ExplainConfig
+from clxai_utils.core.config import MAP_DEVIATIONS, ExplainConfig
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
 from clxai_utils.core.run import Run
@@ -145,7 +145,16 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def _full_meta(meta: dict[str, Any] | None, method: str, target: str) -> dict[str, Any]:
+#: Recorded instead of `EIGENCAM_SIGN_CONVENTION` for maps computed without the sign rule (the authors').
+NO_SIGN_CONVENTION = "none: the SVD's own sign, as pytorch-grad-cam's EigenCAM (protocol switch eigencam_no_sign)"
+
+
+def map_deviations(meta: dict[str, Any]) -> list[str]:
+    """The protocol deviations stored maps were computed with (absent from the meta: none)."""
+    return list(meta.get("map_deviations", []))
+
+
+def _full_meta(meta: dict[str, Any] | None, method: str, target: str, eigencam_sign: bool = True) -> dict[str, Any]:
     auto: dict[str, Any] = {
         "method": method,
         "target_rule": target,
@@ -153,7 +162,7 @@ def _full_meta(meta: dict[str, Any] | None, method: str, target: str) -> dict[st
         "versions": package_versions(),
     }
     if method == "eigencam":
-        auto["sign_convention"] = EIGENCAM_SIGN_CONVENTION
+        auto["sign_convention"] = EIGENCAM_SIGN_CONVENTION if eigencam_sign else NO_SIGN_CONVENTION
     meta = dict(meta or {})
     _check_plain("meta", meta)  # fail before the maps are computed, not after
     clash = sorted(set(meta) & set(auto))
@@ -179,6 +188,7 @@ def compute_explanations(
     meta: dict[str, Any] | None = None,
     progress: bool = True,
     maps_dtype: torch.dtype = torch.float32,
+    eigencam_sign: bool = True,
 ) -> ExplanationSet:
     """Logits, predictions and maps for every image of `batches` ((x, y, image_id) batches).
 
@@ -186,12 +196,13 @@ def compute_explanations(
     the explained class is the prediction (`target="predicted"`, the paper's rule) or the
     label (`"true"`); the maps are then computed in chunks of `batch_size`. `maps_dtype`
     float16 halves the file size (step 2^-11 near 1, enough for [0, 1] maps).
+    `eigencam_sign=False` computes Eigen-CAM without its sign rule (protocol `eigencam_no_sign`).
     """
     check_choice("target", target, TARGET_RULES)
     check_choice("method", method, METHODS)
     if maps_dtype not in MAP_DTYPES:
         raise ValueError(f"maps_dtype must be one of {[str(d) for d in MAP_DTYPES]}, got {maps_dtype}")
-    meta = _full_meta(meta, method, target)
+    meta = _full_meta(meta, method, target, eigencam_sign)
     parts: dict[str, list[Tensor]] = {name: [] for name in ("maps", "logits", *_INDEX_FIELDS)}
     label = " ".join(str(meta[key]) for key in ("loss", "method", "kind") if key in meta)  # e.g. "ce gradcam test"
     for x, y, ids in progress_bar(_as_batches(batches), desc=label, disable=not progress):
@@ -201,7 +212,7 @@ def compute_explanations(
         predictions = logits.argmax(dim=1)
         labels = _check_class_indices("y", torch.as_tensor(y), len(x), logits.shape[1])
         targets = predictions if target == "predicted" else labels
-        parts["maps"].append(explain(model, x, method, targets, batch_size).to(maps_dtype))
+        parts["maps"].append(explain(model, x, method, targets, batch_size, eigencam_sign).to(maps_dtype))
         parts["logits"].append(logits)
         parts["image_ids"].append(torch.as_tensor(ids, dtype=torch.int64).reshape(-1))
         parts["labels"].append(labels)
@@ -294,11 +305,13 @@ def _batches(x: Tensor, labels: Tensor, ids: Tensor, batch_size: int) -> Iterato
 LEGACY_META = {"device": "cpu"}
 
 
-def _is_current(path: Path, meta: dict[str, Any]) -> bool:
+def _is_current(path: Path, meta: dict[str, Any], deviations: list[str] | None = None) -> bool:
+    """Whether the stored file was computed from the same model, images and protocol (its map deviations included)."""
     if not path.is_file():
         return False
     stored = LEGACY_META | ExplanationSet.load(path).meta
-    return all(stored.get(key) == value for key, value in meta.items())
+    same_deviations = map_deviations(stored) == (deviations or [])
+    return same_deviations and all(stored.get(key) == value for key, value in meta.items())
 
 
 def run_explanations(
@@ -319,9 +332,10 @@ def run_explanations(
     cfg = run.settings.explain
     data, _ = load_prepared(run)
     inputs = explained_inputs(data, run)
+    deviations = [d for d in MAP_DEVIATIONS if d in run.settings.metrics.deviations]  # the protocol's, for the maps
     rows = []
     for loss in losses:
-        model, _ = load_classifier(run, loss)
+        model, _ = load_classifier(run, loss, normalize_features="unnormalised_head" not in deviations)
         # What must match for stored maps to be reused: model files, images and protocol (hashed once per model).
         source = {
             "profile": run.profile,
@@ -334,12 +348,21 @@ def run_explanations(
         for method, (kind, images) in itertools.product(methods, inputs.items()):
             path = run.explanation_path(loss, method, kind)
             meta = source | {"kind": kind, "image_ids_digest": hashlib.sha256(images.ids.numpy().tobytes()).hexdigest()}
-            start, reused = time.perf_counter(), _is_current(path, meta)
+            start, reused = time.perf_counter(), _is_current(path, meta, deviations)
+            if deviations:  # recorded only when some are on, so the corrected protocol's files stay as they were
+                meta = meta | {"map_deviations": deviations}
             if not reused:
                 batches = _batches(images.x, images.labels, images.ids, cfg.batch_size)
                 with compute.inference(model) as fast:
                     compute_explanations(
-                        fast, batches, method, images.target, batch_size=cfg.batch_size, meta=meta, progress=progress
+                        fast,
+                        batches,
+                        method,
+                        images.target,
+                        batch_size=cfg.batch_size,
+                        meta=meta,
+                        progress=progress,
+                        eigencam_sign="eigencam_no_sign" not in deviations,
                     ).save(path)
             seconds = time.perf_counter() - start
             rows.append(

@@ -184,11 +184,16 @@ def probe_path(out_dir: str | Path, epoch: int | None = None) -> Path:
     return snapshot_path(out_dir, epoch).with_suffix(".probe.pt")
 
 
-def load_classifier(run: Run, loss: str, epoch: int | None = None) -> tuple[ExplainableClassifier, ModelSpec]:
+def load_classifier(
+    run: Run, loss: str, epoch: int | None = None, normalize_features: bool = True
+) -> tuple[ExplainableClassifier, ModelSpec]:
     """The explainable classifier of one trained model: CE with its head, SupCon/triplet with its probe.
 
     `epoch` takes that snapshot (and its probe) instead of the final model. Refuses a model
-    trained under another profile than the run's.
+    trained under another profile than the run's. `normalize_features=False` applies the
+    SupCon/triplet probe to unnormalised features, as the authors' CIFAR evaluation did
+    although the probe was trained on normalised ones (protocol switch `unnormalised_head`;
+    no effect on CE).
     """
     out_dir = run.model_dir(loss)
     model, spec, identity = load_trained(out_dir, epoch)
@@ -205,7 +210,10 @@ def load_classifier(run: Run, loss: str, epoch: int | None = None) -> tuple[Expl
         raise ValueError(f"the probe in {path} was trained on another encoder: rerun notebooks/04_linear_probe.ipynb")
     probe = nn.Linear(model.backbone.feature_dim, spec.num_classes)
     probe.load_state_dict(state["state_dict"])
-    return explainable_from_contrastive(model, probe).eval(), spec
+    classifier = explainable_from_contrastive(model, probe)
+    if not normalize_features:
+        classifier = ExplainableClassifier(classifier.backbone, classifier.head, normalize_features=False)
+    return classifier.eval(), spec
 
 
 def accuracy(

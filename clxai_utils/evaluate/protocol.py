@@ -1,0 +1,85 @@
+"""The metrics' protocol: the corrected one (default) or the authors', each deviation its own switch.
+
+The pipeline follows the paper and fixes the bugs of the authors' published evaluation
+(docs/method.md, "Deviations from the authors' code"). To measure what each fix changes, every
+deviation can be switched back on, alone or together: `MetricsConfig.protocol` is
+"corrected" (none), "authors" (every implemented one) or a list of the names below.
+The switches live where the computation happens (`evaluate.metrics`, `evaluate.scoring`,
+`explain.cams`, `train.probe`); this module names and describes them, records them for the
+results' sidecar and applies the one that acts on summaries (`correct_only_average`).
+
+`authors_coherence` is named but not implemented: the authors' coherence differs in how
+ImageNet-S masks are read (bilinear resize, red channel > 0 so that "ignore" counts as
+object), which is decided when the data are prepared, and in the maps it scores
+(ground-truth class with pytorch-grad-cam's test-time augmentation), which 05_explanations
+does not compute. Asking for it is an error, never a silent approximation; "authors"
+leaves it out and its record says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from clxai_utils.core.config import DEVIATIONS, UNIMPLEMENTED_DEVIATIONS, MetricsConfig
+from clxai_utils.core.registry import METRICS
+
+#: What each deviation does, in plain words (the sidecar records these next to the names).
+DEVIATION_DESCRIPTIONS: dict[str, str] = {
+    "clamped_noise": "continuity: the noisy normalised image clamped to [0, 1], zeroing every negative value",
+    "pf_true_label": "Pixel Flipping scores the true label's probability while flipping by the predicted class's map",
+    "pf_min_baseline": "Pixel Flipping's 'black' is the minimum of the normalised image over all channels",
+    "pf_channel_elements": "Pixel Flipping flips channel elements in quantus 0.6's order (C times as many steps)",
+    "pf_no_first_point": "Pixel Flipping curve without the intact image; AUC = trapz(curve) / (steps - 1)",
+    "zero_maps_unhandled": "continuity and contrastivity SSIM of all-zero maps kept as scored, not NaN",
+    "eigencam_no_sign": "Eigen-CAM without the sign rule: the SVD's own sign, as pytorch-grad-cam's EigenCAM",
+    "unnormalised_head": "SupCon/triplet probe applied to unnormalised features (it was trained on normalised ones)",
+    "correct_only_average": "summaries average only the correctly classified images",
+    "authors_coherence": "NOT IMPLEMENTED: bilinear masks, R > 0 as object, ground-truth target with aug_smooth",
+}
+
+#: Columns that identify one (model, method) block of the facets table.
+GROUP_COLUMNS: tuple[str, ...] = ("dataset", "profile", "seed", "loss", "method")
+
+
+def protocol_record(params: MetricsConfig) -> dict[str, Any]:
+    """The protocol as the results' sidecar records it: its name, the deviations on, and what they do.
+
+    `protocol` is the setting as given (a list where names were listed); `deviations` the
+    resolved names in their fixed order; `not_implemented` the named deviations that
+    "authors" could not switch on.
+    """
+    protocol = params.protocol if isinstance(params.protocol, str) else list(params.protocol)
+    deviations = [d for d in DEVIATIONS if d in params.deviations]
+    record: dict[str, Any] = {
+        "protocol": protocol,
+        "deviations": deviations,
+        "deviations_described": {d: DEVIATION_DESCRIPTIONS[d] for d in deviations},
+    }
+    if protocol == "authors":
+        record["not_implemented"] = list(UNIMPLEMENTED_DEVIATIONS)
+    return record
+
+
+def correct_only_average(
+    table: pd.DataFrame,
+    deviations: Iterable[str] = ("correct_only_average",),
+    columns: Sequence[str] | None = None,
+    by: Sequence[str] = GROUP_COLUMNS,
+) -> pd.DataFrame:
+    """Mean of every metric column per (model, method) block, as the protocol's summary averages it.
+
+    With `correct_only_average` among `deviations` (the authors' CIFAR summary), only the rows
+    whose prediction is correct enter the mean; otherwise every row does (the corrected
+    protocol: each facet already leaves out what it cannot score, e.g. coherence of
+    misclassified images). NaNs are skipped. `n_images` counts the rows averaged.
+    """
+    columns = [c for c in (columns or METRICS) if c in table.columns]
+    by = [c for c in by if c in table.columns]
+    rows = table[table["correct"].astype(bool)] if "correct_only_average" in set(deviations) else table
+    grouped = rows.groupby(by, sort=False)
+    means = grouped[columns].mean()
+    means.insert(0, "n_images", grouped.size())
+    return means.reset_index()
