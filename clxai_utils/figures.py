@@ -397,7 +397,7 @@ def plot_facets_vs_accuracy(
 
 
 def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
-    """08's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
+    """09's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
     import seaborn as sns
 
     spaces = list(dict.fromkeys(recovery["space"]))
@@ -417,7 +417,7 @@ def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
 
 
 def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
-    """08's per-unit scores, one panel each, a box and the units as points per loss."""
+    """09's per-unit scores, one panel each, a box and the units as points per loss."""
     import seaborn as sns
 
     fig, axes = plt.subplots(1, len(scores), figsize=(3.2 * len(scores), 3.2), squeeze=False)
@@ -433,7 +433,7 @@ def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
 
 
 def unit_gallery(units: Sequence[tuple[str, torch.Tensor, torch.Tensor]], scale: float = 1.0) -> plt.Figure:
-    """08's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
+    """09's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
     n_cols = len(units[0][1])
     fig = plt.figure(figsize=(scale * n_cols, 2.4 * scale * len(units)))
     # One subfigure per unit, so that its title may be wider than an image without squeezing the grid.

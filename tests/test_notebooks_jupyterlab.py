@@ -1,4 +1,4 @@
-"""00-07 executed as a reader runs them in JupyterLab: no papermill, `profile` edited in each parameters cell.
+"""Every notebook executed as a reader runs them in JupyterLab: no papermill, `profile` edited in each parameters cell.
 
 Run by `make smoke-notebooks` (a stage of `make test`), with CLXAI_OUTPUTS pointing at
 outputs/smoke/ so that a user's own runs in outputs/runs/ are left alone; the paths the
@@ -96,7 +96,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_reports_that_run() -> None:
+def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_08_reports_that_run() -> None:
     smoke, quick = Run("cifar10", "smoke", 0), Run("cifar10", "quick", 0)
     assert smoke.root.parent == quick.root.parent == runs_root() and smoke.root != quick.root
     for run in (smoke, quick):
@@ -112,7 +112,7 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_07_r
         "a smoke run writes into its own run folder only"
     )
     report = execute(repo_root() / "notebooks" / "08_analysis.ipynb", out_dir)
-    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "07 finds the run made in JupyterLab"
+    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "08 finds the run made in JupyterLab"
     assert f"run {smoke.id}" in text_outputs(executed["00_data"])
 
     # The same notebook with `quick` typed in writes to another run folder and leaves the smoke run untouched.
@@ -127,7 +127,7 @@ OTHER_DATA_SETS = tuple(path for path in NOTEBOOKS if path.stem not in ("08_anal
 
 
 def run_other(dataset: str, source: Path) -> Run:
-    """00-06 and 07 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
+    """00-07 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
     run = Run(dataset, "smoke", 0)
     shutil.rmtree(run.root, ignore_errors=True)
     for path in OTHER_DATA_SETS:
@@ -168,7 +168,7 @@ def test_an_image_folder_of_5_classes_at_48px_runs_with_its_own_normalisation() 
     assert run.facets_paths["table"].is_file() and run.snapshot_paths["table"].is_file()
 
 
-def test_imagenet_s50_runs_on_the_official_layout_and_07_reports_every_data_set() -> None:
+def test_imagenet_s50_runs_on_the_official_layout_and_08_reports_every_data_set() -> None:
     import pandas as pd
     from fixtures import write_imagenet_s50_fixture
 
@@ -184,4 +184,4 @@ def test_imagenet_s50_runs_on_the_official_layout_and_07_reports_every_data_set(
     assert facets["pointing_game"].notna().any(), "coherence scored against the validation masks"
     report = text_outputs(execute(repo_root() / "notebooks" / "08_analysis.ipynb", outputs_dir() / "notebooks"))
     for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
-        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"07 reports the {dataset} run"
+        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"08 reports the {dataset} run"

@@ -214,7 +214,7 @@ def test_gallery_shows_the_first_image_of_each_class_its_maps_and_every_predicti
 
 
 def test_snapshots_are_scored_like_the_final_models_and_reused(run: Run, results: FA.FacetResults) -> None:
-    """09 on the smoke run: epochs 1 and 2 of each loss; the final snapshot repeats 04's accuracy and 06's values."""
+    """07 on the smoke run: epochs 1 and 2 of each loss; the final snapshot repeats 04's accuracy and 06's values."""
     from clxai_utils.evaluate.snapshots import evaluate_snapshots
 
     first = evaluate_snapshots(run, LOSSES, progress=False)

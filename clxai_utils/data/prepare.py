@@ -45,6 +45,21 @@ def balanced_subset(labels: torch.Tensor, per_class: int | None, seed: int = 0) 
     return np.sort(np.concatenate(chosen))
 
 
+def at_most_per_class(labels: torch.Tensor, per_class: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of up to `per_class` images of every class (all of a class that has fewer).
+
+    For the external mask set, whose classes are uneven (CIFAR-10's real photographs: 17 birds,
+    457 cats) and may miss classes altogether; drawn like `balanced_subset`.
+    """
+    labels_np = labels.numpy()
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(members, size=min(per_class, len(members)), replace=False)
+        for members in (np.flatnonzero(labels_np == cls) for cls in np.unique(labels_np))
+    ]
+    return np.sort(np.concatenate(chosen)) if chosen else np.arange(0)
+
+
 def split_checksum(split: ImageSplit | FileSplit | MaskSet) -> str:
     """SHA-256 of a split: two runs saw the same data iff the checksums match.
 
@@ -83,6 +98,7 @@ class Manifest:
     mask_source: str | None = None
     mask_images: int = 0
     mask_checksum: str | None = None
+    mask_subset: list[int] | None = None  # positions in the mask set the profile keeps; None: all of them
 
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
@@ -95,14 +111,20 @@ class Manifest:
 
 
 def build_manifest(
-    data: Dataset, profile: str, subsets: dict[str, np.ndarray], accuracy_on: str = "subset"
+    data: Dataset,
+    profile: str,
+    subsets: dict[str, np.ndarray],
+    accuracy_on: str = "subset",
+    mask_subset: np.ndarray | None = None,
 ) -> Manifest:
     """Describe `data` and the chosen subset positions (per split) for later notebooks.
 
     With `accuracy_on="all"` the whole test split's checksum is recorded too (as `test_all`),
-    since accuracy is then counted on it.
+    since accuracy is then counted on it. `mask_subset` (positions in `data.mask_set`) is the
+    part of the external mask set the profile keeps; None keeps it whole.
     """
     chosen = {s: data.split(s).subset(subsets[s]) for s in SPLITS}
+    mask_set = _kept_masks(data, mask_subset)
     checksums = {s: split_checksum(split) for s, split in chosen.items()}
     if accuracy_on == "all":
         checksums[WHOLE_TEST] = split_checksum(data.test)
@@ -126,9 +148,17 @@ def build_manifest(
         train_on_disk=isinstance(data.train, FileSplit),
         test_masks=0 if test.masks is None else int((test.masks != IGNORE).flatten(1).any(1).sum()),
         mask_source=data.source_of_masks,
-        mask_images=0 if data.mask_set is None else len(data.mask_set),
-        mask_checksum=None if data.mask_set is None else split_checksum(data.mask_set),
+        mask_images=0 if mask_set is None else len(mask_set),
+        mask_checksum=None if mask_set is None else split_checksum(mask_set),
+        mask_subset=None if mask_subset is None else mask_subset.tolist(),
     )
+
+
+def _kept_masks(data: Dataset, positions: np.ndarray | list[int] | None) -> MaskSet | None:
+    """The part of the external mask set a run uses (all of it without `positions`)."""
+    if data.mask_set is None or positions is None:
+        return data.mask_set
+    return data.mask_set.subset(np.asarray(positions))
 
 
 def save_manifest(manifest: Manifest, path: str | Path) -> Path:
@@ -151,9 +181,13 @@ def prepare_data(
         "train": balanced_subset(data.train.labels, settings.subset.train_per_class),
         "test": balanced_subset(data.test.labels, settings.subset.test_per_class),
     }
-    manifest = build_manifest(data, run.profile, subsets, settings.subset.accuracy_on)
+    per_class = settings.subset.masks_per_class
+    mask_subset = None
+    if data.mask_set is not None and per_class is not None:
+        mask_subset = at_most_per_class(data.mask_set.labels, per_class)
+    manifest = build_manifest(data, run.profile, subsets, settings.subset.accuracy_on, mask_subset)
     save_manifest(manifest, run.manifest_path)
-    return data, manifest
+    return replace(data, mask_set=_kept_masks(data, mask_subset)), manifest
 
 
 def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
@@ -190,13 +224,14 @@ def load_prepared(run: Run) -> tuple[Dataset, Manifest]:
     for s, split in splits.items():
         if split_checksum(split) != manifest.checksums[s]:
             raise DataError(f"the {s} images differ from those recorded in {path}: rerun notebooks/00_data.ipynb")
-    if full.mask_set is not None and split_checksum(full.mask_set) != manifest.mask_checksum:
+    mask_set = _kept_masks(full, manifest.mask_subset)
+    if mask_set is not None and split_checksum(mask_set) != manifest.mask_checksum:
         raise DataError(
             f"the masked images of {manifest.mask_source} differ from those recorded in {path}: rerun 00_data"
         )
     test = splits["test"]
     assert isinstance(test, ImageSplit)
-    return replace(full, train=splits["train"], test=test, accuracy_test=whole_test), manifest
+    return replace(full, train=splits["train"], test=test, accuracy_test=whole_test, mask_set=mask_set), manifest
 
 
 def _whole_test(run: Run, manifest: Manifest, test: ImageSplit) -> ImageSplit | None:

@@ -125,7 +125,7 @@ def evaluate_snapshots(
     progress: bool = True,
     compute: Compute | None = None,
 ) -> SnapshotResults:
-    """09's work: accuracy and every facet of every kept snapshot of every loss; writes the run's snapshot tables.
+    """07's work: accuracy and every facet of every kept snapshot of every loss; writes the run's snapshot tables.
 
     A block whose weights, images and protocol still match is read back instead of
     recomputed. `compute` (None: `resolve_compute()`) is where and in what precision they are computed.

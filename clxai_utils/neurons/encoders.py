@@ -262,7 +262,7 @@ def concatenated_features(features: Mapping[str, Tensor]) -> Tensor:
 def clip_encoder(
     clip_model: str | None, clip_weights: str | os.PathLike[str] | None, device: str | torch.device = "cpu"
 ) -> OpenClipEncoder | None:
-    """08's encoder from its parameters: None without `clip_model` (only the offline parts run), else open_clip.
+    """09's encoder from its parameters: None without `clip_model` (only the offline parts run), else open_clip.
 
     `clip_weights=None` with a model gives an untrained open_clip model: the real code path,
     labels without meaning (what the smoke tests run). Errors name `clip_model` / `clip_weights`.

@@ -112,7 +112,7 @@ def _snapshot_tables(plan: RunPlan) -> list[Path]:
 
 
 def _neuron_tables(plan: RunPlan) -> list[Path]:
-    """08's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
+    """09's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
     return [path for name, path in plan.run.neuron_paths.items() if name != "clip_labels"]
 
 

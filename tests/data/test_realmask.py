@@ -143,3 +143,24 @@ def test_shared_archive_matches_its_readme() -> None:
     assert int(masks.masks.sum(dim=(1, 2)).min()) >= 20
     assert list(masks.keys) == sorted(masks.keys) and masks.ids.tolist() == list(range(1990))
     assert all(masks.classes[label] == key.split("/")[0] for label, key in zip(masks.labels.tolist(), masks.keys))
+
+
+def test_a_profile_keeps_at_most_masks_per_class_of_the_photographs(tmp_path: Path) -> None:
+    """smoke keeps 8 per class: a class with 10 photographs gives 8, one with 3 gives all 3; later stages see the same."""
+    from clxai_utils.core.run import Run
+    from clxai_utils.data.prepare import at_most_per_class, load_prepared, prepare_data
+    from clxai_utils.data.sources import write_synthetic_imagefolder
+
+    for i in range(10):
+        write_pair(tmp_path / "masks" / "realmask32" / "dog", f"pet_{i}", i % 5, i % 4, size=32)
+    for i in range(3):
+        write_pair(tmp_path / "masks" / "realmask32" / "cat", f"pet_{20 + i}", i, i, size=32)
+    (tmp_path / "masks" / "realmask32" / "selection.csv").write_text("key\n")
+    run = Run("cifar10", "smoke", 0, root=tmp_path / "run")
+    assert run.settings.subset.masks_per_class == 8
+    data, manifest = prepare_data(run, str(write_synthetic_imagefolder(tmp_path / "images")), str(tmp_path / "masks"))
+    assert data.mask_set is not None and manifest.mask_images == len(data.mask_set) == 11
+    assert np.bincount(data.mask_set.labels.numpy(), minlength=10)[[3, 5]].tolist() == [3, 8]
+    again, _ = load_prepared(run)
+    assert again.mask_set is not None and again.mask_set.keys == data.mask_set.keys
+    assert at_most_per_class(torch.tensor([0, 0, 0, 1]), 2).tolist() == [1, 2, 3]  # seed 0 draws 2 of class 0
