@@ -60,7 +60,7 @@ help:
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 08_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
-	@echo "                rewrite the README's result blocks and gallery from $(REPORT)/"
+	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery"
 	@echo "make test     - the same tests on every CPU, in float32 (~20 min on 2 cores): lint, unit tests, the multi-process,"
 	@echo "                submitit and papermill-kernel tests, every notebook on the smoke profile (as JupyterLab runs it) validated with nbval"
 	@echo "make reproduce - make run, then its numbers against the pinned reference (tests/reference/) and the committed"

@@ -122,18 +122,25 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_08_r
     shutil.rmtree(quick.root)
 
 
-#: The notebooks a data set other than CIFAR-10 runs: 09's planted attributes and vocabulary are CIFAR-10's.
-OTHER_DATA_SETS = tuple(path for path in NOTEBOOKS if path.stem not in ("08_analysis", "09_neuron_labels"))
+#: What a data set other than CIFAR-10 runs: its data path, a per-image loss (CE) and a two-view loss (SupCon),
+#: and every stage after them. The triplet loss adds no data-set-specific path (CIFAR-10 runs it), and 09's
+#: planted attributes and vocabulary are CIFAR-10's.
+OTHER_LOSSES = ["ce", "supcon"]
+OTHER_DATA_SETS = tuple(
+    path for path in NOTEBOOKS if path.stem not in ("03_train_triplet", "08_analysis", "09_neuron_labels")
+)
 
 
 def run_other(dataset: str, source: Path) -> Run:
-    """00-07 of `dataset` on the smoke profile, the data set and its folder typed into the parameters cells."""
+    """00-07 of `dataset` (CE and SupCon) on the smoke profile, the data set and its folder typed into the cells."""
     run = Run(dataset, "smoke", 0)
     shutil.rmtree(run.root, ignore_errors=True)
     for path in OTHER_DATA_SETS:
         values: dict[str, object] = {"profile": "smoke", "dataset": dataset}
         if path.stem == "00_data":
             values |= {"data_source": str(source), "mask_source": ""}
+        elif not path.stem.startswith(("01_", "02_")):
+            values["losses"] = OTHER_LOSSES
         execute(path, outputs_dir() / f"notebooks-{dataset}", **values)
     return run
 
