@@ -1,4 +1,4 @@
-"""Generated stand-ins for ImageNet-S50 and ImageNet-1k, in their official layouts, for tests and offline demos.
+"""Test data: generated stand-ins for ImageNet-S50 and ImageNet-1k in their official layouts, and result-table blocks.
 
 ImageNet cannot be reached from the project's machines, so the readers are tested on trees
 that look like the real ones: the same folders and file names, JPEGs of varied non-square
@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
+from clxai_utils.core.registry import METRICS
 from clxai_utils.data.imagenet_s import IGNORE_ID, IMAGENET_S50_WNIDS, OTHER_ID, mask_class_id
 
 # class ids 1, 3, 11 and 50: labels (0..3) and mask class ids differ, as in any subset of the 50
@@ -169,3 +171,52 @@ def write_jpeg_folder(
         class_id = i % 50 + 1
         _write_image(root / f"img_{i:05d}.JPEG", _draw(rng, class_id, shape, [_blob(rng, class_id, shape, (0.0, 1.0))]))
     return root
+
+
+def facets_block(
+    seed: int,
+    loss: str,
+    method: str,
+    metrics: dict[str, Sequence[float]],
+    profile: str = "quick",
+    dataset: str = "cifar10",
+) -> pd.DataFrame:
+    """One (seed, loss, method) block of a facets table in the 06_metrics schema; unset metrics are NaN."""
+    n = len(next(iter(metrics.values())))
+    frame = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "profile": profile,
+            "seed": seed,
+            "loss": loss,
+            "method": method,
+            "image_id": np.arange(n),
+            "label": np.arange(n) % 10,
+            "prediction": np.arange(n) % 10,
+            "correct": True,
+            "map_all_zero": False,
+        }
+    )
+    for metric in METRICS:
+        frame[metric] = metrics.get(metric, np.full(n, np.nan))
+    return frame
+
+
+def accuracy_block(
+    seed: int, accuracy: dict[str, float], profile: str = "quick", dataset: str = "cifar10"
+) -> pd.DataFrame:
+    """One seed's rows of the accuracy table in the 04_linear_probe schema (100 test images each)."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": dataset,
+                "profile": profile,
+                "loss": loss,
+                "seed": seed,
+                "head": "linear",
+                "test_images": 100,
+                "accuracy": acc,
+            }
+            for loss, acc in accuracy.items()
+        ]
+    )

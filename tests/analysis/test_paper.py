@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fixtures import accuracy_block, facets_block
 
 from clxai_utils.analysis import claims, paper
 from clxai_utils.analysis.tables import Results
@@ -98,44 +99,15 @@ def test_load_published_names_the_file(tmp_path: Path) -> None:
 def facets_rows(
     dataset: str, seed: int, loss: str, values: dict[str, list[float]], protocol: str | None = None
 ) -> pd.DataFrame:
-    """One (seed, loss, Grad-CAM) block in the 06_metrics schema (as tests/analysis/test_report.py builds it)."""
-    n = len(next(iter(values.values())))
-    frame = pd.DataFrame(
-        {
-            "dataset": dataset,
-            "profile": "paper",
-            "seed": seed,
-            "loss": loss,
-            "method": "gradcam",
-            "image_id": np.arange(n),
-            "label": 0,
-            "prediction": 0,
-            "correct": True,
-            "map_all_zero": False,
-        }
-    )
-    for metric in METRICS:
-        frame[metric] = values.get(metric, [np.nan] * n)
+    """One (seed, loss, Grad-CAM) block of the paper profile, tagged with `protocol` when given."""
+    frame = facets_block(seed, loss, "gradcam", values, profile="paper", dataset=dataset)
     if protocol is not None:
         frame["protocol"] = protocol
     return frame
 
 
 def accuracy_rows(dataset: str, seed: int, accuracy: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "dataset": dataset,
-                "profile": "paper",
-                "loss": loss,
-                "seed": seed,
-                "head": "linear",
-                "test_images": 100,
-                "accuracy": acc,
-            }
-            for loss, acc in accuracy.items()
-        ]
-    )
+    return accuracy_block(seed, accuracy, profile="paper", dataset=dataset)
 
 
 def small_results(protocols: bool = False) -> Results:

@@ -10,53 +10,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import accuracy_block as accuracy_rows
+from fixtures import facets_block as facets_rows
 
 from clxai_utils import figures
 from clxai_utils.analysis import claims, report, stats, tables
 from clxai_utils.analysis.tables import Results
 from clxai_utils.core.registry import METRICS
 from clxai_utils.core.run import Run
-
-
-def facets_rows(
-    seed: int, loss: str, method: str, metrics: dict[str, np.ndarray], profile: str = "quick"
-) -> pd.DataFrame:
-    """One (seed, loss, method) block of a facets table in the 06_metrics schema; unset metrics are NaN."""
-    n = len(next(iter(metrics.values())))
-    frame = pd.DataFrame(
-        {
-            "dataset": "cifar10",
-            "profile": profile,
-            "seed": seed,
-            "loss": loss,
-            "method": method,
-            "image_id": np.arange(n),
-            "label": np.arange(n) % 10,
-            "prediction": np.arange(n) % 10,
-            "correct": True,
-            "map_all_zero": False,
-        }
-    )
-    for metric in METRICS:
-        frame[metric] = metrics.get(metric, np.full(n, np.nan))
-    return frame
-
-
-def accuracy_rows(seed: int, accuracy: dict[str, float], profile: str = "quick") -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                "dataset": "cifar10",
-                "profile": profile,
-                "loss": loss,
-                "seed": seed,
-                "head": "linear",
-                "test_images": 100,
-                "accuracy": acc,
-            }
-            for loss, acc in accuracy.items()
-        ]
-    )
 
 
 def pf_rows(seed: int, curves: dict[tuple[str, str], list[float]]) -> pd.DataFrame:

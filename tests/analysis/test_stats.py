@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures import facets_block
 from scipy import stats as sps
 
 from clxai_utils.analysis import stats
@@ -15,25 +16,13 @@ from clxai_utils.core.registry import METRICS
 
 def facets_table(values: dict[tuple[int, str, str], np.ndarray], n_images: int) -> pd.DataFrame:
     """A facets table in the 06_metrics schema; `values[(seed, loss, method)]` fills every metric column."""
-    frames = []
-    for (seed, loss, method), v in values.items():
-        frame = pd.DataFrame(
-            {
-                "dataset": "cifar10",
-                "profile": "quick",
-                "seed": seed,
-                "loss": loss,
-                "method": method,
-                "image_id": np.arange(n_images),
-                "label": np.arange(n_images) % 10,
-                "prediction": np.arange(n_images) % 10,
-                "correct": True,
-                "map_all_zero": False,
-            }
+    nan = np.full(n_images, np.nan)
+    frames = [
+        facets_block(
+            seed, loss, method, {m: nan if (m == "contrastivity_ssim" and method == "eigencam") else v for m in METRICS}
         )
-        for metric in METRICS:
-            frame[metric] = np.nan if (metric == "contrastivity_ssim" and method == "eigencam") else v
-        frames.append(frame)
+        for (seed, loss, method), v in values.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
