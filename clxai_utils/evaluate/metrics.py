@@ -139,6 +139,36 @@ def _quantus_element_rank(maps: Tensor, channels: int) -> Tensor:
     return torch.empty_like(order).scatter_(1, order, positions)
 
 
+Readout = Callable[[Tensor, Tensor], Tensor]
+
+
+def _target_probability(logits: Tensor, targets: Tensor) -> Tensor:
+    """Softmax probability (B, 1) of each copy's target, in float64: Pixel Flipping's read-out."""
+    return logits.double().softmax(dim=1).gather(1, targets[:, None])
+
+
+def _score_in_chunks(
+    model: Model,
+    total: int,
+    build: Callable[[Tensor], tuple[Tensor, Tensor]],
+    batch_size: int | None,
+    readout: Readout,
+    device: torch.device,
+) -> Tensor:
+    """`readout` (total, R) of the model on `total` copies, at most `batch_size` per forward pass.
+
+    `build(job)` turns the copy indices `job` into (images, targets), so callers build
+    copies on the fly and memory stays O(batch_size) images.
+    """
+    chunk = total if batch_size is None else batch_size
+    parts = []
+    with torch.no_grad():
+        for start in range(0, total, chunk):
+            images, chunk_targets = build(torch.arange(start, min(start + chunk, total), device=device))
+            parts.append(readout(model(images), chunk_targets))
+    return torch.cat(parts)
+
+
 def _flip_and_score(
     model: Model,
     x: Tensor,
@@ -147,30 +177,51 @@ def _flip_and_score(
     removed: Tensor,
     fills: Tensor,
     batch_size: int | None,
+    readout: Readout = _target_probability,
 ) -> Tensor:
-    """Softmax probability of `targets` for every (image, step) copy, in chunks of `batch_size` copies.
+    """`readout` (N, S, R) of `targets` for every (image, step) copy, in chunks of `batch_size` copies.
 
-    Copy (i, k) sets the `removed[k]` best-ranked features of image i to `fills[i]` (one
-    value per channel); a feature is a pixel (all channels, `rank` (N, H*W)) or one channel
-    element (`rank` (N, C*H*W)). Copies are built on the fly from the rank so memory stays
-    O(batch_size).
+    Copy (i, k) sets the `removed[k]` best-ranked features of image i to `fills[i]`: one
+    value per channel (`fills` (N, C)) or a whole image (`fills` (N, C, H, W), e.g. the
+    intact image when `x` is the baseline, which turns deletion into insertion). A feature
+    is a pixel (all channels, `rank` (N, H*W)) or one channel element (`rank` (N, C*H*W)).
+    Copies are built on the fly from the rank so memory stays O(batch_size).
     """
     n, c, h, w = x.shape
     depth = rank.shape[1] // (h * w)  # 1: pixels, c: channel elements
     n_points = removed.numel()
-    total = n * n_points
-    chunk = total if batch_size is None else batch_size
     fills = fills.to(device=x.device, dtype=x.dtype)
     removed = removed.to(x.device)
-    out = torch.empty(total, dtype=torch.float64, device=x.device)
-    with torch.no_grad():
-        for start in range(0, total, chunk):
-            job = torch.arange(start, min(start + chunk, total), device=x.device)
-            image, step = job // n_points, job % n_points
-            flipped = (rank[image] < removed[step, None]).view(-1, depth, h, w)
-            probs = model(torch.where(flipped, fills[image].view(-1, c, 1, 1), x[image])).double().softmax(dim=1)
-            out[job] = probs.gather(1, targets[image, None]).squeeze(1)
-    return out.view(n, n_points)
+
+    def build(job: Tensor) -> tuple[Tensor, Tensor]:
+        image, step = job // n_points, job % n_points
+        flipped = (rank[image] < removed[step, None]).view(-1, depth, h, w)
+        fill = fills[image]
+        fill = fill.view(-1, c, 1, 1) if fill.dim() == 2 else fill
+        return torch.where(flipped, fill, x[image]), targets[image]
+
+    out = _score_in_chunks(model, n * n_points, build, batch_size, readout, x.device)
+    return out.view(n, n_points, -1)
+
+
+def _check_perturbation_inputs(model: Model, x: Tensor, maps: Tensor, targets: Tensor) -> None:
+    """An eval-mode model, x (N, C, H, W), maps (N, H, W) and one LongTensor target per image."""
+    if getattr(model, "training", False):
+        raise ValueError("model must be in eval mode (call model.eval()): batch statistics would mix copies")
+    if not isinstance(x, Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
+    _check_maps(maps)
+    n, _, h, w = x.shape
+    if maps.shape != (n, h, w):
+        raise ValueError(f"maps must have shape {(n, h, w)} to match x, got {tuple(maps.shape)}")
+    if targets.shape != (n,) or targets.dtype != torch.long:
+        raise ValueError(f"targets must be a LongTensor of shape ({n},), got {targets.dtype} {tuple(targets.shape)}")
+
+
+def _step_grid(n_features: int, pixels_per_step: int) -> Tensor:
+    """Features removed after k = 0..S steps, S = ceil(n_features / pixels_per_step); the last step may be short."""
+    n_steps = math.ceil(n_features / pixels_per_step)
+    return (torch.arange(n_steps + 1) * pixels_per_step).clamp(max=n_features)
 
 
 def pixel_flipping(
@@ -201,16 +252,8 @@ def pixel_flipping(
     drops the intact image and takes the AUC on an x axis spread evenly over [0, 1]
     (`trapz(curve) / (S - 1)`), the authors' formula, whatever the last step removed.
     """
-    if getattr(model, "training", False):
-        raise ValueError("model must be in eval mode (call model.eval()): batch statistics would mix copies")
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        raise ValueError(f"x must be a (N, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
-    _check_maps(maps)
+    _check_perturbation_inputs(model, x, maps, targets)
     n, c, h, w = x.shape
-    if maps.shape != (n, h, w):
-        raise ValueError(f"maps must have shape {(n, h, w)} to match x, got {tuple(maps.shape)}")
-    if targets.shape != (n,) or targets.dtype != torch.long:
-        raise ValueError(f"targets must be a LongTensor of shape ({n},), got {targets.dtype} {tuple(targets.shape)}")
     if baseline.shape != (c,):
         raise ValueError(f"baseline must have shape ({c},), one per channel, got {tuple(baseline.shape)}")
     pixels_per_step = check_positive_int("pixels_per_step", pixels_per_step)
@@ -218,11 +261,10 @@ def pixel_flipping(
         batch_size = check_positive_int("batch_size", batch_size)
 
     n_features = h * w * (c if channel_elements else 1)
-    n_steps = math.ceil(n_features / pixels_per_step)
-    removed = (torch.arange(n_steps + 1) * pixels_per_step).clamp(max=n_features)
+    removed = _step_grid(n_features, pixels_per_step)
     if not first_point:
-        if n_steps < 2:
-            raise ValueError(f"a curve without its first point needs >= 2 steps, got {n_steps}")
+        if removed.numel() < 3:
+            raise ValueError(f"a curve without its first point needs >= 2 steps, got {removed.numel() - 1}")
         removed = removed[1:]
     fractions = (removed.double() / n_features).to(x.device)
 
@@ -232,7 +274,8 @@ def pixel_flipping(
         kept_maps, kept_x = maps.to(x.device)[keep], x[keep]
         rank = _quantus_element_rank(kept_maps, c) if channel_elements else _attribution_rank(kept_maps)
         fills = kept_x.amin(dim=(1, 2, 3))[:, None].expand(-1, c) if min_baseline else baseline.expand(len(keep), c)
-        curves[keep] = _flip_and_score(model, kept_x, rank, targets.to(x.device)[keep], removed, fills, batch_size)
+        kept_targets = targets.to(x.device)[keep]
+        curves[keep] = _flip_and_score(model, kept_x, rank, kept_targets, removed, fills, batch_size)[..., 0]
     if first_point:
         auc = torch.trapezoid(curves, fractions, dim=1)
     else:
