@@ -59,12 +59,20 @@ def snapshot_split(run: Run, explained: ImageSplit) -> ImageSplit:
     return explained.subset(balanced_subset(explained.labels, per_class, seed=0))
 
 
-def _block_source(run: Run, loss: str, epoch: int | None, split: ImageSplit, compute: Compute) -> dict[str, Any]:
-    """What a block is computed from (weights and probe, images, protocol); it is reused only while all match."""
+def _ids_digest(split: ImageSplit) -> str:
+    return hashlib.sha256(split.ids.numpy().tobytes()).hexdigest()
+
+
+def _block_source(
+    run: Run, loss: str, epoch: int | None, split: ImageSplit, compute: Compute, accuracy_split: ImageSplit
+) -> dict[str, Any]:
+    """What a block is computed from (weights and probe, images scored, images its accuracy counts, protocol);
+    it is reused only while all match."""
     return {
         "loss": loss,
         "model_digest": model_digest(run, loss, epoch),
-        "image_ids_digest": hashlib.sha256(split.ids.numpy().tobytes()).hexdigest(),
+        "image_ids_digest": _ids_digest(split),
+        "accuracy_ids_digest": _ids_digest(accuracy_split),
         **compute.to_dict(),
         "metrics": run.settings.metrics.to_dict(),
     }
@@ -149,11 +157,13 @@ def evaluate_snapshots(
         for epoch in kept:
             final = epoch == kept[-1]
             bar.set_description(f"{loss} epoch {epoch}")
-            source = _block_source(run, loss, None if final else epoch, split, compute)
+            source = _block_source(run, loss, None if final else epoch, split, compute, data.accuracy_split)
             block = _stored_block(run, loss, epoch, source)
             if block is None:
                 block = _score_snapshot(run, loss, epoch, final, methods, data, scoring, compute, clock)
-                source = _block_source(run, loss, None if final else epoch, split, compute)  # with the fitted probe
+                source = _block_source(
+                    run, loss, None if final else epoch, split, compute, data.accuracy_split
+                )  # with the fitted probe
                 write_csv(run.snapshot_block_path(loss, epoch), block)
                 write_json(run.snapshot_block_path(loss, epoch).with_suffix(".json"), source)  # last: block complete
             else:
