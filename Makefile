@@ -56,9 +56,9 @@ NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env 
 .PHONY: help env run sweep report publish test reproduce lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
-	@echo "make run      - create the environment if needed, run the pipeline (00-07, 09) for seed 0 with PROFILE=$(PROFILE), then 08_analysis:"
+	@echo "make run      - create the environment if needed, run the pipeline (00-08, 10) for seed 0 with PROFILE=$(PROFILE), then 09_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
-	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 08_analysis over every run"
+	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 09_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
 	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery"
 	@echo "make test     - the same tests on every CPU, in float32 (~20 min on 2 cores): lint, unit tests, the multi-process,"
@@ -91,7 +91,7 @@ sweep: $(STAMP)
 	$(SWEEP) --seeds 0 $(SEEDS)
 	@$(MAKE) --no-print-directory report
 
-# 08 reads every run below $(RUNS) (its default parameters), whatever profile or seeds they used.
+# 09 reads every run below $(RUNS) (its default parameters), whatever profile or seeds they used.
 report: $(STAMP)
 	@mkdir -p $(REPORT)
 	@nb=$(REPORT_NB); echo "== $$nb over $(RUNS)/*"; start=$$(date +%s); \
@@ -128,7 +128,7 @@ smoke-notebooks: $(STAMP)
 	  $(PY) -c "from clxai_utils.data.sources import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	echo "== 00-09 on the smoke profile (data=$$src, masks=$${CLXAI_MASK_SOURCE:-none}), then ImageNet-S50 (generated fixture) and a 5-class 48 px image folder, as JupyterLab runs them"; \
+	echo "== 00-10 on the smoke profile (data=$$src, masks=$${CLXAI_MASK_SOURCE:-none}), then ImageNet-S50 (generated fixture) and a 5-class 48 px image folder, as JupyterLab runs them"; \
 	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(TEST_PRECISION) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
 
 # Several processes, submitit jobs and Jupyter kernels on this machine: the distributed losses and a DDP step on
@@ -147,7 +147,7 @@ nbval: smoke-notebooks
 # The committed notebooks, re-executed as committed (quick profile, seed 0, in outputs/runs/, precision auto as
 # `make run`) and compared with their stored outputs. After `make run` the finished models and maps are reused
 # (alone, it trains the quick models first: 12-14 min on 2 cores with native bf16, about an hour in float32).
-# The committed run computed in bf16: on a CPU without native bf16 its checked cells can differ. 08 reads
+# The committed run computed in bf16: on a CPU without native bf16 its checked cells can differ. 09 reads
 # whatever runs exist; its checked cell does not depend on how many seeds there are.
 nbval-committed: $(STAMP)
 	$(NBVAL) notebooks

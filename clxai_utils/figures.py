@@ -396,8 +396,38 @@ def plot_facets_vs_accuracy(
     return fig
 
 
+def plot_protocol_means(ablation: pd.DataFrame, method: str = "gradcam") -> plt.Figure:
+    """Per metric, the mean over images of each loss under every protocol of 08's table, for one method.
+
+    One row of dots per protocol (the corrected one on top), colour = loss: where a deviation moves
+    the dots of two losses past each other, it changes which loss the metric favours.
+    """
+    import seaborn as sns
+
+    data = ablation[ablation["method"] == method]
+    protocols = list(dict.fromkeys(data["protocol"]))
+    metrics = [m for m in METRICS if data[m].notna().any()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics), 0.3 * len(protocols) + 1.2), sharey=True)
+    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+    means = data.groupby(["protocol", "loss"], sort=False)[metrics].mean()
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        for loss in ordered(data["loss"], LOSSES):
+            values = [means.loc[(p, loss), metric] for p in protocols]
+            ax.scatter(values, range(len(protocols)), s=18, color=palette[loss], label=display_name(loss))
+        ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", lw=0.3)
+    first = np.atleast_1d(axes)[0]
+    first.set_yticks(range(len(protocols)), protocols)
+    first.invert_yaxis()
+    first.legend(fontsize=7, title="loss", title_fontsize=7, loc="best")
+    fig.suptitle(f"{display_name(method)}: mean per loss under each protocol", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
-    """09's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
+    """10's planted-concept result: share of trials naming T (solid) and C (dashed) against rho, a panel per space."""
     import seaborn as sns
 
     spaces = list(dict.fromkeys(recovery["space"]))
@@ -417,7 +447,7 @@ def plot_recovery(recovery: pd.DataFrame) -> plt.Figure:
 
 
 def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
-    """09's per-unit scores, one panel each, a box and the units as points per loss."""
+    """10's per-unit scores, one panel each, a box and the units as points per loss."""
     import seaborn as sns
 
     fig, axes = plt.subplots(1, len(scores), figsize=(3.2 * len(scores), 3.2), squeeze=False)
@@ -433,7 +463,7 @@ def plot_unit_scores(units: pd.DataFrame, scores: Sequence[str]) -> plt.Figure:
 
 
 def unit_gallery(units: Sequence[tuple[str, torch.Tensor, torch.Tensor]], scale: float = 1.0) -> plt.Figure:
-    """09's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
+    """10's gallery: per unit (title, positives, contrastive twins), its top positives above their twins."""
     n_cols = len(units[0][1])
     fig = plt.figure(figsize=(scale * n_cols, 2.4 * scale * len(units)))
     # One subfigure per unit, so that its title may be wider than an image without squeezing the grid.

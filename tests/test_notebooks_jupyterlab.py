@@ -30,7 +30,7 @@ from clxai_utils.tools.publish import set_parameters
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-#: A vocabulary file of the reader's own (09's `vocabulary`): the classes, the painted attributes and a few more.
+#: A vocabulary file of the reader's own (10's `vocabulary`): the classes, the painted attributes and a few more.
 SMOKE_VOCABULARY = ("# a short vocabulary for the smoke run", *CIFAR10_CLASSES, *ATTRIBUTES, "sky", "grass", "water")
 
 
@@ -42,10 +42,10 @@ def mask_source_for_the_kernels(given_mask_source: str, monkeypatch: pytest.Monk
 
 
 def extra_parameters(notebook: str) -> dict[str, object]:
-    """Parameters typed in besides the profile: 09 runs the real open_clip code path with an untrained small
+    """Parameters typed in besides the profile: 10 runs the real open_clip code path with an untrained small
     model, on a short vocabulary file (the shipped 193 labels x 6 templates take ~25 s to encode here), with
     3 planted trials per attribute and rho instead of 10 (plumbing, not numbers)."""
-    if notebook != "09_neuron_labels":
+    if notebook != "10_neuron_labels":
         return {}
     vocabulary = outputs_dir() / "smoke_vocabulary.txt"
     vocabulary.parent.mkdir(parents=True, exist_ok=True)
@@ -105,14 +105,14 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_08_r
     executed = {
         path.stem: execute(path, out_dir, profile="smoke", **extra_parameters(path.stem))
         for path in NOTEBOOKS
-        if path.stem != "08_analysis"
+        if path.stem != "09_analysis"
     }
     assert smoke.facets_paths["table"].is_file() and smoke.accuracy_path.is_file()
     assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], (
         "a smoke run writes into its own run folder only"
     )
-    report = execute(repo_root() / "notebooks" / "08_analysis.ipynb", out_dir)
-    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "08 finds the run made in JupyterLab"
+    report = execute(repo_root() / "notebooks" / "09_analysis.ipynb", out_dir)
+    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "09 finds the run made in JupyterLab"
     assert f"run {smoke.id}" in text_outputs(executed["00_data"])
 
     # The same notebook with `quick` typed in writes to another run folder and leaves the smoke run untouched.
@@ -123,11 +123,11 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_08_r
 
 
 #: What a data set other than CIFAR-10 runs: its data path, a per-image loss (CE) and a two-view loss (SupCon),
-#: and every stage after them. The triplet loss adds no data-set-specific path (CIFAR-10 runs it), and 09's
+#: and every stage after them. The triplet loss adds no data-set-specific path (CIFAR-10 runs it), and 10's
 #: planted attributes and vocabulary are CIFAR-10's.
 OTHER_LOSSES = ["ce", "supcon"]
 OTHER_DATA_SETS = tuple(
-    path for path in NOTEBOOKS if path.stem not in ("03_train_triplet", "08_analysis", "09_neuron_labels")
+    path for path in NOTEBOOKS if path.stem not in ("03_train_triplet", "09_analysis", "10_neuron_labels")
 )
 
 
@@ -189,6 +189,6 @@ def test_imagenet_s50_runs_on_the_official_layout_and_08_reports_every_data_set(
     )
     facets = pd.read_csv(run.facets_paths["table"])
     assert facets["pointing_game"].notna().any(), "coherence scored against the validation masks"
-    report = text_outputs(execute(repo_root() / "notebooks" / "08_analysis.ipynb", outputs_dir() / "notebooks"))
+    report = text_outputs(execute(repo_root() / "notebooks" / "09_analysis.ipynb", outputs_dir() / "notebooks"))
     for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
-        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"08 reports the {dataset} run"
+        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"09 reports the {dataset} run"

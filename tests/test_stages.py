@@ -265,3 +265,54 @@ def test_explained_kinds_follow_the_data(run: Run) -> None:
     assert list(kinds) == ["test", "mosaics", "masks"] and kinds["masks"].target == "predicted"
     own = replace(data, test=replace(data.test, masks=torch.zeros(len(data.test), 32, 32, dtype=torch.int8)))
     assert list(explained_inputs(own, run)) == ["test"]
+
+
+def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run, results: FA.FacetResults) -> None:
+    """08 on the smoke run: corrected rows are 06's; each deviation alone recomputes only its facets, by hand."""
+    from clxai_utils.core.config import ABLATION_PROTOCOLS
+    from clxai_utils.evaluate import ablation as AB
+
+    out = AB.run_ablation(run, LOSSES, progress=False)
+    table = out.table
+    assert list(dict.fromkeys(table["protocol"])) == list(ABLATION_PROTOCOLS)
+    corrected = table[table["protocol"] == "corrected"].drop(columns="protocol").reset_index(drop=True)
+    pd.testing.assert_frame_equal(corrected, pd.read_csv(run.facets_paths["table"]), check_dtype=False)
+
+    def block(protocol: str, loss: str, method: str) -> pd.DataFrame:
+        rows = table[(table["protocol"] == protocol) & (table["loss"] == loss) & (table["method"] == method)]
+        return rows.drop(columns="protocol").reset_index(drop=True)
+
+    untouched = ["complexity_entropy", "sparseness_gini", "pointing_game", "attribution_localisation"]
+    for protocol in ("clamped_noise", "pf_true_label", "pf_min_baseline", "pf_no_first_point"):
+        changed = block(protocol, "ce", "gradcam")
+        pd.testing.assert_frame_equal(changed[untouched], block("corrected", "ce", "gradcam")[untouched])
+    assert not np.allclose(
+        block("clamped_noise", "ce", "gradcam")["continuity_ssim"],
+        block("corrected", "ce", "gradcam")["continuity_ssim"],
+    )
+    pd.testing.assert_frame_equal(block("eigencam_no_sign", "ce", "gradcam"), block("corrected", "ce", "gradcam"))
+    pd.testing.assert_frame_equal(block("unnormalised_head", "ce", "eigencam"), block("corrected", "ce", "eigencam"))
+
+    # pf_no_first_point by hand: the curve without the intact image, trapz / (S - 1), on the stored maps
+    stored = load_explanations(run, "ce", "gradcam", "test")
+    model, _ = load_classifier(run, "ce")
+    data, _ = load_prepared(run)
+    x = normalised_images(explained_split(data, run.settings.explain), data.info)
+    params = run.settings.metrics
+    baseline = make_baseline(params.baseline, data.info.mean, data.info.std)
+    curves = pixel_flipping(
+        model.eval(), x, stored.maps.float(), stored.targets, pixels_per_step=params.pixels_per_step, baseline=baseline
+    ).curves
+    by_hand = torch.trapezoid(curves[:, 1:], dx=1.0, dim=1) / (curves.shape[1] - 2)
+    expected = by_hand.masked_fill(stored.maps.flatten(1).amax(1) == 0, float("nan")).numpy()
+    assert np.allclose(block("pf_no_first_point", "ce", "gradcam")["pf_auc"], expected, atol=1e-6, equal_nan=True)
+
+    # unnormalised_head: SupCon's predictions are those of its probe on raw features
+    raw, _ = load_classifier(run, "supcon", normalize_features=False)
+    with torch.no_grad():
+        predicted = raw.eval()(x).argmax(1).numpy()
+    assert (block("unnormalised_head", "supcon", "gradcam")["prediction"].to_numpy() == predicted).all()
+    assert out.sidecar["protocols"]["pf_true_label"]["recomputed"]["ce/gradcam"] == ["faithfulness"]
+    assert run.ablation_paths["table"].is_file() and run.ablation_paths["sidecar"].is_file()
+    with pytest.raises(ConfigError, match="protocols='bogus' is not allowed; choose one of: corrected, authors"):
+        AB.run_ablation(run, LOSSES, protocols=["bogus"], progress=False)

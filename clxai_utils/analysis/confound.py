@@ -1,4 +1,4 @@
-"""The losses compared at matched accuracy: the accuracy confound of Table 4, measured (08, from 07's tables).
+"""The losses compared at matched accuracy: the accuracy confound of Table 4, measured (09, from 07's tables).
 
 The final models of the three losses differ in accuracy, and a more accurate model may
 simply explain differently. 07_accuracy_confound scores every kept snapshot of every loss;

@@ -1,4 +1,4 @@
-"""Paired statistics behind the loss and method comparisons of 08_analysis (no file I/O).
+"""Paired statistics behind the loss and method comparisons of 09_analysis (no file I/O).
 
 Every comparison is paired: two conditions (e.g. loss "supcon" vs "ce") are matched on
 the same test image of the same run (dataset, profile, seed, image_id), by a join on
@@ -184,7 +184,7 @@ def rank_biserial(diff: np.ndarray) -> float:
     Zero differences are discarded, as in the Wilcoxon test with zero_method="wilcox";
     tied |differences| get their average rank. NaN when every difference is zero.
     """
-    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 10 uses only holm and permutation_test
 
     diff = np.asarray(diff, dtype=float)
     nonzero = diff[diff != 0]
@@ -219,7 +219,7 @@ def wilcoxon_paired(x: Any, y: Any) -> WilcoxonResult:
     normal approximation otherwise. Fewer than MIN_NONZERO_PAIRS non-zero differences
     give p = NaN with a reason rather than a p value that could never be small.
     """
-    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 10 uses only holm and permutation_test
 
     x, y = _as_pairs(x, y)
     diff = x - y
@@ -248,7 +248,7 @@ def seed_means(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> pd.D
 
 def cross_seed(sample: PairedSample, run_keys: Sequence[str] = RUN_KEYS) -> SeedComparison:
     """Paired t-test and Wilcoxon test (exact for these few seeds) on the per-seed means of a and b."""
-    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 09 uses only holm and permutation_test
+    from scipy import stats  # imported here: scipy.stats takes 1-2 s, and 10 uses only holm and permutation_test
 
     means = seed_means(sample, run_keys)
     diff = (means["a"] - means["b"]).to_numpy()

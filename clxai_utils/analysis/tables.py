@@ -1,4 +1,4 @@
-"""The analysis stage (08): gather every run's result tables and summarise them as the paper's Table 4.
+"""The analysis stage (09): gather every run's result tables and summarise them as the paper's Table 4.
 
 `load_results` reads the tables that 04_linear_probe and 06_metrics wrote in every run
 folder below the runs root (by default `outputs/runs/`, found from the repository root,
@@ -13,7 +13,7 @@ randomness.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,13 +57,14 @@ KINDS = {
         (*_RUN_PART, "epoch", "final", "accuracy", "image_id", *METRICS),
         (*_RUN_PART, "epoch"),
     ),
+    "ablation": TableKind(RESULT_TABLES["ablation"], (*_PER_IMAGE, *METRICS, "protocol"), (*_RUN_PART, "protocol")),
 }
 
 
 @dataclass(frozen=True)
 class Results:
-    """Every run's tables, concatenated; `files` lists what was read. `coherence_masks` (06 with a mask source)
-    and `snapshots` (07) may be empty."""
+    """Every run's tables, concatenated; `files` lists what was read. `coherence_masks` (06 with a mask source),
+    `snapshots` (07) and `ablation` (08_protocol: the facets under every protocol) may be empty."""
 
     facets: pd.DataFrame
     accuracy: pd.DataFrame
@@ -71,6 +72,7 @@ class Results:
     coherence_masks: pd.DataFrame
     snapshots: pd.DataFrame
     files: tuple[Path, ...]
+    ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def runs_of(self, table: pd.DataFrame) -> list[tuple[str, str]]:
         """The (dataset, profile) pairs present in one of the tables, sorted: figures draw one each."""
@@ -108,7 +110,7 @@ def _read_kind(root: Path, name: str, kind: TableKind) -> tuple[pd.DataFrame, li
 
 
 def load_results(root: str | os.PathLike[str] | None = None) -> Results:
-    """Every facets, accuracy, pf_curves and snapshot table found recursively under `root` (default: the runs root)."""
+    """Every table of `KINDS` found recursively under `root` (default: the runs root)."""
     root = Path(root) if root else runs_root()
     if not root.is_dir():
         raise FileNotFoundError(f"results root {root} does not exist; run the pipeline first (`make run`)")

@@ -74,6 +74,16 @@ def resolve_protocol(protocol: str | tuple[str, ...] | list[str]) -> tuple[str, 
     return tuple(d for d in DEVIATIONS if d in protocol)
 
 
+#: The protocols of the ablation (08_protocol): the corrected one, the authors', and each implemented deviation alone.
+ABLATION_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, *(d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS))
+
+
+def protocol_deviations(name: str) -> tuple[str, ...]:
+    """The deviations one ablation protocol switches on: none, the authors' set, or the one deviation it names."""
+    check_choice("protocol", name, ABLATION_PROTOCOLS)
+    return resolve_protocol(name if name in PROTOCOLS else [name])
+
+
 @dataclass(frozen=True)
 class SubsetConfig:
     """Class-balanced subset sizes (`null`: the whole split), and the test images accuracy is counted on.
@@ -169,6 +179,21 @@ class ExplainConfig:
 
     images_per_class: int | None
     batch_size: int
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """The protocol ablation (08_protocol): which explained images are scored under every protocol.
+
+    `images_per_class` picks a class-balanced subset of the explained images (the same for
+    every loss, protocol and seed, so rows pair by image id); null = all explained images.
+    """
+
+    images_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.images_per_class is not None:
+            check_positive_int("images_per_class", self.images_per_class)
 
 
 @dataclass(frozen=True)
@@ -269,6 +294,7 @@ class DatasetProfile:
     explain: ExplainConfig
     metrics: MetricsConfig
     confound: ConfoundConfig
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
 
 @dataclass(frozen=True)
@@ -368,7 +394,7 @@ def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "data", "model", "train", "probe", "explain", "metrics", "confound"}
+    allowed = {"subset", "data", "model", "train", "probe", "explain", "metrics", "confound", "ablation"}
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -388,6 +414,7 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         explain=_validate_explain(_build(ExplainConfig, data.get("explain"), f"{where}.explain"), f"{where}.explain"),
         metrics=_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"),
         confound=_build(ConfoundConfig, data.get("confound"), f"{where}.confound"),
+        ablation=_build(AblationConfig, data.get("ablation", {}), f"{where}.ablation"),
     )
 
 

@@ -114,8 +114,17 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         "results/snapshot_{facets,accuracy}.csv",
     ),
     Notebook(
+        "protocol",
+        "08_protocol",
+        "The authors' protocol",
+        "the same maps scored under the corrected protocol, the authors' and each of their deviations alone",
+        "evaluate.ablation.run_ablation",
+        "results/facets.csv, explanations/",
+        "results/protocol_ablation.{csv,json}",
+    ),
+    Notebook(
         "analysis",
-        "08_analysis",
+        "09_analysis",
         "Analysis",
         "Table 4, paired tests with Holm correction, the claims and their verdicts, over every run",
         "analysis.tables.load_results",
@@ -125,7 +134,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     ),
     Notebook(
         "neuron_labels",
-        "09_neuron_labels",
+        "10_neuron_labels",
         "Neuron labels",
         "labels the networks' units with text (Contrastive Semantic Projection)",
         "neurons.units.run_activations",

@@ -4,7 +4,7 @@ Every stage function takes a `Run` first, and asks it where to read and write, s
 layout below is spelled here and nowhere else. The default root is
 `outputs/runs/<dataset>-<profile>-seed<k>/` whether a notebook runs in JupyterLab, under
 papermill or in a sweep, so runs of different profiles or seeds never collide and
-08_analysis finds all of them. `Run.layout()` lists every artefact with an example path;
+09_analysis finds all of them. `Run.layout()` lists every artefact with an example path;
 docs/artefacts.md is generated from it.
 """
 
@@ -22,13 +22,14 @@ from clxai_utils.core.validate import check_choice, check_seed
 #: The kinds of stored explanations: the test images; one 2x2 mosaic per test image (data sets whose test images
 #: carry no masks, with 4+ classes); the external images with masks (CIFAR-10's real photographs, `mask_source`).
 EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics", "masks")
-#: The result tables of a run (in `<root>/results/`), by kind; 08_analysis gathers them from every run.
+#: The result tables of a run (in `<root>/results/`), by kind; 09_analysis gathers them from every run.
 RESULT_TABLES: dict[str, str] = {
     "accuracy": "accuracy.csv",
     "facets": "facets.csv",
     "pf_curves": "pf_curves.csv",
     "snapshots": "snapshot_facets.csv",
     "coherence_masks": "coherence_masks.csv",
+    "ablation": "protocol_ablation.csv",
 }
 
 
@@ -108,19 +109,25 @@ class Run:
             "sidecar": table.with_suffix(".json"),
         }
 
+    @property
+    def ablation_paths(self) -> dict[str, Path]:
+        """The files of 08_protocol: the per-image facets under every protocol and their JSON sidecar."""
+        table = self.root / "results" / RESULT_TABLES["ablation"]
+        return {"table": table, "sidecar": table.with_suffix(".json")}
+
     def snapshot_block_path(self, loss: str, epoch: int) -> Path:
         """One snapshot's scored rows (a rerun reuses a block whose weights and protocol still match)."""
         return self.root / "results" / "snapshots" / f"{check_choice('loss', loss, LOSSES)}-epoch{epoch:04d}.csv"
 
     def neuron_activations_path(self, loss: str, layer: str) -> Path:
-        """Activations of every unit of one layer on the test images (09); `neurons.units` checks the layer."""
+        """Activations of every unit of one layer on the test images (10); `neurons.units` checks the layer."""
         if not (isinstance(layer, str) and layer.isidentifier()):
             raise ValueError(f"layer must be a module name such as 'layer4', got {layer!r}")
         return self.root / "neurons" / check_choice("loss", loss, LOSSES) / f"activations_{layer}.pt"
 
     @property
     def neuron_paths(self) -> dict[str, Path]:
-        """The tables of 09: planted-concept trials and recovery, units, loss tests, summaries, CLIP labels.
+        """The tables of 10: planted-concept trials and recovery, units, loss tests, summaries, CLIP labels.
 
         The Markdown summaries feed docs/results.md; the text labels with their simulation
         correlation exist only when a CLIP model is given.
@@ -157,6 +164,7 @@ class Run:
             ("facets_paths", self.facets_paths),
             ("coherence_masks_path", self.coherence_masks_path),
             ("snapshot_paths", self.snapshot_paths),
+            ("ablation_paths", self.ablation_paths),
             (f"snapshot_block_path({loss!r}, 5)", self.snapshot_block_path(loss, 5)),
             (f"neuron_activations_path({loss!r}, 'layer4')", self.neuron_activations_path(loss, "layer4")),
             ("neuron_paths", self.neuron_paths),

@@ -172,6 +172,21 @@ def _stored_coherence_maps(
     return mosaic_maps
 
 
+def stored_maps(
+    run: Run, loss: str, method: str, scoring: ScoringSet, precision: str
+) -> tuple[ExplanationSet, ExplanationSet | None]:
+    """The maps 05 stored for the scoring set's images and the maps coherence reads, checked against the run.
+
+    They must cover the same images, come from `precision` (the facets compute maps of their
+    own to compare with them) and from the protocol scored now.
+    """
+    maps = load_explanations(run, loss, method, "test")
+    _check_same_images(maps, scoring.split.ids, "test")
+    _check_precision(maps, precision)
+    _check_map_protocol(maps, run)
+    return maps, _stored_coherence_maps(run, loss, method, scoring, maps)
+
+
 def masked_coherence(run: Run, data: Dataset, losses: list[str], methods: list[str]) -> pd.DataFrame | None:
     """Coherence on the external images with masks (CIFAR-10's real photographs): one row per loss, method, image.
 
@@ -242,11 +257,7 @@ def evaluate_facets(
     for loss in losses:
         model, _ = load_classifier(run, loss, normalize_features="unnormalised_head" not in inputs.params.deviations)
         for method in methods:
-            maps = load_explanations(run, loss, method, "test")
-            _check_same_images(maps, split.ids, "test")
-            _check_precision(maps, compute.precision)
-            _check_map_protocol(maps, run)
-            coherence_maps = _stored_coherence_maps(run, loss, method, scoring, maps)
+            maps, coherence_maps = stored_maps(run, loss, method, scoring, compute.precision)
 
             def step(facet: str, pair: str = f"{loss}/{method}") -> None:
                 bar.set_description(f"{pair} {facet}")

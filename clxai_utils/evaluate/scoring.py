@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -175,6 +175,9 @@ def _rows(
 
 
 def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.DataFrame:
+    """The mean and std of the PF curves over the images that have one (no rows when faithfulness was not scored)."""
+    if not len(fractions):
+        return pd.DataFrame(columns=[*base, "step", "fraction", "mean", "std", "n"])
     valid = curves[~curves.isnan().any(dim=1)]
     return pd.DataFrame(
         {
@@ -205,9 +208,14 @@ class FacetInputs:
     seed: int
 
 
-def facet_inputs(x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run) -> FacetInputs:
-    """The inputs of the run's protocol for images `x`: noise drawn once from the run's seed, its baseline."""
-    params = run.settings.metrics
+def facet_inputs(
+    x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run, params: MetricsConfig | None = None
+) -> FacetInputs:
+    """The inputs of a protocol (`params`, default the run's) for images `x`: noise drawn once from the run's seed.
+
+    Every protocol draws the same noise, so protocols differ only in what they switch on.
+    """
+    params = params or run.settings.metrics
     clamp = "clamped_noise" in params.deviations  # the authors' bug, as a protocol switch
     noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed), clamp)
     baseline = make_baseline(params.baseline, info.mean, info.std)
@@ -239,15 +247,17 @@ def score_model(
     clock: FacetClock,
     step: Callable[[str], None] = lambda _facet: None,
     n_examples: int = 4,
+    facets: Collection[str] = FACETS,
 ) -> ScoredBlock:
     """Every facet of one (model, method) as table rows starting with the `base` columns.
 
     `coherence_maps` are the maps coherence reads against `inputs.masks`: the mosaics' maps,
     or `maps` themselves where the test images have masks; None leaves coherence NaN.
     `step(facet)` is called before each facet (progress reporting); the first `n_examples`
-    images keep their auxiliary maps for figures.
+    images keep their auxiliary maps for figures. Only the `facets` named are computed (the
+    protocol ablation recomputes what a deviation changes); the others' columns are NaN.
     """
-    values, curves, fractions, extra = _score(model, maps, coherence_maps, inputs, clock, step)
+    values, curves, fractions, extra = _score(model, maps, coherence_maps, inputs, clock, step, set(facets))
     examples = {k: v[:n_examples] for k, v in extra.items()} | {
         "maps": maps.maps[:n_examples].float(),
         "curves": curves[:n_examples],
@@ -267,30 +277,38 @@ def _score(
     inputs: FacetInputs,
     clock: FacetClock,
     step: Callable[[str], None],
+    facets: set[str],
 ) -> tuple[dict[str, Tensor], Tensor, Tensor, dict[str, Tensor]]:
-    """Every facet of one (model, method): metric columns, PF curves and x axis, auxiliary maps."""
+    """The `facets` of one (model, method): metric columns, PF curves and x axis (empty without
+    faithfulness), auxiliary maps."""
     n = len(maps)
     values: dict[str, Tensor] = {}
     extra: dict[str, Tensor] = {}
+    curves, fractions = torch.empty(n, 0, dtype=torch.float64), torch.empty(0, dtype=torch.float64)
     step("faithfulness")
-    faithful, curves, fractions = clock.time(
-        "faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline
-    )
+    if "faithfulness" in facets:
+        faithful, curves, fractions = clock.time(
+            "faithfulness", n, _faithfulness, model, inputs.x, maps, inputs.params, inputs.baseline
+        )
+        values |= faithful
     step("continuity")
-    continuity, extra["noisy_maps"] = clock.time(
-        "continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size
-    )
-    values |= faithful | continuity
+    if "continuity" in facets:
+        continuity, extra["noisy_maps"] = clock.time(
+            "continuity", n, _continuity, model, inputs.x_noisy, maps, inputs.params, inputs.batch_size
+        )
+        values |= continuity
     step("contrastivity")
-    if METHOD_REGISTRY[maps.method].class_specific:  # a class-agnostic map (Eigen-CAM) has no contrastivity
+    # a class-agnostic map (Eigen-CAM) has no contrastivity
+    if "contrastivity" in facets and METHOD_REGISTRY[maps.method].class_specific:
         contrast, extra["contrast_maps"], extra["contrast_classes"] = clock.time(
             "contrastivity", n, _contrastivity, model, inputs.x, maps, inputs.params, inputs.batch_size, inputs.seed
         )
         values |= contrast
     step("complexity")
-    values |= clock.time("complexity", n, _complexity, maps)
+    if "complexity" in facets:
+        values |= clock.time("complexity", n, _complexity, maps)
     step("coherence")
-    if coherence_maps is not None and inputs.masks is not None:
+    if "coherence" in facets and coherence_maps is not None and inputs.masks is not None:
         scored = maps.predictions == maps.labels
         values |= clock.time("coherence", n, coherence_scores, coherence_maps, inputs.masks, scored)
     return values, curves, fractions, extra
@@ -312,10 +330,30 @@ def scoring_set(split: ImageSplit, data: Dataset, run: Run) -> ScoringSet:
     return ScoringSet(split, facet_inputs(normalised_images(split, data.info), masks, data.info, run), mosaics)
 
 
+def subset_scoring(scoring: ScoringSet, index: Tensor) -> ScoringSet:
+    """The images at `index` of a scoring set, with exactly their noise, masks and mosaics (rows pair by image id)."""
+    inputs, mosaics = scoring.inputs, scoring.mosaics
+    picked = replace(
+        inputs,
+        x=inputs.x[index],
+        x_noisy=inputs.x_noisy[index],
+        masks=None if inputs.masks is None else inputs.masks[index],
+    )
+    if mosaics is not None:
+        mosaics = Mosaics(*(getattr(mosaics, f.name)[index] for f in fields(mosaics)))
+    return ScoringSet(scoring.split.subset(index), picked, mosaics)
+
+
 def explain_and_score(
-    model: nn.Module, scoring: ScoringSet, method: str, base: dict[str, Any], clock: FacetClock, batch_size: int
+    model: nn.Module,
+    scoring: ScoringSet,
+    method: str,
+    base: dict[str, Any],
+    clock: FacetClock,
+    batch_size: int,
+    facets: Collection[str] = FACETS,
 ) -> ScoredBlock:
-    """Maps of `method` computed here (not stored) exactly as 05 computes them, then every facet as 06 scores it."""
+    """Maps of `method` computed here (not stored) exactly as 05 computes them, then the `facets` as 06 scores them."""
     split, inputs = scoring.split, scoring.inputs
     sign = _eigencam_sign(inputs.params)
     maps = compute_explanations(
@@ -333,4 +371,4 @@ def explain_and_score(
         coherence_maps = compute_explanations(
             model, mosaic_batch, method, "true", batch_size=batch_size, progress=False, eigencam_sign=sign
         )
-    return score_model(model, maps, coherence_maps, inputs, base, clock)
+    return score_model(model, maps, coherence_maps, inputs, base, clock, facets=facets)

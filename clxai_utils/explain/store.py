@@ -121,6 +121,11 @@ class ExplanationSet:
     def __len__(self) -> int:
         return len(self.maps)
 
+    def select(self, index: Tensor) -> ExplanationSet:
+        """The maps of the images at `index` (positions), with everything that pairs them."""
+        tensors = {name: getattr(self, name)[index] for name in ("maps", "logits", *_INDEX_FIELDS)}
+        return ExplanationSet(**tensors, method=self.method, meta=dict(self.meta))
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as a dict of compact CPU tensors and plain values."""
         tensors = {name: getattr(self, name).detach().cpu().clone() for name in ("maps", "logits", *_INDEX_FIELDS)}

@@ -193,7 +193,7 @@ class OpenClipEncoder:
     def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] = CSP_TEMPLATES) -> Tensor:
         """(labels, d) text embeddings: mean over `templates` of the normalised prompt embeddings.
 
-        Computed once per list of labels and templates (09 asks for the vocabulary's in two places);
+        Computed once per list of labels and templates (10 asks for the vocabulary's in two places);
         a copy is returned, so the cached embeddings cannot be changed by a caller.
         """
         key = (tuple(labels), tuple(templates))
@@ -262,7 +262,7 @@ def concatenated_features(features: Mapping[str, Tensor]) -> Tensor:
 def clip_encoder(
     clip_model: str | None, clip_weights: str | os.PathLike[str] | None, device: str | torch.device = "cpu"
 ) -> OpenClipEncoder | None:
-    """09's encoder from its parameters: None without `clip_model` (only the offline parts run), else open_clip.
+    """10's encoder from its parameters: None without `clip_model` (only the offline parts run), else open_clip.
 
     `clip_weights=None` with a model gives an untrained open_clip model: the real code path,
     labels without meaning (what the smoke tests run). Errors name `clip_model` / `clip_weights`.

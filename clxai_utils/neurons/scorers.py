@@ -36,7 +36,7 @@ _BLOCK = 1 << 24
 
 
 class Scorer(Protocol):
-    """What 09 calls for every text scorer."""
+    """What 10 calls for every text scorer."""
 
     @property
     def name(self) -> str: ...

@@ -1,4 +1,4 @@
-"""Units, their activations and the probe set: what every scorer of 09 reads.
+"""Units, their activations and the probe set: what every scorer of 10 reads.
 
 A unit is one channel of a backbone stage, its activation on an image the channel's
 spatial mean. For SupCon and triplet models the stage belongs to the backbone before the

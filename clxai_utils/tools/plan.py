@@ -3,7 +3,7 @@
 Every (dataset, profile, seed) is a `Run` with its own folder `<runs root>/<run id>/`, so
 runs never overwrite each other and the analysis notebook can gather them all. Within a
 run the notebooks form a small dependency graph (`PIPELINE`): data, then one training per
-loss, then probe, explanations and metrics, the neuron labels (09, after the training) and the
+loss, then probe, explanations and metrics, the neuron labels (10, after the training) and the
 snapshots scored at matched accuracy (07, after the metrics). `clxai_utils.tools.execute` runs the jobs;
 `clxai_utils.tools.sweep` is the command line.
 
@@ -111,8 +111,12 @@ def _snapshot_tables(plan: RunPlan) -> list[Path]:
     return list(plan.run.snapshot_paths.values())
 
 
+def _ablation_tables(plan: RunPlan) -> list[Path]:
+    return list(plan.run.ablation_paths.values())
+
+
 def _neuron_tables(plan: RunPlan) -> list[Path]:
-    """09's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
+    """10's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
     return [path for name, path in plan.run.neuron_paths.items() if name != "clip_labels"]
 
 
@@ -127,6 +131,7 @@ PIPELINE: tuple[Step, ...] = (
     Step(_NB["explanations"], (*_BASE, "losses"), _explanations, needs=(_NB["probe"],)),
     Step(_NB["metrics"], (*_BASE, "losses"), _metrics, needs=(_NB["explanations"],)),
     Step(_NB["accuracy_confound"], (*_BASE, "losses"), _snapshot_tables, needs=(_NB["metrics"],)),
+    Step(_NB["protocol"], (*_BASE, "losses"), _ablation_tables, needs=(_NB["metrics"],)),
     # Part II reads only the trained models; its painted attributes and vocabulary are CIFAR-10's.
     Step(
         _NB["neuron_labels"],

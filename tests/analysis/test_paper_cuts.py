@@ -57,7 +57,7 @@ def test_two_losses_have_no_note_and_unrequested_pairs_still_fail() -> None:
 
 
 def test_one_loss_snapshots_run_through_the_confound_steps() -> None:
-    """07 and 08 on a one-loss run: no selection, no test, no claim, an empty survival table, and no error."""
+    """07 and 09 on a one-loss run: no selection, no test, no claim, an empty survival table, and no error."""
     snapshots = pd.concat(
         [facet_rows("ce", m, s, epoch=e) for m in METHODS for s in (0, 1) for e in (1, 2, 3)], ignore_index=True
     )

@@ -20,6 +20,7 @@ from clxai_utils.core.config import (
     _build,
     resolve_protocol,
 )
+from clxai_utils.core.registry import FACETS
 from clxai_utils.core.validate import ConfigError
 from clxai_utils.evaluate import metrics as M
 from clxai_utils.evaluate import scoring
@@ -314,3 +315,31 @@ def test_correct_only_average_leaves_out_misclassified_images() -> None:
     assert correct["continuity_ssim"].tolist() == pytest.approx([0.75, 0.5])
     assert correct["n_images"].tolist() == [2, 1] and every["n_images"].tolist() == [4, 2]
     assert list(correct.columns[:3]) == ["loss", "method", "n_images"]
+
+
+def test_every_ablation_protocol_switches_on_what_it_names() -> None:
+    """08's protocols: none, the authors' implemented set, or exactly one deviation; unknown names are refused."""
+    from clxai_utils.core.config import ABLATION_PROTOCOLS, AblationConfig, protocol_deviations
+    from clxai_utils.evaluate.ablation import DEVIATION_FACETS, maps_change, rescored_facets
+
+    implemented = [d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS]
+    assert list(ABLATION_PROTOCOLS) == ["corrected", "authors", *implemented]
+    assert protocol_deviations("corrected") == () and protocol_deviations("authors") == tuple(implemented)
+    assert all(protocol_deviations(d) == (d,) for d in implemented)
+    assert set(DEVIATION_FACETS) == set(implemented), "every deviation says which facets it changes"
+    with pytest.raises(ConfigError, match="protocol='authors_coherence' is not allowed; choose one of: corrected"):
+        protocol_deviations("authors_coherence")
+    assert rescored_facets(("pf_true_label",), "ce", "gradcam") == ("faithfulness",)
+    assert rescored_facets(("eigencam_no_sign",), "ce", "gradcam") == ()
+    assert maps_change(("eigencam_no_sign",), "ce", "eigencam") and not maps_change(
+        ("unnormalised_head",), "ce", "gradcam"
+    )
+    assert rescored_facets(("unnormalised_head",), "triplet", "gradcam") == FACETS
+    assert rescored_facets(protocol_deviations("authors"), "ce", "gradcam") == (
+        "faithfulness",
+        "continuity",
+        "contrastivity",
+    )
+    assert rescored_facets(("correct_only_average",), "supcon", "eigencam") == ()
+    with pytest.raises(ValueError, match="images_per_class must be"):
+        AblationConfig(images_per_class=0)

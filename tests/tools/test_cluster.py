@@ -76,7 +76,7 @@ def toy(tmp_path: Path) -> Toy:
     toy = Toy(tmp_path / "notebooks", tmp_path / "ctl", tmp_path / "runs")
     toy.notebooks.mkdir()
     toy.ctl.mkdir()
-    write_notebook(toy.notebooks, "08_analysis", 'runs_root = ""\nreport_dir = ""', REPORT_CODE)
+    write_notebook(toy.notebooks, "09_analysis", 'runs_root = ""\nreport_dir = ""', REPORT_CODE)
     return toy
 
 
@@ -189,7 +189,7 @@ def test_debug_executor_isolates_a_failing_run_and_a_second_call_skips_finished_
     assert f"[FAILED] {run_name(1)}: [FAILED] {run_name(1)}/work" in out and str(failed) in out
     assert f"[ok] {run_name(0)}" in out
     assert "toy failure requested" in failed.read_text()
-    assert read_json(toy.runs.parent / "report" / "runs.json") == [run_name(0), run_name(1)]  # 08 ran after all
+    assert read_json(toy.runs.parent / "report" / "runs.json") == [run_name(0), run_name(1)]  # 09 ran after all
     assert (run_notebooks(toy, 1) / "cluster.log").read_text().count("task") == 1
 
     toy.flag("fail-work-1").unlink()
@@ -232,7 +232,7 @@ def test_the_smoke_grid_runs_through_the_debug_executor_and_a_second_call_skips_
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real notebooks, smoke profile, CE only (the plumbing, not the losses): prepare, one array task (01, 04-07,
-    09), 08 over the run; again: nothing."""
+    10), 09 over the run; again: nothing."""
     if not os.environ.get("CLXAI_DATA_SOURCE") or os.environ["CLXAI_DATA_SOURCE"] == "torchvision":
         monkeypatch.setenv("CLXAI_DATA_SOURCE", str(write_synthetic_imagefolder(tmp_path / "images")))
     runs, report = tmp_path / "runs", tmp_path / "report"
@@ -243,7 +243,7 @@ def test_the_smoke_grid_runs_through_the_debug_executor_and_a_second_call_skips_
     assert "debug sweep: 1 run(s) to submit, 0 finished" in out and "[ok] cifar10-smoke-seed0" in out
     run = Run("cifar10", "smoke", 0, root=runs / "cifar10-smoke-seed0")
     assert run.accuracy_path.is_file() and all(p.is_file() for p in run.facets_paths.values())
-    assert (report / "08_analysis.ipynb").is_file() and (report / "table4.md").is_file()
+    assert (report / "09_analysis.ipynb").is_file() and (report / "table4.md").is_file()
     assert main(argv) == 0
     assert "debug sweep: 0 run(s) to submit, 1 finished (skipped)" in capsys.readouterr().out
 

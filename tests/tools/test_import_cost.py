@@ -1,7 +1,7 @@
 """Start-up cost (issue 23, item 6): heavy libraries are imported by the functions that need them.
 
 Each notebook's import cell used to load pytorch-grad-cam (torchvision, torch._dynamo),
-seaborn and scipy.stats whether it used them or not; 08_analysis loaded torch for nothing.
+seaborn and scipy.stats whether it used them or not; 09_analysis loaded torch for nothing.
 Checked in a fresh interpreter, since this test session has imported everything already.
 """
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 CASES = {
-    # 08_analysis's import cell: no torch, no seaborn, no scipy until a test or figure runs
+    # 09_analysis's import cell: no torch, no seaborn, no scipy until a test or figure runs
     "report": (
         "from clxai_utils import figures\n"
         "from clxai_utils.analysis import claims, coherence, confound, report, stats, tables\n"
@@ -27,7 +27,7 @@ CASES = {
         "from clxai_utils.evaluate.facets import evaluate_facets",
         ("pytorch_grad_cam", "torchvision", "torch._dynamo", "seaborn"),
     ),
-    # 09 reads holm and permutation_test only
+    # 10 reads holm and permutation_test only
     "neurons": ("from clxai_utils.neurons import comparison, planted", ("scipy.stats", "seaborn", "pytorch_grad_cam")),
 }
 
