@@ -46,6 +46,7 @@ from clxai_utils.evaluate.scoring import (
     facet_inputs,
     score_model,
     scoring_set,
+    sidecar_header,
     subset_scoring,
 )
 from clxai_utils.explain.store import explained_split
@@ -217,14 +218,8 @@ def _sidecar(
 ) -> dict[str, Any]:
     """What the ablation scored, under which protocols, what each recomputed, and how long it took."""
     return {
-        "dataset": run.dataset,
-        "profile": run.profile,
-        "seed": run.seed,
-        "losses": losses,
-        "methods": methods,
-        "n_images": n_images,
+        **sidecar_header(run, losses, methods, n_images, compute),
         "images_per_class": run.settings.ablation.images_per_class,
-        **compute.to_dict(),
         "protocols": {
             p: {
                 "deviations": list(protocol_deviations(p)),

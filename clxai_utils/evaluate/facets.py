@@ -44,6 +44,7 @@ from clxai_utils.evaluate.scoring import (
     coherence_source,
     score_model,
     scoring_set,
+    sidecar_header,
 )
 from clxai_utils.explain.store import (
     ExplanationSet,
@@ -132,13 +133,7 @@ def _sidecar(
 ) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
     return {
-        "dataset": run.dataset,
-        "profile": run.profile,
-        "seed": run.seed,
-        "losses": losses,
-        "methods": methods,
-        "n_images": n_images,
-        **compute.to_dict(),
+        **sidecar_header(run, losses, methods, n_images, compute),
         **protocol_record(run.settings.metrics),
         "params": run.settings.metrics.to_dict()
         | {

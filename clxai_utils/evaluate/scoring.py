@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from clxai_utils.core.compute import Compute
 from clxai_utils.core.config import MetricsConfig
 from clxai_utils.core.registry import FACETS, METHOD_REGISTRY, METRICS
 from clxai_utils.core.run import Run
@@ -189,6 +190,19 @@ def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.
             "n": len(valid),
         }
     )
+
+
+def sidecar_header(run: Run, losses: list[str], methods: list[str], n_images: int, compute: Compute) -> dict[str, Any]:
+    """The first keys of every scored table's sidecar: which run, models and images, on what device and precision."""
+    return {
+        "dataset": run.dataset,
+        "profile": run.profile,
+        "seed": run.seed,
+        "losses": losses,
+        "methods": methods,
+        "n_images": n_images,
+        **compute.to_dict(),
+    }
 
 
 @dataclass
