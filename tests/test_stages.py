@@ -272,6 +272,7 @@ def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run
     from clxai_utils.core.config import ABLATION_PROTOCOLS
     from clxai_utils.evaluate import ablation as AB
 
+    FA.evaluate_facets(run, LOSSES, progress=False)  # 06's table, which an earlier test's failure path removed
     out = AB.run_ablation(run, LOSSES, progress=False)
     table = out.table
     assert list(dict.fromkeys(table["protocol"])) == list(ABLATION_PROTOCOLS)
