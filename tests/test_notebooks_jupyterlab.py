@@ -96,7 +96,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_08_reports_that_run() -> None:
+def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_09_reports_that_run() -> None:
     smoke, quick = Run("cifar10", "smoke", 0), Run("cifar10", "quick", 0)
     assert smoke.root.parent == quick.root.parent == runs_root() and smoke.root != quick.root
     for run in (smoke, quick):
@@ -175,7 +175,7 @@ def test_an_image_folder_of_5_classes_at_48px_runs_with_its_own_normalisation() 
     assert run.facets_paths["table"].is_file() and run.snapshot_paths["table"].is_file()
 
 
-def test_imagenet_s50_runs_on_the_official_layout_and_08_reports_every_data_set() -> None:
+def test_imagenet_s50_runs_on_the_official_layout_and_09_reports_every_data_set() -> None:
     import pandas as pd
     from fixtures import write_imagenet_s50_fixture
 
