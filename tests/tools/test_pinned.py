@@ -54,9 +54,10 @@ def test_a_run_of_other_weights_outside_the_band_or_the_floor_fails(ref: dict[st
     assert tol == pytest.approx(pinned.seed_factor(ref["seed_count"]) * ref["seed_std"]["metric_means"][key])
     moved = other_weights(ref, ce__gradcam__pointing_game=ref["metric_means"][key] + 1.01 * tol)
     assert [line.split(":")[0] for line in pinned.differences(moved, ref)] == [f"metric_means {key}"]
-    no_spread = "ce/gradcam/continuity_ssim"  # its seeds agreed to 3 decimals: the floor applies
-    assert ref["seed_std"]["metric_means"][no_spread] == 0.0
-    assert pinned.tolerance(ref, "metric_means", no_spread, exact=False) == pinned.METRIC_FLOOR
+    no_spread = "ce/gradcam/continuity_ssim"  # seeds that agree exactly: the floor applies
+    agreeing = copy.deepcopy(ref)
+    agreeing["seed_std"]["metric_means"][no_spread] = 0.0
+    assert pinned.tolerance(agreeing, "metric_means", no_spread, exact=False) == pinned.METRIC_FLOOR
     assert pinned.tolerance(ref, "accuracy", "ce", exact=False) >= pinned.ACCURACY_FLOOR
 
 
