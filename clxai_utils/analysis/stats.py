@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clxai_utils.core.registry import METHOD_REGISTRY, METRICS, undefined_metrics
+from clxai_utils.core.registry import METHOD_REGISTRY, METRICS, Metric, undefined_metrics
 from clxai_utils.core.validate import check_choices
 
 KEYS = ("dataset", "profile", "seed", "image_id")
@@ -295,16 +295,24 @@ def _direction(r: float, better: str) -> str:
     return "a better" if (r > 0) == (better == "higher") else "b better"
 
 
-def _comparison_row(sample: PairedSample, metric: str, a: str, b: str, where: dict[str, Any]) -> dict[str, Any]:
+def _comparison_row(
+    sample: PairedSample,
+    metric: str,
+    a: str,
+    b: str,
+    where: dict[str, Any],
+    registry: Mapping[str, Metric] = METRICS,
+) -> dict[str, Any]:
+    """One comparison row; `registry` gives the metric's facet and better direction."""
     test = wilcoxon_paired(sample.a, sample.b)
     seeds = cross_seed(sample)
-    better = METRICS[metric].better
+    better = registry[metric].better
     direction = _direction(test.r, better)
     seed_direction = _direction(seeds.mean_diff, better) if not np.isnan(seeds.p_t) else "no difference"
     return {
         **where,
         "metric": metric,
-        "facet": METRICS[metric].facet,
+        "facet": registry[metric].facet,
         "better": better,
         "a": a,
         "b": b,
@@ -356,9 +364,17 @@ def two_conditions_note(table: pd.DataFrame, by: str = "loss") -> str:
 
 
 def _compare(
-    facets: pd.DataFrame, by: str, pairs: Sequence[tuple[str, str]], within: list[str], metrics: list[str]
+    facets: pd.DataFrame,
+    by: str,
+    pairs: Sequence[tuple[str, str]],
+    within: list[str],
+    metrics: list[str],
+    registry: Mapping[str, Metric] = METRICS,
 ) -> pd.DataFrame:
     """One comparison row per group of `within`, metric and pair present; Holm over all rows.
+
+    `registry` names each metric's facet and better direction (the faithfulness measures of
+    `analysis.faithfulness` have their own).
 
     With fewer than two values of `by` in `facets` (one loss swept) there is nothing to compare:
     an empty table with the comparison columns (`two_conditions_note` says why). Two or more
@@ -379,7 +395,9 @@ def _compare(
             }
             tested = [m for m in metrics if m not in agnostic]
             matched, n_unmatched = _align(subset, tested, by, a, b, list(KEYS), None)
-            rows += [_comparison_row(_sample(matched, m, list(KEYS), n_unmatched), m, a, b, where) for m in tested]
+            rows += [
+                _comparison_row(_sample(matched, m, list(KEYS), n_unmatched), m, a, b, where, registry) for m in tested
+            ]
     if not rows:
         raise ValueError(
             f"facets hold none of the {by} pairs {list(pairs)} to compare; "
@@ -396,6 +414,7 @@ def compare_losses(
     methods: Iterable[str] | None = None,
     pairs: Sequence[tuple[str, str]] = LOSS_PAIRS,
     within: Sequence[str] = ("dataset", "profile", "method"),
+    registry: Mapping[str, Metric] = METRICS,
 ) -> pd.DataFrame:
     """Loss a vs loss b, paired on (seed, image id), per group of `within` (and metric, pair).
 
@@ -405,10 +424,11 @@ def compare_losses(
     of r (the median difference is 0 for most pointing-game pairs); `winner` names that
     loss. The seed_* columns compare per-seed means (`cross_seed`); `seed_winner` is the
     loss whose seed means are better, where the seed-level t-test has a p value. `within`
-    takes extra grouping columns, e.g. the accuracy level of `analysis.confound`.
+    takes extra grouping columns, e.g. the accuracy level of `analysis.confound`. `registry`
+    holds the metrics that may be asked for, with their better direction.
     """
     selected = facets if methods is None else facets[facets["method"].isin(list(methods))]
-    return _compare(selected, "loss", pairs, list(within), check_choices("metrics", metrics, METRICS))
+    return _compare(selected, "loss", pairs, list(within), check_choices("metrics", metrics, registry), registry)
 
 
 def compare_methods(facets: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS)) -> pd.DataFrame:

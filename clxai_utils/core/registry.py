@@ -1,8 +1,9 @@
-"""The names the whole pipeline shares: losses, explanation methods and metrics.
+"""The names the whole pipeline shares: losses, explanation methods, metrics, faithfulness measures.
 
 One registry each, so that no module keeps its own copy of the method names or of a
-metric's better direction. Importing this module is cheap (no torch, no grad-cam), so the
-sweep and the analysis can use it too.
+metric's better direction; the sanity checks' thresholds stand here for the same reason.
+Importing this module is cheap (no torch, no grad-cam), so the sweep and the analysis can
+use it too.
 """
 
 from __future__ import annotations
@@ -77,7 +78,54 @@ METRICS: dict[str, Metric] = {
     ),
 }
 
+#: The faithfulness stage's measures (issue 25) beside `pf_auc`, per image: the read-outs of
+#: `evaluate.faithfulness` and F-Fidelity's of `evaluate.ffidelity`. Their better direction lives
+#: here, where the analysis can read it without loading torch.
+FAITHFULNESS_MEASURES: dict[str, Metric] = {
+    "deletion_probability": Metric(
+        "faithfulness", "deletion (probability)", "lower", "area under p(class) while the top pixels are removed"
+    ),
+    "deletion_logit": Metric(
+        "faithfulness", "deletion (logit)", "lower", "area under the class logit while the top pixels are removed"
+    ),
+    "deletion_normalised": Metric(
+        "faithfulness", "deletion (normalised)", "lower", "deletion area of p(class) divided by the intact p(class)"
+    ),
+    "insertion_probability": Metric(
+        "faithfulness", "insertion (probability)", "higher", "area under p(class) while the top pixels are restored"
+    ),
+    "insertion_logit": Metric(
+        "faithfulness", "insertion (logit)", "higher", "area under the class logit while the top pixels are restored"
+    ),
+    "insertion_normalised": Metric(
+        "faithfulness", "insertion (normalised)", "higher", "insertion area of p(class) divided by the intact p(class)"
+    ),
+    "road_morf": Metric("faithfulness", "ROAD (MoRF)", "lower", "mean p(class), most relevant pixels imputed first"),
+    "road_lerf": Metric("faithfulness", "ROAD (LeRF)", "higher", "mean p(class), least relevant pixels imputed first"),
+    "road": Metric("faithfulness", "ROAD", "higher", "ROAD LeRF minus MoRF: removing the top pixels hurts more"),
+    "ffid_plus": Metric(
+        "faithfulness",
+        "F-Fidelity (FFid+)",
+        "higher",
+        "score drop when top-ranked pixels are removed (fine-tuned model)",
+    ),
+    "ffid_minus": Metric(
+        "faithfulness",
+        "F-Fidelity (FFid-)",
+        "lower",
+        "score drop when bottom-ranked pixels are removed (fine-tuned model)",
+    ),
+}
+
 ARROWS: dict[str, str] = {"lower": "↓", "higher": "↑"}
+
+#: Sanity checks (`evaluate.randomisation`): a method fails the cascade when the mean similarity of its
+#: maps after the last randomised layer to the trained model's is above CASCADE_THRESHOLD; a class map
+#: and a random class's map with SSIM above NEAR_IDENTICAL_SSIM are near-identical, and a method fails
+#: the random-logit check when more than MAX_NEAR_IDENTICAL_SHARE of its pairs are.
+CASCADE_THRESHOLD = 0.5
+NEAR_IDENTICAL_SSIM = 0.95
+MAX_NEAR_IDENTICAL_SHARE = 0.5
 
 
 def undefined_metrics(method: str) -> tuple[str, ...]:
