@@ -18,7 +18,16 @@ from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from clxai_utils.core.registry import ARROWS, LOSSES, METHODS, METRICS, display_name, ordered
+from clxai_utils.core.registry import (
+    ARROWS,
+    CASCADE_THRESHOLD,
+    FAITHFULNESS_MEASURES,
+    LOSSES,
+    METHODS,
+    METRICS,
+    display_name,
+    ordered,
+)
 from clxai_utils.core.validate import check_positive_int
 
 if TYPE_CHECKING:  # seaborn (with scipy.stats) and torch are imported where a figure needs them
@@ -29,6 +38,24 @@ if TYPE_CHECKING:  # seaborn (with scipy.stats) and torch are imported where a f
 # Figures shown inline in the notebooks at 72 dpi keep the executed (committed) notebooks small;
 # the files written by `save_figure` keep their own, higher resolution.
 plt.rcParams["figure.dpi"] = 72
+#: Line style per explanation method where colour shows the loss.
+METHOD_STYLES: dict[Any, str] = dict(zip(METHODS, ("-", "--")))
+
+
+def _loss_palette() -> dict[Any, Any]:
+    """One colour per loss, the same in every figure (seaborn's default palette in the paper's order)."""
+    import seaborn as sns
+
+    return dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+
+
+def _loss_method_handles(losses: Sequence[str], methods: Sequence[str], palette: dict[Any, Any]) -> list[Line2D]:
+    """Legend entries: one per loss (colour) and one per method (line style), however many lines each draws."""
+    handles = [Line2D([], [], color=palette.get(loss), lw=1.5, label=display_name(loss)) for loss in losses]
+    return handles + [
+        Line2D([], [], color="0.35", lw=1, ls=METHOD_STYLES.get(method, ":"), label=display_name(method))
+        for method in methods
+    ]
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -330,11 +357,9 @@ def plot_snapshot_accuracy(
     accuracy: pd.DataFrame, dataset: str | None = None, profile: str | None = None
 ) -> plt.Figure:
     """Test accuracy of every kept snapshot against its epoch, one line per (loss, seed) (07's accuracy table)."""
-    import seaborn as sns
-
     data = _select(accuracy, dataset, profile)
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+    palette = _loss_palette()
     for (loss, _), group in data.groupby(["loss", "seed"], sort=False):
         group = group.sort_values("epoch")
         ax.plot(group["epoch"], 100 * group["accuracy"], marker="o", ms=3, color=palette.get(loss), label=str(loss))
@@ -359,8 +384,6 @@ def plot_facets_vs_accuracy(
     Grad-CAM, dashed = Eigen-CAM; the large marker is the final model. Curves of two losses
     that overlap at the same accuracy say their final models differ by accuracy only.
     """
-    import seaborn as sns
-
     data = _select(snapshots, dataset, profile)
     metrics = [m for m in METRICS if data[m].notna().any()]
     keys = ["loss", "method", "seed", "epoch"]
@@ -368,8 +391,7 @@ def plot_facets_vs_accuracy(
         {"accuracy": "first", "final": "first", **dict.fromkeys(metrics, "mean")}
     )
     means = means.reset_index()
-    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
-    styles: dict[Any, str] = dict(zip(METHODS, ("-", "--")))
+    palette = _loss_palette()
     losses, methods = ordered(means["loss"], LOSSES), ordered(means["method"], METHODS)
     fig, axes = _grid(len(metrics))
     for ax, metric in zip(axes, metrics):
@@ -377,17 +399,15 @@ def plot_facets_vs_accuracy(
             group = group.sort_values("epoch")
             if group[metric].isna().all():
                 continue
-            ax.plot(100 * group["accuracy"], group[metric], styles.get(method, ":"), color=palette.get(loss), lw=1)
+            ax.plot(
+                100 * group["accuracy"], group[metric], METHOD_STYLES.get(method, ":"), color=palette.get(loss), lw=1
+            )
             last = group[group["final"]]
             ax.scatter(100 * last["accuracy"], last[metric], s=25, color=palette.get(loss))
         ax.set_title(f"{METRICS[metric].label} {ARROWS[METRICS[metric].better]}", fontsize=9)
         ax.set_xlabel("accuracy (%)", fontsize=8)
         ax.tick_params(labelsize=8)
-    # One legend entry per loss (colour) and per method (line style), however many seeds draw a line.
-    handles = [Line2D([], [], color=palette.get(loss), lw=1.5, label=display_name(loss)) for loss in losses]
-    handles += [
-        Line2D([], [], color="0.35", lw=1, ls=styles.get(method, ":"), label=display_name(method)) for method in methods
-    ]
+    handles = _loss_method_handles(losses, methods, palette)
     handles.append(Line2D([], [], color="0.35", marker="o", ms=5, ls="", label="final model"))
     fig.suptitle(
         f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): facets of every snapshot vs its accuracy", fontsize=10
@@ -402,13 +422,11 @@ def plot_protocol_means(ablation: pd.DataFrame, method: str = "gradcam") -> plt.
     One row of dots per protocol (the corrected one on top), colour = loss: where a deviation moves
     the dots of two losses past each other, it changes which loss the metric favours.
     """
-    import seaborn as sns
-
     data = ablation[ablation["method"] == method]
     protocols = list(dict.fromkeys(data["protocol"]))
     metrics = [m for m in METRICS if data[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(2.3 * len(metrics), 0.3 * len(protocols) + 1.2), sharey=True)
-    palette: dict[Any, Any] = dict(zip(LOSSES, sns.color_palette(n_colors=len(LOSSES))))
+    palette = _loss_palette()
     means = data.groupby(["protocol", "loss"], sort=False)[metrics].mean()
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         for loss in ordered(data["loss"], LOSSES):
@@ -479,3 +497,90 @@ def unit_gallery(units: Sequence[tuple[str, torch.Tensor, torch.Tensor]], scale:
                 ax.set_yticks([])
             row[0].set_ylabel(label, fontsize=8)
     return fig
+
+
+def _curve_title(kind: str) -> str:
+    """A measure's label and better direction; a curve kind that is no registered measure, as it is."""
+    metric = FAITHFULNESS_MEASURES.get(kind)
+    return f"{metric.label} {ARROWS[metric.better]}" if metric else kind.replace("_", " ")
+
+
+def plot_faithfulness_curves(
+    curves: pd.DataFrame, dataset: str | None = None, profile: str | None = None
+) -> plt.Figure:
+    """One panel per curve kind of the faithfulness stage (deletion and insertion read-outs, ROAD, F-Fidelity).
+
+    One line per (loss, method): colour = loss, solid = Grad-CAM, dashed = Eigen-CAM; each
+    point is the mean over the images of every seed (the seeds' means weighted by their n).
+    The panel title's arrow is the direction in which the curve's area is better.
+    """
+    data = _select(curves, dataset, profile)
+    pooled = (
+        data.assign(total=data["mean"] * data["n"])
+        .groupby(["curve", "loss", "method", "fraction"], as_index=False)[["total", "n"]]
+        .sum()
+    )
+    pooled["mean"] = pooled["total"] / pooled["n"]
+    kinds = ordered(pooled["curve"], tuple(FAITHFULNESS_MEASURES))
+    losses, methods = ordered(pooled["loss"], LOSSES), ordered(pooled["method"], METHODS)
+    palette = _loss_palette()
+    fig, axes = _grid(len(kinds), ncols=3, size=2.6)
+    for ax, kind in zip(axes, kinds):
+        for (loss, method), line in pooled[pooled["curve"] == kind].groupby(["loss", "method"], sort=False):
+            ax.plot(line["fraction"], line["mean"], METHOD_STYLES.get(method, ":"), color=palette.get(loss), lw=1.2)
+        ax.set_title(_curve_title(kind), fontsize=9)
+        ax.set_xlabel("fraction of pixels", fontsize=8)
+        ax.tick_params(labelsize=8)
+    n_seeds = data["seed"].nunique()
+    fig.suptitle(
+        f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): faithfulness curves, {n_seeds} seed(s)", fontsize=10
+    )
+    _finish_grid(fig, axes, "loss, method", _loss_method_handles(losses, methods, palette))
+    return fig
+
+
+def plot_randomisation(
+    randomisation: pd.DataFrame,
+    dataset: str | None = None,
+    profile: str | None = None,
+    threshold: float = CASCADE_THRESHOLD,
+) -> plt.Figure:
+    """Mean similarity (SSIM, Spearman) of the maps to the trained model's as the cascade randomises layer after layer.
+
+    One line per (loss, method), mean over the images of every seed; step 0 is the trained
+    model. A method whose last-step SSIM stays above the dotted `threshold` fails the check.
+    """
+    data = _select(randomisation, dataset, profile)
+    means = data.groupby(["loss", "method", "step"], as_index=False)[["ssim", "spearman"]].mean()
+    layers = data.groupby("step")["layer"].first()
+    losses, methods = ordered(means["loss"], LOSSES), ordered(means["method"], METHODS)
+    palette = _loss_palette()
+    fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.0), sharey=True, squeeze=False)
+    for ax, similarity in zip(axes[0], ("ssim", "spearman")):
+        for (loss, method), line in means.groupby(["loss", "method"], sort=False):
+            style = METHOD_STYLES.get(method, ":")
+            ax.plot(line["step"], line[similarity], style, marker="o", ms=3, color=palette.get(loss), lw=1.2)
+        ax.axhline(threshold, color="0.3", lw=0.8, ls=":")
+        ax.set_xticks(layers.index, [name.removeprefix("backbone.") for name in layers], rotation=45, fontsize=7)
+        ax.set_title(f"{'SSIM' if similarity == 'ssim' else 'Spearman'} to the trained maps", fontsize=9)
+        ax.set_xlabel("randomised down to", fontsize=8)
+    handles = _loss_method_handles(losses, methods, palette)
+    handles.append(Line2D([], [], color="0.3", lw=0.8, ls=":", label=f"threshold {threshold:g}"))
+    fig.suptitle(f"{data['dataset'].iloc[0]} ({data['profile'].iloc[0]}): cascading randomisation", fontsize=10)
+    _finish_grid(fig, axes[0], "loss, method", handles)
+    return fig
+
+
+def plot_cascade_maps(
+    maps: torch.Tensor, layers: Sequence[str], row_labels: list[str] | None = None, scale: float = 1.1
+) -> plt.Figure:
+    """The maps of k images (rows) as the cascade randomises layer after layer (columns), from (steps+1, k, H, W).
+
+    `layers` names the columns (the first is the trained model), as `CascadeResult.layers`.
+    """
+    if maps.ndim != 4 or maps.shape[0] != len(layers):
+        raise ValueError(
+            f"maps must be (steps+1, k, H, W) with one step per layer {list(layers)}, got {tuple(maps.shape)}"
+        )
+    columns = [(name.removeprefix("backbone."), None, step) for name, step in zip(layers, maps)]
+    return overlay_grid(columns, row_labels, scale)
