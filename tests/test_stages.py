@@ -314,6 +314,13 @@ def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run
         predicted = raw.eval()(x).argmax(1).numpy()
     assert (block("unnormalised_head", "supcon", "gradcam")["prediction"].to_numpy() == predicted).all()
     assert out.sidecar["protocols"]["pf_true_label"]["recomputed"]["ce/gradcam"] == ["faithfulness"]
+    # authors_coherence: the authors scored no coherence on mosaics, so every column is the corrected one
+    for loss in LOSSES:
+        for method in METHODS:
+            pd.testing.assert_frame_equal(block("authors_coherence", loss, method), block("corrected", loss, method))
+    alone = out.sidecar["protocols"]["authors_coherence"]
+    assert alone["recomputed"]["ce/gradcam"] == [] and "authors_coherence" in alone["not_applicable"]
+    assert "applies only to data sets whose test images carry masks" in alone["not_applicable"]["authors_coherence"]
     assert run.ablation_paths["table"].is_file() and run.ablation_paths["sidecar"].is_file()
     with pytest.raises(ConfigError, match="protocols='bogus' is not allowed; choose one of: corrected, authors"):
         AB.run_ablation(run, LOSSES, protocols=["bogus"], progress=False)

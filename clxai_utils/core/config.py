@@ -46,36 +46,28 @@ DEVIATIONS = (
 )
 #: Deviations that change the maps 05_explanations stores (recorded with them, checked by 06).
 MAP_DEVIATIONS = ("eigencam_no_sign", "unnormalised_head")
-#: Deviations named but not implemented: refused when asked for, left out of "authors" (and recorded so).
-UNIMPLEMENTED_DEVIATIONS = ("authors_coherence",)
 
 
 def resolve_protocol(protocol: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The deviations (in `DEVIATIONS` order) a protocol switches on; unknown names are a ConfigError.
 
-    "corrected" switches none, "authors" every implemented one, and an explicit list (or
-    tuple) exactly those named, so each deviation can be measured alone. A deviation in
-    `UNIMPLEMENTED_DEVIATIONS` is refused rather than silently approximated.
+    "corrected" switches none, "authors" every one, and an explicit list (or tuple)
+    exactly those named, so each deviation can be measured alone.
     """
     if isinstance(protocol, str):
         check_choice("protocol", protocol, PROTOCOLS)
-        return () if protocol == "corrected" else tuple(d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS)
+        return () if protocol == "corrected" else DEVIATIONS
     if not isinstance(protocol, (list, tuple)) or not all(isinstance(name, str) for name in protocol):
         raise ConfigError(
             f"protocol must be one of {', '.join(PROTOCOLS)} or a list of deviation names, got {protocol!r}"
         )
     for name in protocol:
         check_choice("protocol deviation", name, DEVIATIONS)
-        if name in UNIMPLEMENTED_DEVIATIONS:
-            raise ConfigError(
-                f"protocol deviation {name!r} is not implemented (see clxai_utils.evaluate.protocol); "
-                f"implemented: {', '.join(d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS)}"
-            )
     return tuple(d for d in DEVIATIONS if d in protocol)
 
 
-#: The protocols of the ablation (08_protocol): the corrected one, the authors', and each implemented deviation alone.
-ABLATION_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, *(d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS))
+#: The protocols of the ablation (08_protocol): the corrected one, the authors', and each deviation alone.
+ABLATION_PROTOCOLS: tuple[str, ...] = (*PROTOCOLS, *DEVIATIONS)
 
 
 def protocol_deviations(name: str) -> tuple[str, ...]:

@@ -188,11 +188,16 @@ def _common_size(files: list[tuple[Path, int]], root: Path) -> int:
     return width
 
 
+def _segmentation_path(root: Path, classes: tuple[str, ...], path: Path, label: int) -> Path:
+    """Where an image folder keeps the mask of test image `path`: ROOT/test-segmentation/<class>/<stem>.png."""
+    return root / "test-segmentation" / classes[label] / f"{path.stem}.png"
+
+
 def _binary_masks(root: Path, files: list[tuple[Path, int]], classes: tuple[str, ...], size: int) -> torch.Tensor:
     """The masks of `ROOT/test-segmentation/<class>/<stem>.png` for the test files (non-zero = object), at `size`."""
     masks = torch.empty((len(files), size, size), dtype=torch.int8)
     for i, (path, label) in enumerate(files):
-        mask_path = root / "test-segmentation" / classes[label] / f"{path.stem}.png"
+        mask_path = _segmentation_path(root, classes, path, label)
         if not mask_path.is_file():
             raise DataError(
                 f"test image {path} has no mask {mask_path}; test-segmentation/ needs one mask per test image"
@@ -273,19 +278,31 @@ def _attached_masks(test: list[imagenet_s.ImageRecord], mask_source: str, size: 
 
     Paired by `<wnid>/<file stem>`; the other test images get an all-ignore mask (no coherence).
     """
+    attached = _attached_records(test, mask_source)
+    matched = [i for i, r in enumerate(attached) if r is not None]
+    masks = torch.full((len(test), size, size), IGNORE, dtype=torch.int8)
+    _, found = _decode_cached([r for r in attached if r is not None], size, workers, with_masks=True)
+    assert found is not None
+    masks[matched] = found
+    return masks
+
+
+def _attached_records(test: list[imagenet_s.ImageRecord], mask_source: str) -> list[imagenet_s.ImageRecord | None]:
+    """The ImageNetS50 validation record (with its mask) of each ImageNet-1k test image, paired by `<wnid>/<stem>`."""
     tree = imagenet_s.imagenet_s50_layout(mask_source, ("validation",))
     by_id = {r.image_id: r for r in tree.records("validation")}
-    matched = [i for i, r in enumerate(test) if r.image_id in by_id]
-    if not matched:
+    attached = [by_id.get(r.image_id) for r in test]
+    if not any(attached):
         raise DataError(
             f"none of the {len(test)} test images has a mask in {mask_source}: mask_source must be the ImageNetS50 "
             "folder of the same validation images (ILSVRC2012_val_*.JPEG in the same wnid folders)"
         )
-    masks = torch.full((len(test), size, size), IGNORE, dtype=torch.int8)
-    _, found = _decode_cached([by_id[test[i].image_id] for i in matched], size, workers, with_masks=True)
-    assert found is not None
-    masks[matched] = found
-    return masks
+    return attached
+
+
+def _is_official(path: Path) -> bool:
+    """Whether an ImageNet-S50 data source is an ImageNetS50 folder (with masks), not an ImageNet-1k tree."""
+    return any((candidate / "validation").is_dir() for candidate in (path, path / "ImageNetS50"))
 
 
 def _imagenet_s50(
@@ -293,7 +310,7 @@ def _imagenet_s50(
 ) -> tuple[tuple[str, ...], FileSplit, ImageSplit]:
     """The 50 classes: an ImageNetS50 folder (train/, validation/ with validation-segmentation/) or an ImageNet-1k tree."""
     path = Path(source)
-    official = any((candidate / "validation").is_dir() for candidate in (path, path / "ImageNetS50"))
+    official = _is_official(path)
     if official and mask_source:
         raise DataError(
             f"mask_source={mask_source!r} is for an ImageNet-1k data source: the ImageNetS50 folder {source} carries "
@@ -315,6 +332,43 @@ def _imagenet_s50(
     )
     labels = torch.tensor([r.label for r in test_records], dtype=torch.int64)
     return tree.wnids, train, ImageSplit(images, labels, torch.arange(len(test_records)), masks)
+
+
+def mask_files(data: Dataset) -> list[Path | None]:
+    """The mask file of every test image of `data`, indexed by image id; None where an image has none.
+
+    Listed again from the data source (and `source_of_masks`), in the order `load_dataset`
+    gave the test images their ids; for a data set whose test images carry masks.
+    """
+    if data.test.masks is None:
+        raise DataError(f"the test images of {data.info.name!r} carry no masks: there is no mask file to read")
+    path = Path(data.source)
+    if data.info.name == "imagenet_s50" and _is_official(path):
+        return [r.mask_path for r in imagenet_s.imagenet_s50_layout(path, ("validation",)).records("validation")]
+    if data.info.name == "imagenet_s50":
+        assert data.source_of_masks is not None  # an ImageNet-1k tree has masks only from a mask source
+        test = list(imagenet_s.imagenet1k_layout(path, ("val",)).records("val"))
+        return [None if r is None else r.mask_path for r in _attached_records(test, data.source_of_masks)]
+    root = find_imagefolder_root(extract_archive(data.source) if is_archive(path) else path)
+    classes, files = list_imagefolder(root)
+    return [_segmentation_path(root, classes, file, label) for file, label in files["test"]]
+
+
+def authors_test_masks(data: Dataset, ids: torch.Tensor) -> torch.Tensor:
+    """The masks of the test images `ids` read as the authors read them (`imagenet_s.authors_object_mask`).
+
+    int8 (N, S, S): 1 object, 0 background, and -1 (ignore) everywhere for an image without
+    a mask file, which coherence then leaves unscored. The crop is the test images' own:
+    Resize(default_resize) + CenterCrop for ImageNet-S50, a fit to the side for image folders.
+    """
+    files = mask_files(data)
+    size = data.info.image_size
+    resize = default_resize(size) if data.info.name == "imagenet_s50" else size
+    masks = torch.full((len(ids), size, size), IGNORE, dtype=torch.int8)
+    for row, image_id in enumerate(ids.tolist()):
+        if (path := files[image_id]) is not None:
+            masks[row] = imagenet_s.authors_object_mask(path, size, resize).to(torch.int8)
+    return masks
 
 
 # --------------------------------------------------------------------------- the one entry point

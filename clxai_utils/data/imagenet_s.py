@@ -340,6 +340,18 @@ def load_eval_mask(
     return torch.from_numpy(object_mask(ids[np.ix_(rows, cols)], own_class_id))
 
 
+def authors_object_mask(path: str | Path, size: int = EVAL_SIZE, resize: int | None = None) -> torch.Tensor:
+    """The object mask as the authors' coherence read it: bool (size, size), True where red > 0.
+
+    The RGB mask goes through the image's Resize (bilinear, antialiased) + CenterCrop and
+    only its red channel is tested, so, unlike `load_eval_mask`: "ignore" (1000, red 232)
+    and every annotated class count as object, a class id that is a multiple of 256 (red 0)
+    counts as background, and blending turns pixels next to an object into object too.
+    Kept to measure the authors' protocol (`authors_coherence`), not to score with.
+    """
+    return resize_center_crop(open_rgb(path), size, resize)[0] > 0
+
+
 # --------------------------------------------------------------------------- batch decoding
 
 

@@ -10,8 +10,11 @@ corrected row's, so a difference between protocols is the deviation's and nothin
 Two deviations change the maps themselves: `eigencam_no_sign` (Eigen-CAM's maps) and
 `unnormalised_head` (the SupCon and triplet classifiers, hence their predictions and maps);
 where they apply, every facet is recomputed from maps computed here, exactly as 05 computes
-them, and coherence reads the same mosaics as 06. `correct_only_average` changes no score:
-it decides which rows a summary averages (`analysis.ablation` applies it).
+them, and coherence reads the same mosaics as 06. `authors_coherence` recomputes coherence
+with maps of its own (`evaluate.authors_coherence`) where the test images carry masks
+(ImageNet-S50); on mosaics (CIFAR-10) it changes nothing and the sidecar says so
+(`not_applicable`). `correct_only_average` changes no score: it decides which rows a
+summary averages (`analysis.ablation` applies it).
 
 The table is written only when every protocol is scored; the sidecar first, the table last.
 """
@@ -34,10 +37,10 @@ from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import FACETS, LOSSES, METHODS, METRICS
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import check_choices
-from clxai_utils.data.datasets import DatasetInfo
+from clxai_utils.data.datasets import DatasetInfo, authors_test_masks
 from clxai_utils.data.prepare import balanced_subset, load_prepared
 from clxai_utils.evaluate.facets import stored_maps
-from clxai_utils.evaluate.protocol import DEVIATION_DESCRIPTIONS
+from clxai_utils.evaluate.protocol import DEVIATION_DESCRIPTIONS, not_applicable
 from clxai_utils.evaluate.scoring import (
     FacetClock,
     ScoredBlock,
@@ -63,6 +66,7 @@ DEVIATION_FACETS: dict[str, tuple[str, ...]] = {
     "eigencam_no_sign": (),
     "unnormalised_head": (),
     "correct_only_average": (),
+    "authors_coherence": ("coherence",),
 }
 
 
@@ -74,12 +78,18 @@ def maps_change(deviations: Iterable[str], loss: str, method: str) -> bool:
     )
 
 
-def rescored_facets(deviations: Iterable[str], loss: str, method: str) -> tuple[str, ...]:
-    """The facets to recompute for (loss, method) under `deviations`: all where the maps change."""
+def rescored_facets(deviations: Iterable[str], loss: str, method: str, own_masks: bool = True) -> tuple[str, ...]:
+    """The facets to recompute for (loss, method) under `deviations`: all where the maps change.
+
+    `own_masks`: whether the test images carry masks; without them (coherence on mosaics), a
+    deviation that applies only to such data sets (`protocol.not_applicable`) recomputes
+    nothing. The default, True, names every facet a deviation can change.
+    """
     deviations = tuple(deviations)
     if maps_change(deviations, loss, method):
         return FACETS
-    touched = {facet for d in deviations for facet in DEVIATION_FACETS[d]}
+    skipped = not_applicable(deviations, own_masks)
+    touched = {facet for d in deviations if d not in skipped for facet in DEVIATION_FACETS[d]}
     return tuple(f for f in FACETS if f in touched)
 
 
@@ -136,11 +146,15 @@ def _score_protocol(
     compute: Compute,
     clock: FacetClock,
     info: DatasetInfo,
+    authors_masks: Tensor | None,
 ) -> list[pd.DataFrame]:
-    """Every (loss, method) block of one protocol: recomputed where the deviation acts, else the corrected rows."""
+    """Every (loss, method) block of one protocol: recomputed where the deviation acts, else the corrected rows.
+
+    `authors_masks`: the explained images' own masks read the authors' way (None without masks).
+    """
     deviations = protocol_deviations(protocol)
     params = replace(run.settings.metrics, protocol=tuple(deviations) or "corrected")
-    inputs = facet_inputs(full.inputs.x, full.inputs.masks, info, run, params)
+    inputs = facet_inputs(full.inputs.x, full.inputs.masks, info, run, params, authors_masks)
     scoring = subset_scoring(replace(full, inputs=inputs), index)
     blocks = []
     for loss in corrected["loss"].unique():
@@ -148,7 +162,7 @@ def _score_protocol(
         with compute.inference(model) as fast:
             for method in corrected["method"].unique():
                 reference = corrected[(corrected["loss"] == loss) & (corrected["method"] == method)]
-                facets = rescored_facets(deviations, loss, method)
+                facets = rescored_facets(deviations, loss, method, own_masks=full.split.masks is not None)
                 base = {
                     "dataset": run.dataset,
                     "profile": run.profile,
@@ -195,13 +209,16 @@ def run_ablation(
     full = scoring_set(explained_split(data, run.settings.explain), data, run)
     index = ablation_index(full.split.labels, run.settings.ablation.images_per_class)
     corrected = _corrected_rows(run, losses, methods, full.split.ids[index])
+    own_masks = full.split.masks is not None
+    wanted = own_masks and any("authors_coherence" in protocol_deviations(p) for p in chosen)
+    authors_masks = authors_test_masks(data, full.split.ids) if wanted else None
     clock, blocks, seconds = FacetClock(), [corrected.assign(protocol="corrected")], {"corrected": 0.0}
     for protocol in progress_bar(chosen[1:], desc="protocols", disable=not progress):
         start = time.perf_counter()
-        blocks += _score_protocol(run, protocol, full, index, corrected, compute, clock, data.info)
+        blocks += _score_protocol(run, protocol, full, index, corrected, compute, clock, data.info, authors_masks)
         seconds[protocol] = round(time.perf_counter() - start, 2)
     table = pd.concat(blocks, ignore_index=True)
-    sidecar = _sidecar(run, chosen, len(index), seconds, compute, losses, methods)
+    sidecar = _sidecar(run, chosen, len(index), seconds, compute, losses, methods, own_masks)
     write_json(paths["sidecar"], sidecar)
     write_csv(paths["table"], table)  # last: its presence means the sidecar is complete
     return AblationResults(table, sidecar)
@@ -215,8 +232,9 @@ def _sidecar(
     compute: Compute,
     losses: list[str],
     methods: list[str],
+    own_masks: bool,
 ) -> dict[str, Any]:
-    """What the ablation scored, under which protocols, what each recomputed, and how long it took."""
+    """What the ablation scored, under which protocols, what each recomputed (and why not), and how long it took."""
     return {
         **sidecar_header(run, losses, methods, n_images, compute),
         "images_per_class": run.settings.ablation.images_per_class,
@@ -224,8 +242,9 @@ def _sidecar(
             p: {
                 "deviations": list(protocol_deviations(p)),
                 "described": {d: DEVIATION_DESCRIPTIONS[d] for d in protocol_deviations(p)},
+                "not_applicable": not_applicable(protocol_deviations(p), own_masks),
                 "recomputed": {
-                    f"{loss}/{method}": list(rescored_facets(protocol_deviations(p), loss, method))
+                    f"{loss}/{method}": list(rescored_facets(protocol_deviations(p), loss, method, own_masks))
                     for loss in losses
                     for method in methods
                 },

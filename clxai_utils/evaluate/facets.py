@@ -33,6 +33,7 @@ from clxai_utils.core.validate import check_choices, check_positive_int
 from clxai_utils.data.augment import denormalize
 from clxai_utils.data.datasets import Dataset
 from clxai_utils.data.prepare import load_prepared
+from clxai_utils.data.sources import ImageSplit
 from clxai_utils.evaluate.metrics import (
     zero_maps,
 )
@@ -129,18 +130,20 @@ def _sidecar(
     table: pd.DataFrame,
     throughput: pd.DataFrame,
     compute: Compute,
-    coherence: str,
+    split: ImageSplit,
+    num_classes: int,
 ) -> dict[str, Any]:
     """The protocol, versions, column meanings, zero-map counts and throughput of one results table."""
+    params = run.settings.metrics
     return {
         **sidecar_header(run, losses, methods, n_images, compute),
-        **protocol_record(run.settings.metrics),
-        "params": run.settings.metrics.to_dict()
+        **protocol_record(params, own_masks=split.masks is not None),
+        "params": params.to_dict()
         | {
             "explain": vars(run.settings.explain),
-            "noise_space": _noise_space(run.settings.metrics),
+            "noise_space": _noise_space(params),
             "contrast_class": "uniform over the other classes, keyed by (seed, image id)",
-            "coherence": f"{coherence}; scored only where the image alone is classified correctly",
+            "coherence": coherence_source(split, num_classes, params.deviations),
         },
         "versions": package_versions(),
         "columns": dict(ID_COLUMNS)
@@ -232,7 +235,8 @@ def evaluate_facets(
     """06_metrics' work: every facet for every (loss, method) on the maps 05 stored; writes the tables.
 
     The noisy inputs are drawn once from `seed`, so every model and method is scored on
-    the same perturbation. Coherence reads the test images' own masks, else mosaics
+    the same perturbation. Coherence reads the test images' own masks (under
+    `authors_coherence` read, mapped and scored as the authors did), else mosaics
     (`coherence_source`); with a mask set, its coherence goes to its own table
     (`masked_coherence`). `n_examples` images per (loss, method) are returned with their
     auxiliary maps for the notebook's figures. `compute` (None: `resolve_compute()`) is where
@@ -271,9 +275,7 @@ def evaluate_facets(
         clock.table(),
     )
     masked = masked_coherence(run, data, losses, methods)
-    sidecar = _sidecar(
-        run, losses, methods, len(split), table, throughput, compute, coherence_source(split, data.num_classes)
-    )
+    sidecar = _sidecar(run, losses, methods, len(split), table, throughput, compute, split, data.num_classes)
     sidecar["mask_set"] = (
         None if data.mask_set is None else {"images": len(data.mask_set), "source": data.source_of_masks}
     )

@@ -3,17 +3,15 @@
 The pipeline follows the paper and fixes the bugs of the authors' published evaluation
 (docs/method.md, "Deviations from the authors' code"). To measure what each fix changes, every
 deviation can be switched back on, alone or together: `MetricsConfig.protocol` is
-"corrected" (none), "authors" (every implemented one) or a list of the names below.
+"corrected" (none), "authors" (all of them) or a list of the names below.
 The switches live where the computation happens (`evaluate.metrics`, `evaluate.scoring`,
-`explain.cams`, `train.probe`); this module names and describes them, records them for the
-results' sidecar and applies the one that acts on summaries (`correct_only_average`).
+`evaluate.authors_coherence`, `explain.cams`, `train.probe`); this module names and
+describes them, records them for the results' sidecar and applies the one that acts on
+summaries (`correct_only_average`).
 
-`authors_coherence` is named but not implemented: the authors' coherence differs in how
-ImageNet-S masks are read (bilinear resize, red channel > 0 so that "ignore" counts as
-object), which is decided when the data are prepared, and in the maps it scores
-(ground-truth class with pytorch-grad-cam's test-time augmentation), which 05_explanations
-does not compute. Asking for it is an error, never a silent approximation; "authors"
-leaves it out and its record says so.
+`authors_coherence` reproduces the authors' only coherence, on ImageNet-S50's own masks.
+Where coherence comes from 2x2 mosaics (CIFAR-10) the authors scored none, so there it
+changes nothing, and the record says so (`not_applicable`).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from clxai_utils.core.config import DEVIATIONS, UNIMPLEMENTED_DEVIATIONS, MetricsConfig
+from clxai_utils.core.config import DEVIATIONS, MetricsConfig
 from clxai_utils.core.registry import METRICS
 
 #: What each deviation does, in plain words (the sidecar records these next to the names).
@@ -37,19 +35,40 @@ DEVIATION_DESCRIPTIONS: dict[str, str] = {
     "eigencam_no_sign": "Eigen-CAM without the sign rule: the SVD's own sign, as pytorch-grad-cam's EigenCAM",
     "unnormalised_head": "SupCon/triplet probe applied to unnormalised features (it was trained on normalised ones)",
     "correct_only_average": "summaries average only the correctly classified images",
-    "authors_coherence": "NOT IMPLEMENTED: bilinear masks, R > 0 as object, ground-truth target with aug_smooth",
+    "authors_coherence": (
+        "coherence on the test images' own masks as the authors scored ImageNet-S50: masks resized bilinearly "
+        "with red channel > 0 as object, ground-truth maps with pytorch-grad-cam's aug_smooth, quantus 0.6's "
+        "Pointing Game and Attribution Localisation on every image (misclassified ones included)"
+    ),
+}
+
+#: Why a deviation changes nothing on a data set whose test images carry no masks (coherence from mosaics).
+MASKS_ONLY: dict[str, str] = {
+    "authors_coherence": (
+        "applies only to data sets whose test images carry masks; here coherence comes from 2x2 mosaics "
+        "(or nowhere), which the authors did not score: the corrected coherence is kept"
+    ),
 }
 
 #: Columns that identify one (model, method) block of the facets table.
 GROUP_COLUMNS: tuple[str, ...] = ("dataset", "profile", "seed", "loss", "method")
 
 
-def protocol_record(params: MetricsConfig) -> dict[str, Any]:
+def not_applicable(deviations: Iterable[str], own_masks: bool) -> dict[str, str]:
+    """The deviations among `deviations` that change nothing on this data set, with the reason.
+
+    `own_masks`: whether the test images carry their own object masks (else coherence comes
+    from mosaics, or nowhere).
+    """
+    return {} if own_masks else {d: MASKS_ONLY[d] for d in DEVIATIONS if d in set(deviations) and d in MASKS_ONLY}
+
+
+def protocol_record(params: MetricsConfig, own_masks: bool) -> dict[str, Any]:
     """The protocol as the results' sidecar records it: its name, the deviations on, and what they do.
 
     `protocol` is the setting as given (a list where names were listed); `deviations` the
-    resolved names in their fixed order; `not_implemented` the named deviations that
-    "authors" could not switch on.
+    resolved names in their fixed order; `not_applicable` (only where some are) the
+    deviations on that change nothing on this data set (`not_applicable`).
     """
     protocol = params.protocol if isinstance(params.protocol, str) else list(params.protocol)
     deviations = [d for d in DEVIATIONS if d in params.deviations]
@@ -58,8 +77,8 @@ def protocol_record(params: MetricsConfig) -> dict[str, Any]:
         "deviations": deviations,
         "deviations_described": {d: DEVIATION_DESCRIPTIONS[d] for d in deviations},
     }
-    if protocol == "authors":
-        record["not_implemented"] = list(UNIMPLEMENTED_DEVIATIONS)
+    if skipped := not_applicable(deviations, own_masks):
+        record["not_applicable"] = skipped
     return record
 
 

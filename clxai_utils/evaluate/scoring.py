@@ -25,8 +25,9 @@ from clxai_utils.core.compute import Compute
 from clxai_utils.core.config import MetricsConfig
 from clxai_utils.core.registry import FACETS, METHOD_REGISTRY, METRICS
 from clxai_utils.core.run import Run
-from clxai_utils.data.datasets import Dataset, DatasetInfo
+from clxai_utils.data.datasets import Dataset, DatasetInfo, authors_test_masks
 from clxai_utils.data.sources import ImageSplit
+from clxai_utils.evaluate.authors_coherence import authors_coherence_maps, authors_coherence_scores
 from clxai_utils.evaluate.metrics import (
     add_input_noise,
     attribution_localisation,
@@ -211,6 +212,9 @@ class FacetInputs:
 
     `masks` are the object masks coherence is scored against: the mosaics' (where the test
     images have none) or the test images' own; None when there are neither.
+    `authors_masks` are the test images' own masks read as the authors read them; given only
+    under `authors_coherence` on a data set whose test images carry masks, where they
+    switch coherence to the authors' (`evaluate.authors_coherence`).
     """
 
     x: Tensor
@@ -220,27 +224,43 @@ class FacetInputs:
     params: MetricsConfig
     batch_size: int
     seed: int
+    authors_masks: Tensor | None = None
 
 
 def facet_inputs(
-    x: Tensor, masks: Tensor | None, info: DatasetInfo, run: Run, params: MetricsConfig | None = None
+    x: Tensor,
+    masks: Tensor | None,
+    info: DatasetInfo,
+    run: Run,
+    params: MetricsConfig | None = None,
+    authors_masks: Tensor | None = None,
 ) -> FacetInputs:
     """The inputs of a protocol (`params`, default the run's) for images `x`: noise drawn once from the run's seed.
 
     Every protocol draws the same noise, so protocols differ only in what they switch on.
+    `authors_masks` (the test images' own masks read the authors' way) are kept only where
+    the protocol switches `authors_coherence` on.
     """
     params = params or run.settings.metrics
     clamp = "clamped_noise" in params.deviations  # the authors' bug, as a protocol switch
     noisy = add_input_noise(x, params.noise_sigma, torch.Generator().manual_seed(run.seed), clamp)
     baseline = make_baseline(params.baseline, info.mean, info.std)
-    return FacetInputs(x, noisy, masks, baseline, params, run.settings.explain.batch_size, run.seed)
+    authors = authors_masks if "authors_coherence" in params.deviations else None
+    return FacetInputs(x, noisy, masks, baseline, params, run.settings.explain.batch_size, run.seed, authors)
 
 
-def coherence_source(split: ImageSplit, num_classes: int) -> str:
-    """Where coherence comes from for a test split: its own masks, 2x2 mosaics, or nowhere."""
+def coherence_source(split: ImageSplit, num_classes: int, deviations: Collection[str] = ()) -> str:
+    """Where coherence comes from for a test split, and which images it scores: own masks, 2x2 mosaics, or nowhere."""
+    if split.masks is not None and "authors_coherence" in deviations:
+        return (
+            "the test images' own object masks, read and scored as the authors did (authors_coherence); "
+            "scored on every image"
+        )
     if split.masks is not None:
-        return "the test images' own object masks"
-    return "2x2 mosaics" if mosaics_needed(split, num_classes) else "none (no masks and fewer than 4 classes)"
+        return "the test images' own object masks; scored only where the image alone is classified correctly"
+    if mosaics_needed(split, num_classes):
+        return "2x2 mosaics; scored only where the image alone is classified correctly"
+    return "none (no masks and fewer than 4 classes)"
 
 
 @dataclass
@@ -266,11 +286,17 @@ def score_model(
     """Every facet of one (model, method) as table rows starting with the `base` columns.
 
     `coherence_maps` are the maps coherence reads against `inputs.masks`: the mosaics' maps,
-    or `maps` themselves where the test images have masks; None leaves coherence NaN.
+    or `maps` themselves where the test images have masks; None leaves coherence NaN. With
+    `inputs.authors_masks` (`authors_coherence`) coherence computes the authors' maps instead.
     `step(facet)` is called before each facet (progress reporting); the first `n_examples`
     images keep their auxiliary maps for figures. Only the `facets` named are computed (the
     protocol ablation recomputes what a deviation changes); the others' columns are NaN.
     """
+    if "coherence" in facets and inputs.authors_masks is not None:
+        sign = _eigencam_sign(inputs.params)
+        coherence_maps = clock.time(
+            "coherence", len(maps), authors_coherence_maps, model, inputs.x, maps, inputs.batch_size, sign
+        )
     values, curves, fractions, extra = _score(model, maps, coherence_maps, inputs, clock, step, set(facets))
     examples = {k: v[:n_examples] for k, v in extra.items()} | {
         "maps": maps.maps[:n_examples].float(),
@@ -322,7 +348,9 @@ def _score(
     if "complexity" in facets:
         values |= clock.time("complexity", n, _complexity, maps)
     step("coherence")
-    if "coherence" in facets and coherence_maps is not None and inputs.masks is not None:
+    if "coherence" in facets and inputs.authors_masks is not None and coherence_maps is not None:
+        values |= clock.time("coherence", n, authors_coherence_scores, coherence_maps, inputs.authors_masks)
+    elif "coherence" in facets and coherence_maps is not None and inputs.masks is not None:
         scored = maps.predictions == maps.labels
         values |= clock.time("coherence", n, coherence_scores, coherence_maps, inputs.masks, scored)
     return values, curves, fractions, extra
@@ -338,10 +366,16 @@ class ScoringSet:
 
 
 def scoring_set(split: ImageSplit, data: Dataset, run: Run) -> ScoringSet:
-    """The run's protocol for the images of `split`: noise, baseline, and coherence masks (`coherence_source`)."""
+    """The run's protocol for the images of `split`: noise, baseline, and coherence masks (`coherence_source`).
+
+    Under `authors_coherence`, the test images' own masks are also read the authors' way.
+    """
     mosaics = explained_mosaics(split, data.info, run.seed) if mosaics_needed(split, data.num_classes) else None
     masks = split.masks if split.masks is not None else None if mosaics is None else mosaics.masks
-    return ScoringSet(split, facet_inputs(normalised_images(split, data.info), masks, data.info, run), mosaics)
+    on = "authors_coherence" in run.settings.metrics.deviations
+    authors = authors_test_masks(data, split.ids) if on and split.masks is not None else None
+    x = normalised_images(split, data.info)
+    return ScoringSet(split, facet_inputs(x, masks, data.info, run, authors_masks=authors), mosaics)
 
 
 def subset_scoring(scoring: ScoringSet, index: Tensor) -> ScoringSet:
@@ -352,6 +386,7 @@ def subset_scoring(scoring: ScoringSet, index: Tensor) -> ScoringSet:
         x=inputs.x[index],
         x_noisy=inputs.x_noisy[index],
         masks=None if inputs.masks is None else inputs.masks[index],
+        authors_masks=None if inputs.authors_masks is None else inputs.authors_masks[index],
     )
     if mosaics is not None:
         mosaics = Mosaics(*(getattr(mosaics, f.name)[index] for f in fields(mosaics)))

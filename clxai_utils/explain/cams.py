@@ -16,7 +16,8 @@ the argmax output, which on an embedding head is an embedding dimension, not a c
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
@@ -229,6 +230,28 @@ def eigen_cam(model: nn.Module, x: Tensor, batch_size: int, sign_rule: bool = Tr
     return torch.cat(maps)
 
 
+#: pytorch-grad-cam's test-time augmentations for `aug_smooth` (ttach's HorizontalFlip x Multiply([0.9, 1, 1.1])):
+#: (mirror the image, factor it is multiplied by).
+AUG_SMOOTH_TRANSFORMS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)
+)
+
+
+def augmentation_smoothed(maps_of: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """The mean of the maps of x's augmented copies (`AUG_SMOOTH_TRANSFORMS`), as pytorch-grad-cam's `aug_smooth`.
+
+    Each copy's maps are complete (ReLU, min-max, upsampling, min-max) and mirrored back
+    before the mean, which is not normalised again: where the copies disagree, a map's
+    maximum stays below 1. Every copy is a whole batch: the loop runs over the six copies.
+    """
+    maps = []
+    for flip, factor in AUG_SMOOTH_TRANSFORMS:
+        augmented = x * factor
+        copy = maps_of(augmented.flip(-1) if flip else augmented)
+        maps.append(copy.flip(-1) if flip else copy)
+    return torch.stack(maps).mean(dim=0)
+
+
 def explain(
     model: nn.Module,
     x: Tensor,
@@ -236,14 +259,19 @@ def explain(
     targets: Tensor | None,
     batch_size: int,
     eigencam_sign: bool = True,
+    aug_smooth: bool = False,
 ) -> Tensor:
     """Maps (N, H, W) by `method` in METHODS; Eigen-CAM is class-agnostic and ignores `targets`.
 
     `eigencam_sign=False` drops Eigen-CAM's sign rule (the authors' maps); Grad-CAM ignores it.
+    `aug_smooth=True` averages the maps of six augmented copies (`augmentation_smoothed`),
+    as the authors' coherence did (protocol switch `authors_coherence`).
     """
     check_choice("method", method, METHODS)
     if method == "gradcam":
         if targets is None:
             raise ValueError("targets must be given for method 'gradcam' (explicit classes, never argmax)")
-        return grad_cam(model, x, targets, batch_size)
-    return eigen_cam(model, x, batch_size, eigencam_sign)
+        maps_of = partial(grad_cam, model, targets=targets, batch_size=batch_size)
+    else:
+        maps_of = partial(eigen_cam, model, batch_size=batch_size, sign_rule=eigencam_sign)
+    return augmentation_smoothed(maps_of, x) if aug_smooth else maps_of(x)

@@ -213,6 +213,7 @@ def test_image_folder_gets_its_own_statistics_size_and_masks(tmp_path: Path) -> 
     assert data.info.mean == L.channel_statistics(data.train, 48)[0] != L.SPECS["cifar10"].mean
     assert data.test.masks is not None and data.test.masks.shape == (6, 48, 48)
     assert int(data.test.masks[0].sum()) == 10 * 35 and set(data.test.masks.unique().tolist()) == {0, 1}
+    assert torch.equal(L.authors_test_masks(data, data.test.ids), data.test.masks)  # same size: nothing to blend
     (tree / "test-segmentation" / "a" / "0000.png").unlink()
     with pytest.raises(D.DataError, match=r"test image .*a/0000.png has no mask .*test-segmentation/a/0000.png"):
         L.load_dataset("imagefolder", str(tree))
@@ -277,8 +278,17 @@ def test_imagenet_1k_tree_takes_its_masks_from_an_imagenet_s50_folder(tmp_path: 
     assert isinstance(data.train, D.FileSplit) and data.test.masks is not None
     scored = (data.test.masks != -1).flatten(1).any(1)
     assert int(scored.sum()) == len(data.test) - 1 and data.source_of_masks == str(s50)
+    authors = L.authors_test_masks(data, data.test.ids)  # the same images' masks, read the authors' way
+    assert torch.equal((authors == -1).flatten(1).all(1), ~scored) and authors[scored].ge(0).all()
+    assert (authors[scored] == 1).flatten(1).any(1).all()
     without = L.load_dataset("imagenet_s50", str(in1k), image_size=32)
     assert without.test.masks is None and torch.equal(without.test.images, data.test.images)
+    with pytest.raises(D.DataError, match="carry no masks"):
+        L.authors_test_masks(without, without.test.ids)
+    official = L.load_dataset("imagenet_s50", str(s50.parent), image_size=32)
+    files = L.mask_files(official)
+    assert len(files) == len(official.test) and all(f is not None and f.suffix == ".png" for f in files)
+    assert torch.equal(L.authors_test_masks(official, official.test.ids), authors[scored])  # same files, same ids
     with pytest.raises(D.DataError, match="mask_source=.* is for an ImageNet-1k data source"):
         L.load_dataset("imagenet_s50", str(s50.parent), image_size=32, mask_source=str(s50))
 

@@ -105,6 +105,28 @@ def test_nearest_keeps_only_existing_ids_where_bilinear_invents_some(tmp_path: P
     assert set(mask.unique().tolist()) == {-1, 0, 1}
 
 
+def test_authors_mask_reader_is_bilinear_resize_crop_and_red_above_zero(tmp_path: Path) -> None:
+    """The authors' reading: "ignore" is object, an id that is a multiple of 256 (red 0) background, edges grow."""
+    ids = np.zeros((20, 30), dtype=np.int32)
+    ids[4:16, 6:12] = 50  # an object
+    ids[4:16, 12:14] = 1000  # ignore (R=232, G=3)
+    ids[4:16, 20:26] = 256  # a class id with R = 0 (G = 1)
+    write_mask(tmp_path / "m.png", ids)
+    mask = S.authors_object_mask(tmp_path / "m.png", size=12, resize=16)
+    # by hand: PIL's bilinear Resize of the short side to 16 (30 -> 24 wide), centre crop 12, red channel > 0
+    with Image.open(tmp_path / "m.png") as png:
+        resized = np.asarray(png.convert("RGB").resize((24, 16), Image.Resampling.BILINEAR))
+    expected = resized[2:14, 6:18, 0] > 0
+    assert mask.dtype == torch.bool and np.array_equal(mask.numpy(), expected)
+    g = G.eval_geometry(30, 20, 12, 16)
+    nearest = ids[
+        np.ix_(G.nearest_source_indices(g.top, 12, g.height, 20), G.nearest_source_indices(g.left, 12, g.width, 30))
+    ]
+    assert mask.numpy()[nearest == 1000].all()  # ignore counts as object
+    assert not mask.numpy()[nearest == 256].any()  # red 0: background, though annotated
+    assert mask.numpy()[nearest == 0].any()  # bilinear blending grows the object into the background
+
+
 def test_nearest_source_indices_by_hand() -> None:
     # 4 -> 8 pixels: each source pixel twice; 8 -> 4: pixel centres 1, 3, 5, 7 (floor((i + 0.5) * 2))
     assert G.nearest_source_indices(0, 8, 8, 4).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]

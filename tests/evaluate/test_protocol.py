@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from clxai_utils.core.config import (
     DEVIATIONS,
-    UNIMPLEMENTED_DEVIATIONS,
     MetricsConfig,
     _build,
     resolve_protocol,
@@ -30,8 +29,6 @@ from clxai_utils.explain.store import ExplanationSet
 from clxai_utils.train import probe as probe_module
 from clxai_utils.train.models import ContrastiveModel, resnet18_cifar
 
-IMPLEMENTED = tuple(d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS)
-
 
 def _params(protocol: Any = "corrected", **kwargs: Any) -> MetricsConfig:
     return MetricsConfig(pixels_per_step=1, batch_size=64, protocol=protocol, **kwargs)
@@ -44,23 +41,31 @@ def test_default_protocol_is_corrected_and_leaves_the_record_unchanged() -> None
     params = MetricsConfig(pixels_per_step=32, batch_size=8)
     assert params.protocol == "corrected" and params.deviations == frozenset()
     assert "protocol" not in params.to_dict()
-    assert protocol_record(params) == {"protocol": "corrected", "deviations": [], "deviations_described": {}}
+    assert protocol_record(params, own_masks=True) == {
+        "protocol": "corrected",
+        "deviations": [],
+        "deviations_described": {},
+    }
 
 
-def test_authors_switches_every_implemented_deviation_and_says_which_is_missing() -> None:
+def test_authors_switches_every_deviation_and_says_which_change_nothing_on_mosaics() -> None:
     params = _params("authors")
-    assert params.deviations == frozenset(IMPLEMENTED)
-    record = protocol_record(params)
-    assert record["deviations"] == list(IMPLEMENTED)
-    assert record["not_implemented"] == ["authors_coherence"]
+    assert params.deviations == frozenset(DEVIATIONS) and "authors_coherence" in params.deviations
+    with_masks = protocol_record(params, own_masks=True)
+    assert with_masks["deviations"] == list(DEVIATIONS) and "not_applicable" not in with_masks
+    on_mosaics = protocol_record(params, own_masks=False)
+    assert list(on_mosaics["not_applicable"]) == ["authors_coherence"]
+    assert (
+        "applies only to data sets whose test images carry masks" in on_mosaics["not_applicable"]["authors_coherence"]
+    )
     assert MetricsConfig(**params.to_dict()) == params
 
 
-@pytest.mark.parametrize("name", IMPLEMENTED)
+@pytest.mark.parametrize("name", DEVIATIONS)
 def test_each_deviation_can_be_switched_on_alone(name: str) -> None:
     params = _params([name])
-    assert params.deviations == {name} and params.protocol == (name,)
-    assert protocol_record(params)["deviations_described"] == {name: DEVIATION_DESCRIPTIONS[name]}
+    assert params.deviations == {name} and params.protocol == (name,) and resolve_protocol([name]) == (name,)
+    assert protocol_record(params, own_masks=True)["deviations_described"] == {name: DEVIATION_DESCRIPTIONS[name]}
     assert MetricsConfig(**params.to_dict()) == params
 
 
@@ -75,12 +80,11 @@ def test_a_yaml_list_is_read_as_deviation_names() -> None:
     ("protocol", "message"),
     [
         ("paper", r"protocol='paper'.*corrected, authors"),
-        (["clamped_noise", "typo"], r"protocol deviation='typo'.*clamped_noise.*unnormalised_head"),
-        (["authors_coherence"], r"'authors_coherence' is not implemented.*implemented: clamped_noise"),
+        (["clamped_noise", "typo"], r"protocol deviation='typo'.*clamped_noise.*unnormalised_head.*authors_coherence"),
         (3, r"protocol must be one of corrected, authors or a list"),
     ],
 )
-def test_unknown_or_unimplemented_names_are_refused(protocol: Any, message: str) -> None:
+def test_unknown_names_are_refused_with_the_allowed_ones(protocol: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _params(protocol)
     with pytest.raises(ConfigError, match=r"metrics\."):
@@ -318,28 +322,32 @@ def test_correct_only_average_leaves_out_misclassified_images() -> None:
 
 
 def test_every_ablation_protocol_switches_on_what_it_names() -> None:
-    """08's protocols: none, the authors' implemented set, or exactly one deviation; unknown names are refused."""
+    """08's protocols: none, the authors' set, or exactly one deviation; unknown names are refused."""
     from clxai_utils.core.config import ABLATION_PROTOCOLS, AblationConfig, protocol_deviations
     from clxai_utils.evaluate.ablation import DEVIATION_FACETS, maps_change, rescored_facets
 
-    implemented = [d for d in DEVIATIONS if d not in UNIMPLEMENTED_DEVIATIONS]
-    assert list(ABLATION_PROTOCOLS) == ["corrected", "authors", *implemented]
-    assert protocol_deviations("corrected") == () and protocol_deviations("authors") == tuple(implemented)
-    assert all(protocol_deviations(d) == (d,) for d in implemented)
-    assert set(DEVIATION_FACETS) == set(implemented), "every deviation says which facets it changes"
-    with pytest.raises(ConfigError, match="protocol='authors_coherence' is not allowed; choose one of: corrected"):
-        protocol_deviations("authors_coherence")
-    assert rescored_facets(("pf_true_label",), "ce", "gradcam") == ("faithfulness",)
-    assert rescored_facets(("eigencam_no_sign",), "ce", "gradcam") == ()
+    assert list(ABLATION_PROTOCOLS) == ["corrected", "authors", *DEVIATIONS]
+    assert protocol_deviations("corrected") == () and protocol_deviations("authors") == DEVIATIONS
+    assert all(protocol_deviations(d) == (d,) for d in DEVIATIONS)
+    assert set(DEVIATION_FACETS) == set(DEVIATIONS), "every deviation says which facets it changes"
+    with pytest.raises(ConfigError, match="protocol='typo' is not allowed; choose one of: corrected"):
+        protocol_deviations("typo")
+    assert rescored_facets(("pf_true_label",), "ce", "gradcam", own_masks=False) == ("faithfulness",)
+    assert rescored_facets(("eigencam_no_sign",), "ce", "gradcam", own_masks=False) == ()
+    assert rescored_facets(("authors_coherence",), "ce", "gradcam", own_masks=True) == ("coherence",)
+    assert rescored_facets(("authors_coherence",), "ce", "eigencam", own_masks=False) == ()
     assert maps_change(("eigencam_no_sign",), "ce", "eigencam") and not maps_change(
         ("unnormalised_head",), "ce", "gradcam"
     )
-    assert rescored_facets(("unnormalised_head",), "triplet", "gradcam") == FACETS
-    assert rescored_facets(protocol_deviations("authors"), "ce", "gradcam") == (
+    assert rescored_facets(("unnormalised_head",), "triplet", "gradcam", own_masks=False) == FACETS
+    authors = protocol_deviations("authors")
+    assert rescored_facets(authors, "ce", "gradcam", own_masks=False) == ("faithfulness", "continuity", "contrastivity")
+    assert rescored_facets(authors, "ce", "gradcam", own_masks=True) == (
         "faithfulness",
         "continuity",
         "contrastivity",
+        "coherence",
     )
-    assert rescored_facets(("correct_only_average",), "supcon", "eigencam") == ()
+    assert rescored_facets(("correct_only_average",), "supcon", "eigencam", own_masks=True) == ()
     with pytest.raises(ValueError, match="images_per_class must be"):
         AblationConfig(images_per_class=0)
