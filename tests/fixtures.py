@@ -24,6 +24,9 @@ from clxai_utils.data.imagenet_s import IGNORE_ID, IMAGENET_S50_WNIDS, OTHER_ID,
 FIXTURE_WNIDS = tuple(IMAGENET_S50_WNIDS[i] for i in (0, 2, 10, 49))
 NOT_S50_WNID = "n01440764"  # tench, ImageNet-1k index 0: not among the 50
 
+#: The losses of the smoke run that the stage tests share (the `run` fixture of tests/conftest.py).
+SMOKE_LOSSES = ["ce", "supcon"]
+
 Blob = tuple[int, float, float, float, float]  # class id, centre y, centre x, radius y, radius x
 
 

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures import SMOKE_LOSSES as LOSSES
 
 from clxai_utils import figures as plots
 from clxai_utils.core.config import MetricsConfig
 from clxai_utils.core.registry import FACETS, METHODS, METRICS
 from clxai_utils.core.run import Run
 from clxai_utils.core.validate import ConfigError
-from clxai_utils.data.prepare import load_prepared, prepare_data
-from clxai_utils.data.sources import write_synthetic_imagefolder
+from clxai_utils.data.prepare import load_prepared
 from clxai_utils.evaluate import facets as FA
 from clxai_utils.evaluate import scoring as SC
 from clxai_utils.evaluate.metrics import contrast_classes, make_baseline, pixel_flipping, ssim
@@ -29,28 +28,9 @@ from clxai_utils.explain.store import (
     normalised_images,
     run_explanations,
 )
-from clxai_utils.train.probe import load_classifier, probe_and_evaluate
-from clxai_utils.train.trainer import run_training
+from clxai_utils.train.probe import load_classifier
 
-LOSSES = ["ce", "supcon"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    """A smoke run: data, CE and SupCon models with a probe, and their stored maps."""
-    root = tmp_path_factory.mktemp("stages")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CLXAI_OUTPUTS", str(root / "out"))
-        mp.setenv("CLXAI_DATA_DIR", str(root / "datadir"))
-        run = Run("cifar10", "smoke", 0)
-        assert run.root == root / "out" / "runs" / "cifar10-smoke-seed0"
-        prepare_data(run, str(write_synthetic_imagefolder(root / "tree")))
-        for loss in LOSSES:
-            run_training(run, loss, progress=False)
-        probe_and_evaluate(run, LOSSES, progress=False)
-        first = run_explanations(run, LOSSES, progress=False)
-        assert not first["reused"].any() and len(first) == 2 * 2 * 2  # losses x methods x (test, mosaics)
-        yield run
+# `run` (a smoke run with CE and SupCon models and their stored maps) and `results` (06 on it) are tests/conftest.py's.
 
 
 def test_maps_are_stored_once_and_reused(run: Run) -> None:
@@ -76,11 +56,6 @@ def test_maps_of_a_changed_model_are_refused(run: Run) -> None:
         assert list(redone["reused"]) == [False, True]  # the stale test maps are recomputed, the mosaics reused
     finally:
         run_explanations(run, ["supcon"], ["eigencam"], progress=False)
-
-
-@pytest.fixture(scope="module")
-def results(run: Run) -> FA.FacetResults:
-    return FA.evaluate_facets(run, LOSSES, progress=False, n_examples=2)
 
 
 def test_results_table_layout_and_files(run: Run, results: FA.FacetResults) -> None:
@@ -314,6 +289,7 @@ def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run
         predicted = raw.eval()(x).argmax(1).numpy()
     assert (block("unnormalised_head", "supcon", "gradcam")["prediction"].to_numpy() == predicted).all()
     assert out.sidecar["protocols"]["pf_true_label"]["recomputed"]["ce/gradcam"] == ["faithfulness"]
+
     # authors_coherence: the authors scored no coherence on mosaics, so every column is the corrected one
     for loss in LOSSES:
         for method in METHODS:

@@ -58,13 +58,27 @@ KINDS = {
         (*_RUN_PART, "epoch"),
     ),
     "ablation": TableKind(RESULT_TABLES["ablation"], (*_PER_IMAGE, *METRICS, "protocol"), (*_RUN_PART, "protocol")),
+    # the faithfulness stage: one column per configured measure after the per-image columns
+    "faithfulness": TableKind(RESULT_TABLES["faithfulness"], _PER_IMAGE, _RUN_PART),
+    "faithfulness_curves": TableKind(
+        RESULT_TABLES["faithfulness_curves"], (*_RUN_PART, "curve", "point", "fraction", "mean", "std", "n"), _RUN_PART
+    ),
+    "randomisation": TableKind(
+        RESULT_TABLES["randomisation"],
+        (*_RUN_PART, "step", "layer", "image_id", "zero_map", "ssim", "spearman"),
+        _RUN_PART,
+    ),
+    "random_logit": TableKind(
+        RESULT_TABLES["random_logit"], (*_RUN_PART, "image_id", "ssim", "spearman", "near_identical"), _RUN_PART
+    ),
 }
 
 
 @dataclass(frozen=True)
 class Results:
     """Every run's tables, concatenated; `files` lists what was read. `coherence_masks` (06 with a mask source),
-    `snapshots` (07) and `ablation` (08_protocol: the facets under every protocol) may be empty."""
+    `snapshots` (07), `ablation` (08_protocol: the facets under every protocol) and the faithfulness stage's
+    tables (per-image measures, mean curves, cascading randomisation, random-logit check) may be empty."""
 
     facets: pd.DataFrame
     accuracy: pd.DataFrame
@@ -73,6 +87,10 @@ class Results:
     snapshots: pd.DataFrame
     files: tuple[Path, ...]
     ablation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    faithfulness: pd.DataFrame = field(default_factory=pd.DataFrame)
+    faithfulness_curves: pd.DataFrame = field(default_factory=pd.DataFrame)
+    randomisation: pd.DataFrame = field(default_factory=pd.DataFrame)
+    random_logit: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def runs_of(self, table: pd.DataFrame) -> list[tuple[str, str]]:
         """The (dataset, profile) pairs present in one of the tables, sorted: figures draw one each."""

@@ -18,8 +18,15 @@ from typing import Any, TypedDict
 import yaml
 
 from clxai_utils.core.paths import repo_root
-from clxai_utils.core.registry import LOSSES
-from clxai_utils.core.validate import ConfigError, check_choice, check_positive, check_positive_int
+from clxai_utils.core.registry import FAITHFULNESS_MEASURES, LOSSES
+from clxai_utils.core.validate import (
+    ConfigError,
+    check_choice,
+    check_choices,
+    check_fractions,
+    check_positive,
+    check_positive_int,
+)
 
 DATASETS = ("cifar10", "imagenet_s50", "imagefolder")
 OPTIMIZERS = ("sgd", "adamw", "radam")
@@ -188,6 +195,60 @@ class AblationConfig:
             check_positive_int("images_per_class", self.images_per_class)
 
 
+#: Removal fractions of the ROAD paper (and pytorch-grad-cam's ROAD averagers): `evaluate.faithfulness`'s default.
+ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: F-Fidelity's explanation sizes in the authors' CIFAR evaluation: 5% to 100% of the pixels in steps of 5%.
+FFIDELITY_FRACTIONS = tuple(round(0.05 * k, 2) for k in range(1, 21))
+
+
+@dataclass(frozen=True)
+class FaithfulnessConfig:
+    """The faithfulness stage (`evaluate.faithfulness_stage`): which images, which measures, what budget.
+
+    `images_per_class` picks the class-balanced subset of the explained images the ablation
+    uses (same index function and seed, so rows pair with 06 and 08 by image id); null = all.
+    `measures` are names of `registry.FAITHFULNESS_MEASURES`. F-Fidelity fine-tunes a copy of
+    each classifier for `finetune_epochs` epochs of the training split (fractions allowed),
+    `finetune_batch_size` images a step, and averages `ffidelity_samples` random removals per
+    explanation size in `ffidelity_fractions`. The cascading randomisation explains
+    `randomisation_images_per_class` images per class and re-initialises the layers of
+    `randomisation_order` (null: `evaluate.randomisation.DEFAULT_ORDER`; the stage checks
+    them against each model). The defaults are the full-size budget (the F-Fidelity authors').
+    """
+
+    images_per_class: int | None = None
+    measures: tuple[str, ...] = tuple(FAITHFULNESS_MEASURES)
+    road_fractions: tuple[float, ...] = ROAD_FRACTIONS
+    finetune_epochs: float = 100.0
+    finetune_batch_size: int = 128
+    ffidelity_samples: int = 50
+    ffidelity_fractions: tuple[float, ...] = FFIDELITY_FRACTIONS
+    randomisation_images_per_class: int = 10
+    randomisation_order: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.images_per_class is not None:
+            check_positive_int("images_per_class", self.images_per_class)
+        normalised = {
+            "measures": tuple(check_choices("measures", self.measures, FAITHFULNESS_MEASURES)),
+            "road_fractions": check_fractions("road_fractions", self.road_fractions),
+            "ffidelity_fractions": check_fractions("ffidelity_fractions", self.ffidelity_fractions),
+            "finetune_epochs": check_positive("finetune_epochs", self.finetune_epochs),
+        }
+        order = self.randomisation_order
+        if order is not None:
+            names = () if isinstance(order, str) else tuple(order)
+            if not names or len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+                raise ConfigError(
+                    f"randomisation_order must be null or a non-empty list of distinct layer names, got {order!r}"
+                )
+            normalised["randomisation_order"] = names
+        for name in ("finetune_batch_size", "ffidelity_samples", "randomisation_images_per_class"):
+            check_positive_int(name, getattr(self, name))
+        for name, value in normalised.items():  # lists (YAML, papermill) kept as hashable tuples
+            object.__setattr__(self, name, value)
+
+
 @dataclass(frozen=True)
 class ConfoundConfig:
     """The accuracy-confound analysis (07_accuracy_confound): which test images every kept snapshot is scored on.
@@ -287,6 +348,7 @@ class DatasetProfile:
     metrics: MetricsConfig
     confound: ConfoundConfig
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
 
 
 @dataclass(frozen=True)
@@ -323,6 +385,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, list) and tuple[str, ...] in options and all(isinstance(v, str) for v in value):
             return tuple(value)  # a list of names (MetricsConfig.protocol)
         annotation = next(a for a in options if a is not type(None))
+    if typing.get_origin(annotation) is tuple and isinstance(value, list):  # a YAML list of one type
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if annotation in (int, str, bool) and type(value) is annotation:
@@ -386,7 +451,18 @@ def _validate_explain(cfg: ExplainConfig, where: str) -> ExplainConfig:
 def _dataset_profile(data: Any, where: str) -> DatasetProfile:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    allowed = {"subset", "data", "model", "train", "probe", "explain", "metrics", "confound", "ablation"}
+    allowed = {
+        "subset",
+        "data",
+        "model",
+        "train",
+        "probe",
+        "explain",
+        "metrics",
+        "confound",
+        "ablation",
+        "faithfulness",
+    }
     if unknown := sorted(set(data) - allowed):
         raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {', '.join(sorted(allowed))}")
     train_raw = data.get("train") or {}
@@ -407,6 +483,7 @@ def _dataset_profile(data: Any, where: str) -> DatasetProfile:
         metrics=_build(MetricsConfig, data.get("metrics"), f"{where}.metrics"),
         confound=_build(ConfoundConfig, data.get("confound"), f"{where}.confound"),
         ablation=_build(AblationConfig, data.get("ablation", {}), f"{where}.ablation"),
+        faithfulness=_build(FaithfulnessConfig, data.get("faithfulness", {}), f"{where}.faithfulness"),
     )
 
 

@@ -30,6 +30,10 @@ RESULT_TABLES: dict[str, str] = {
     "snapshots": "snapshot_facets.csv",
     "coherence_masks": "coherence_masks.csv",
     "ablation": "protocol_ablation.csv",
+    "faithfulness": "faithfulness.csv",
+    "faithfulness_curves": "faithfulness_curves.csv",
+    "randomisation": "randomisation.csv",
+    "random_logit": "random_logit.csv",
 }
 
 
@@ -115,6 +119,20 @@ class Run:
         table = self.root / "results" / RESULT_TABLES["ablation"]
         return {"table": table, "sidecar": table.with_suffix(".json")}
 
+    @property
+    def faithfulness_paths(self) -> dict[str, Path]:
+        """The files of the faithfulness stage: per-image measures, mean curves, sanity checks, cascade maps, sidecar."""
+        results = self.root / "results"
+        table = results / RESULT_TABLES["faithfulness"]
+        return {
+            "table": table,
+            "curves": results / RESULT_TABLES["faithfulness_curves"],
+            "randomisation": results / RESULT_TABLES["randomisation"],
+            "random_logit": results / RESULT_TABLES["random_logit"],
+            "maps": results / "randomisation_maps.pt",
+            "sidecar": table.with_suffix(".json"),
+        }
+
     def snapshot_block_path(self, loss: str, epoch: int) -> Path:
         """One snapshot's scored rows (a rerun reuses a block whose weights and protocol still match)."""
         return self.root / "results" / "snapshots" / f"{check_choice('loss', loss, LOSSES)}-epoch{epoch:04d}.csv"
@@ -165,6 +183,7 @@ class Run:
             ("coherence_masks_path", self.coherence_masks_path),
             ("snapshot_paths", self.snapshot_paths),
             ("ablation_paths", self.ablation_paths),
+            ("faithfulness_paths", self.faithfulness_paths),
             (f"snapshot_block_path({loss!r}, 5)", self.snapshot_block_path(loss, 5)),
             (f"neuron_activations_path({loss!r}, 'layer4')", self.neuron_activations_path(loss, "layer4")),
             ("neuron_paths", self.neuron_paths),

@@ -109,6 +109,16 @@ def check_number(name: str, value: Any, low: float = -math.inf, high: float = ma
     return number
 
 
+def check_fractions(name: str, values: Iterable[Any]) -> tuple[float, ...]:
+    """A non-empty sequence of shares of the pixels, each in (0, 1]: a share of 0 removes nothing."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a list of numbers in (0, 1], got {values!r}")
+    numbers = tuple(check_number(f"an entry of {name}", value) for value in values)
+    if not numbers or any(not 0.0 < number <= 1.0 for number in numbers):
+        raise ValueError(f"{name} must be a non-empty list of numbers in (0, 1], got {list(numbers)}")
+    return numbers
+
+
 def check_positive(name: str, value: Any) -> float:
     """`value` as a finite float > 0 (TypeError for a non-number)."""
     number = _as_number(name, value)

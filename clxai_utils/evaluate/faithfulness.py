@@ -44,7 +44,8 @@ import scipy.sparse
 import torch
 from torch import Tensor
 
-from clxai_utils.core.validate import check_choices, check_number, check_positive_int
+from clxai_utils.core.config import ROAD_FRACTIONS
+from clxai_utils.core.validate import check_choices, check_fractions, check_number, check_positive_int
 from clxai_utils.evaluate.metrics import (
     Model,
     _attribution_rank,
@@ -56,8 +57,6 @@ from clxai_utils.evaluate.metrics import (
     zero_maps,
 )
 
-#: Removal fractions of the ROAD paper (and pytorch-grad-cam's ROAD averagers).
-ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Std of the Gaussian noise added to imputed pixels (normalised input space), the paper's default.
 ROAD_NOISE = 0.01
 #: ROAD's removal orders: most relevant first, least relevant first.
@@ -244,14 +243,6 @@ class RoadCurves:
     fractions: Tensor  # (F,) fraction of pixels imputed: the x axis
 
 
-def check_fractions(fractions: Iterable[float]) -> tuple[float, ...]:
-    """A non-empty sequence of removal fractions, each in (0, 1]."""
-    values = tuple(check_number("an entry of fractions", f) for f in fractions)
-    if not values or any(not 0.0 < f <= 1.0 for f in values):
-        raise ValueError(f"fractions must be a non-empty list of numbers in (0, 1], got {list(values)}")
-    return values
-
-
 def removal_counts(fractions: Sequence[float], n_pixels: int) -> Tensor:
     """Pixels imputed per fraction: round(f * H * W).
 
@@ -300,7 +291,7 @@ def road(
     left out of `orders` is a NaN curve.
     """
     _check_perturbation_inputs(model, x, maps, targets)
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions)
     orders = check_choices("orders", orders, ROAD_ORDERS)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
@@ -394,7 +385,7 @@ def score_faithfulness(
     `fractions`. `batch_size` bounds the copies per forward pass.
     """
     measures = check_choices("measures", measures, MEASURES)
-    fractions = check_fractions(fractions)
+    fractions = check_fractions("fractions", fractions)
     families = {MEASURES[m].family for m in measures}
     walks: dict[str, tuple[Tensor, Tensor]] = {}
     for family in ("deletion", "insertion"):

@@ -106,20 +106,31 @@ def _continuity(
     model: nn.Module, x_noisy: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int
 ) -> tuple[dict[str, Tensor], Tensor]:
     """Same class, same method, on the noisy copy: only the input changes."""
-    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size, _eigencam_sign(params))
+    noisy = explain(model, x_noisy, maps.method, maps.targets, batch_size, eigencam_sign(params))
     return {"continuity_ssim": ssim(maps.maps.float(), noisy, **params.ssim_kwargs())}, noisy
+
+
+def contrast_maps(
+    model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """The same method's map of one other class per image, drawn from (seed, image id), and those classes.
+
+    Contrastivity compares them with `maps`; the random-logit check (`evaluate.faithfulness_stage`)
+    reads the same pairs, so both judge the same contrast.
+    """
+    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], seed)
+    return explain(model, x, maps.method, others, batch_size, eigencam_sign(params)), others
 
 
 def _contrastivity(
     model: nn.Module, x: Tensor, maps: ExplanationSet, params: MetricsConfig, batch_size: int, seed: int
 ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """The same method's map of one other class per image, drawn from (seed, image id)."""
-    others = contrast_classes(maps.predictions, maps.image_ids, maps.logits.shape[1], seed)
-    contrast = explain(model, x, maps.method, others, batch_size, _eigencam_sign(params))
+    """SSIM of each map with the same method's map of another class (`contrast_maps`)."""
+    contrast, others = contrast_maps(model, x, maps, params, batch_size, seed)
     return {"contrastivity_ssim": ssim(maps.maps.float(), contrast, **params.ssim_kwargs())}, contrast, others
 
 
-def _eigencam_sign(params: MetricsConfig) -> bool:
+def eigencam_sign(params: MetricsConfig) -> bool:
     """Whether the maps computed here take Eigen-CAM's sign rule (off under `eigencam_no_sign`)."""
     return "eigencam_no_sign" not in params.deviations
 
@@ -145,6 +156,19 @@ def coherence_scores(coherence_maps: ExplanationSet, masks: Tensor, scored: Tens
 _ZERO_MAPS_SCORED_BY_AUTHORS = ("continuity", "contrastivity")
 
 
+def image_columns(base: dict[str, Any], maps: ExplanationSet) -> dict[str, Any]:
+    """The first columns of a per-image table: `base` (the run part), the image, what the model made of it,
+    and whether its map is all zero (every score of such a row is NaN)."""
+    return {
+        **base,
+        "image_id": maps.image_ids.numpy(),
+        "label": maps.labels.numpy(),
+        "prediction": maps.predictions.numpy(),
+        "correct": (maps.predictions == maps.labels).numpy(),
+        "map_all_zero": zero_maps(maps.maps).numpy(),
+    }
+
+
 def _rows(
     base: dict[str, Any],
     maps: ExplanationSet,
@@ -158,15 +182,7 @@ def _rows(
     """
     zero = zero_maps(maps.maps)
     coherence_zero = zero if coherence_maps is None else zero_maps(coherence_maps.maps)
-    columns: dict[str, Any] = {
-        **base,
-        "image_id": maps.image_ids.numpy(),
-        "label": maps.labels.numpy(),
-        "prediction": maps.predictions.numpy(),
-        "correct": (maps.predictions == maps.labels).numpy(),
-        "map_all_zero": zero.numpy(),
-        "coherence_map_all_zero": coherence_zero.numpy(),
-    }
+    columns = image_columns(base, maps) | {"coherence_map_all_zero": coherence_zero.numpy()}
     for name, metric in METRICS.items():
         column = values.get(name, torch.full((len(maps),), float("nan"), dtype=torch.float64)).double()
         unhandled = zero_maps_unhandled and metric.facet in _ZERO_MAPS_SCORED_BY_AUTHORS
@@ -176,15 +192,16 @@ def _rows(
     return pd.DataFrame(columns)
 
 
-def _mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor) -> pd.DataFrame:
-    """The mean and std of the PF curves over the images that have one (no rows when faithfulness was not scored)."""
+def mean_curves(base: dict[str, Any], curves: Tensor, fractions: Tensor, point: str = "step") -> pd.DataFrame:
+    """The mean and std of per-image curves (N, P) over the images that have one (no NaN), one row per
+    point (named by `point`) of the x axis `fractions`; no rows without points (faithfulness not scored)."""
     if not len(fractions):
-        return pd.DataFrame(columns=[*base, "step", "fraction", "mean", "std", "n"])
+        return pd.DataFrame(columns=[*base, point, "fraction", "mean", "std", "n"])
     valid = curves[~curves.isnan().any(dim=1)]
     return pd.DataFrame(
         {
             **base,
-            "step": range(len(fractions)),
+            point: range(len(fractions)),
             "fraction": fractions.cpu().numpy(),
             "mean": valid.mean(0).numpy(),
             "std": valid.std(0).numpy(),
@@ -293,7 +310,7 @@ def score_model(
     protocol ablation recomputes what a deviation changes); the others' columns are NaN.
     """
     if "coherence" in facets and inputs.authors_masks is not None:
-        sign = _eigencam_sign(inputs.params)
+        sign = eigencam_sign(inputs.params)
         coherence_maps = clock.time(
             "coherence", len(maps), authors_coherence_maps, model, inputs.x, maps, inputs.batch_size, sign
         )
@@ -306,7 +323,7 @@ def score_model(
         examples["coherence_maps"] = coherence_maps.maps[:n_examples].float()
     unhandled = "zero_maps_unhandled" in inputs.params.deviations
     return ScoredBlock(
-        _rows(base, maps, coherence_maps, values, unhandled), _mean_curves(base, curves, fractions), examples
+        _rows(base, maps, coherence_maps, values, unhandled), mean_curves(base, curves, fractions), examples
     )
 
 
@@ -404,7 +421,7 @@ def explain_and_score(
 ) -> ScoredBlock:
     """Maps of `method` computed here (not stored) exactly as 05 computes them, then the `facets` as 06 scores them."""
     split, inputs = scoring.split, scoring.inputs
-    sign = _eigencam_sign(inputs.params)
+    sign = eigencam_sign(inputs.params)
     maps = compute_explanations(
         model,
         (inputs.x, split.labels, split.ids),

@@ -106,3 +106,57 @@ def _write_variant(tmp_path: Path, edit) -> Path:
 def test_bad_profile_files_are_rejected(tmp_path: Path, edit, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_profiles(_write_variant(tmp_path, edit))
+
+
+def _faithfulness(**changes: object):
+    """A profile edit: the smoke CIFAR-10 profile's faithfulness section updated with `changes`."""
+    return lambda raw: raw["smoke"]["datasets"]["cifar10"]["faithfulness"].update(changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"measures": ["deletion_logit", "aopc"]}, r"faithfulness\.an entry of measures='aopc' .*deletion_probability"),
+        (
+            {"road_fractions": [0.0, 0.5]},
+            r"faithfulness\.road_fractions must be a non-empty list of numbers in \(0, 1\]",
+        ),
+        ({"ffidelity_fractions": [1.5]}, r"faithfulness\.ffidelity_fractions must be a non-empty list .*\[1\.5\]"),
+        ({"road_fractions": []}, r"road_fractions must be a non-empty list"),
+        ({"finetune_epochs": 0}, r"faithfulness\.finetune_epochs must be a finite number > 0, got 0"),
+        ({"finetune_epochs": "abc"}, r"faithfulness\.finetune_epochs must be of type float, got 'abc'"),
+        ({"finetune_batch_size": 0}, r"faithfulness\.finetune_batch_size must be an integer >= 1"),
+        ({"ffidelity_samples": 2.5}, r"faithfulness\.ffidelity_samples must be of type int"),
+        ({"randomisation_images_per_class": 0}, r"randomisation_images_per_class must be an integer >= 1"),
+        ({"randomisation_order": []}, r"randomisation_order must be null or a non-empty list of distinct layer names"),
+        ({"randomisation_order": ["head", "head"]}, r"randomisation_order must be .*distinct"),
+        ({"randomisation_order": [3]}, r"faithfulness\.randomisation_order\[0\] must be of type str"),
+        ({"images_per_class": 0}, r"faithfulness\.images_per_class must be an integer >= 1"),
+        ({"ffid_samples": 2}, r"unknown key\(s\) \['ffid_samples'\] .*faithfulness; allowed: images_per_class"),
+    ],
+)
+def test_bad_faithfulness_settings_are_named(tmp_path: Path, changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_profiles(_write_variant(tmp_path, _faithfulness(**changes)))
+
+
+def test_faithfulness_defaults_are_the_full_budget_and_lists_become_tuples() -> None:
+    from clxai_utils.core.config import FFIDELITY_FRACTIONS, ROAD_FRACTIONS, FaithfulnessConfig
+    from clxai_utils.core.registry import FAITHFULNESS_MEASURES
+
+    full = load_profile("paper").for_dataset("imagenet_s50").faithfulness  # no key: the defaults
+    assert full == FaithfulnessConfig()
+    assert full.images_per_class is None and full.measures == tuple(FAITHFULNESS_MEASURES)
+    assert (full.finetune_epochs, full.finetune_batch_size, full.ffidelity_samples) == (100.0, 128, 50)
+    assert full.road_fractions == ROAD_FRACTIONS and full.randomisation_order is None
+    assert FFIDELITY_FRACTIONS[0] == 0.05 and FFIDELITY_FRACTIONS[-1] == 1.0 and len(FFIDELITY_FRACTIONS) == 20
+    quick = load_profile("quick").for_dataset("cifar10").faithfulness
+    assert (quick.images_per_class, quick.ffidelity_samples, quick.finetune_epochs) == (10, 10, 0.2)
+    assert quick.randomisation_images_per_class == 2
+    for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
+        assert load_profile("smoke").for_dataset(dataset).faithfulness.ffidelity_samples == 2
+    given = FaithfulnessConfig(measures=["road"], road_fractions=[0.5, 1], randomisation_order=["head"])
+    assert given.measures == ("road",) and given.road_fractions == (0.5, 1.0) and given.randomisation_order == ("head",)
+    hash(given)  # frozen and hashable, as every settings type
+    with pytest.raises(TypeError, match="finetune_epochs must be a number, got str"):
+        FaithfulnessConfig(finetune_epochs="abc")  # type: ignore[arg-type]
