@@ -56,9 +56,9 @@ NBVAL := $(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env 
 .PHONY: help env run sweep report publish test reproduce lint unit-tests cluster-tests smoke-notebooks nbval nbval-committed pinned
 
 help:
-	@echo "make run      - create the environment if needed, run the pipeline (00-08, 10) for seed 0 with PROFILE=$(PROFILE), then 09_analysis:"
+	@echo "make run      - create the environment if needed, run the pipeline (00-09, 11) for seed 0 with PROFILE=$(PROFILE), then 10_analysis:"
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
-	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 09_analysis over every run"
+	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 10_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
 	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery"
 	@echo "make test     - the same tests on every CPU, in float32 (~20 min on 2 cores): lint, unit tests, the multi-process,"
@@ -128,7 +128,7 @@ smoke-notebooks: $(STAMP)
 	  $(PY) -c "from clxai_utils.data.sources import write_synthetic_imagefolder as w; w('$(SMOKE_ROOT)/synthetic')"; \
 	  src="$(abspath $(SMOKE_ROOT))/synthetic"; \
 	fi; \
-	echo "== 00-10 on the smoke profile (data=$$src, masks=$${CLXAI_MASK_SOURCE:-none}), then ImageNet-S50 (generated fixture) and a 5-class 48 px image folder, as JupyterLab runs them"; \
+	echo "== 00-11 on the smoke profile (data=$$src, masks=$${CLXAI_MASK_SOURCE:-none}), then ImageNet-S50 (generated fixture) and a 5-class 48 px image folder, as JupyterLab runs them"; \
 	CLXAI_DATA_SOURCE=$$src CLXAI_OUTPUTS=$(abspath $(SMOKE_ROOT)) $(TEST_PRECISION) $(PY) -m pytest -q -p no:cacheprovider -m notebooks tests/test_notebooks_jupyterlab.py
 
 # Several processes, submitit jobs and Jupyter kernels on this machine: the distributed losses and a DDP step on

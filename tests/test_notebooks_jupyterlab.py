@@ -30,7 +30,7 @@ from clxai_utils.tools.publish import set_parameters
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-#: A vocabulary file of the reader's own (10's `vocabulary`): the classes, the painted attributes and a few more.
+#: A vocabulary file of the reader's own (11's `vocabulary`): the classes, the painted attributes and a few more.
 SMOKE_VOCABULARY = ("# a short vocabulary for the smoke run", *CIFAR10_CLASSES, *ATTRIBUTES, "sky", "grass", "water")
 
 
@@ -42,10 +42,10 @@ def mask_source_for_the_kernels(given_mask_source: str, monkeypatch: pytest.Monk
 
 
 def extra_parameters(notebook: str) -> dict[str, object]:
-    """Parameters typed in besides the profile: 10 runs the real open_clip code path with an untrained small
+    """Parameters typed in besides the profile: 11 runs the real open_clip code path with an untrained small
     model, on a short vocabulary file (the shipped 193 labels x 6 templates take ~25 s to encode here), with
     3 planted trials per attribute and rho instead of 10 (plumbing, not numbers)."""
-    if notebook != "10_neuron_labels":
+    if notebook != "11_neuron_labels":
         return {}
     vocabulary = outputs_dir() / "smoke_vocabulary.txt"
     vocabulary.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +96,7 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_09_reports_that_run() -> None:
+def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_10_reports_that_run() -> None:
     smoke, quick = Run("cifar10", "smoke", 0), Run("cifar10", "quick", 0)
     assert smoke.root.parent == quick.root.parent == runs_root() and smoke.root != quick.root
     for run in (smoke, quick):
@@ -105,14 +105,14 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_09_r
     executed = {
         path.stem: execute(path, out_dir, profile="smoke", **extra_parameters(path.stem))
         for path in NOTEBOOKS
-        if path.stem != "09_analysis"
+        if path.stem != "10_analysis"
     }
     assert smoke.facets_paths["table"].is_file() and smoke.accuracy_path.is_file()
     assert sorted(p.name for p in runs_root().iterdir()) == [smoke.id], (
         "a smoke run writes into its own run folder only"
     )
-    report = execute(repo_root() / "notebooks" / "09_analysis.ipynb", out_dir)
-    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "09 finds the run made in JupyterLab"
+    report = execute(repo_root() / "notebooks" / "10_analysis.ipynb", out_dir)
+    assert "cifar10, profile 'smoke': seeds 0;" in text_outputs(report), "10 finds the run made in JupyterLab"
     assert f"run {smoke.id}" in text_outputs(executed["00_data"])
 
     # The same notebook with `quick` typed in writes to another run folder and leaves the smoke run untouched.
@@ -127,7 +127,7 @@ def test_every_notebook_runs_the_profile_typed_into_its_parameters_cell_and_09_r
 #: planted attributes and vocabulary are CIFAR-10's.
 OTHER_LOSSES = ["ce", "supcon"]
 OTHER_DATA_SETS = tuple(
-    path for path in NOTEBOOKS if path.stem not in ("03_train_triplet", "09_analysis", "10_neuron_labels")
+    path for path in NOTEBOOKS if path.stem not in ("03_train_triplet", "10_analysis", "11_neuron_labels")
 )
 
 
@@ -175,7 +175,7 @@ def test_an_image_folder_of_5_classes_at_48px_runs_with_its_own_normalisation() 
     assert run.facets_paths["table"].is_file() and run.snapshot_paths["table"].is_file()
 
 
-def test_imagenet_s50_runs_on_the_official_layout_and_09_reports_every_data_set() -> None:
+def test_imagenet_s50_runs_on_the_official_layout_and_10_reports_every_data_set() -> None:
     import pandas as pd
     from fixtures import write_imagenet_s50_fixture
 
@@ -189,6 +189,6 @@ def test_imagenet_s50_runs_on_the_official_layout_and_09_reports_every_data_set(
     )
     facets = pd.read_csv(run.facets_paths["table"])
     assert facets["pointing_game"].notna().any(), "coherence scored against the validation masks"
-    report = text_outputs(execute(repo_root() / "notebooks" / "09_analysis.ipynb", outputs_dir() / "notebooks"))
+    report = text_outputs(execute(repo_root() / "notebooks" / "10_analysis.ipynb", outputs_dir() / "notebooks"))
     for dataset in ("cifar10", "imagenet_s50", "imagefolder"):
-        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"09 reports the {dataset} run"
+        assert f"{dataset}, profile 'smoke': seeds 0;" in report, f"10 reports the {dataset} run"

@@ -1,4 +1,4 @@
-"""Paired statistics behind the loss and method comparisons of 09_analysis (no file I/O).
+"""Paired statistics behind the loss and method comparisons of 10_analysis (no file I/O).
 
 Every comparison is paired: two conditions (e.g. loss "supcon" vs "ce") are matched on
 the same test image of the same run (dataset, profile, seed, image_id), by a join on

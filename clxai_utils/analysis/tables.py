@@ -1,4 +1,4 @@
-"""The analysis stage (09): gather every run's result tables and summarise them as the paper's Table 4.
+"""The analysis stage (10): gather every run's result tables and summarise them as the paper's Table 4.
 
 `load_results` reads the tables that 04_linear_probe and 06_metrics wrote in every run
 folder below the runs root (by default `outputs/runs/`, found from the repository root,

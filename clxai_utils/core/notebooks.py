@@ -123,8 +123,17 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         "results/protocol_ablation.{csv,json}",
     ),
     Notebook(
+        "faithfulness",
+        "09_faithfulness",
+        "Faithfulness beyond Pixel Flipping",
+        "the maps scored on the logit, by insertion, ROAD and F-Fidelity; model and class randomisation checks",
+        "evaluate.faithfulness_stage.run_faithfulness",
+        "explanations/, results/facets.csv",
+        "results/faithfulness*.csv, randomisation.csv, random_logit.csv, faithfulness.json",
+    ),
+    Notebook(
         "analysis",
-        "09_analysis",
+        "10_analysis",
         "Analysis",
         "Table 4, paired tests with Holm correction, the claims and their verdicts, over every run",
         "analysis.tables.load_results",
@@ -134,7 +143,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
     ),
     Notebook(
         "neuron_labels",
-        "10_neuron_labels",
+        "11_neuron_labels",
         "Neuron labels",
         "labels the networks' units with text (Contrastive Semantic Projection)",
         "neurons.units.run_activations",

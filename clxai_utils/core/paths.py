@@ -43,7 +43,7 @@ def runs_root() -> Path:
 
 
 def report_dir() -> Path:
-    """Where 09_analysis writes the tables and figures that span runs."""
+    """Where 10_analysis writes the tables and figures that span runs."""
     return outputs_dir() / "report"
 
 

@@ -4,7 +4,7 @@ Every stage function takes a `Run` first, and asks it where to read and write, s
 layout below is spelled here and nowhere else. The default root is
 `outputs/runs/<dataset>-<profile>-seed<k>/` whether a notebook runs in JupyterLab, under
 papermill or in a sweep, so runs of different profiles or seeds never collide and
-09_analysis finds all of them. `Run.layout()` lists every artefact with an example path;
+10_analysis finds all of them. `Run.layout()` lists every artefact with an example path;
 docs/artefacts.md is generated from it.
 """
 
@@ -22,7 +22,7 @@ from clxai_utils.core.validate import check_choice, check_seed
 #: The kinds of stored explanations: the test images; one 2x2 mosaic per test image (data sets whose test images
 #: carry no masks, with 4+ classes); the external images with masks (CIFAR-10's real photographs, `mask_source`).
 EXPLANATION_KINDS: tuple[str, ...] = ("test", "mosaics", "masks")
-#: The result tables of a run (in `<root>/results/`), by kind; 09_analysis gathers them from every run.
+#: The result tables of a run (in `<root>/results/`), by kind; 10_analysis gathers them from every run.
 RESULT_TABLES: dict[str, str] = {
     "accuracy": "accuracy.csv",
     "facets": "facets.csv",
@@ -138,7 +138,7 @@ class Run:
         return self.root / "results" / "snapshots" / f"{check_choice('loss', loss, LOSSES)}-epoch{epoch:04d}.csv"
 
     def neuron_activations_path(self, loss: str, layer: str) -> Path:
-        """Activations of every unit of one layer on the test images (10); `neurons.units` checks the layer."""
+        """Activations of every unit of one layer on the test images (11); `neurons.units` checks the layer."""
         if not (isinstance(layer, str) and layer.isidentifier()):
             raise ValueError(f"layer must be a module name such as 'layer4', got {layer!r}")
         return self.root / "neurons" / check_choice("loss", loss, LOSSES) / f"activations_{layer}.pt"

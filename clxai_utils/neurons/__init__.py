@@ -1,4 +1,4 @@
-"""Neuron labelling (notebook 10): Contrastive Semantic Projection and its baselines.
+"""Neuron labelling (notebook 11): Contrastive Semantic Projection and its baselines.
 
 Second seed paper: Berend, Dreyer, Bouanani, Lapuschkin, Samek, "Contrastive Semantic
 Projection: Faithful Neuron Labeling with Contrastive Examples" (arXiv 2604.22477; the

@@ -8,7 +8,7 @@ submitit (no daemon, no scheduler of our own):
    a run whose 00 failed re-runs it in its own task and fails alone). A task runs its run's
    notebooks in order with the local scheduler, so finished jobs are skipped exactly as in
    a local sweep;
-3. *report*: 09_analysis over every run below the runs root, after the array.
+3. *report*: 10_analysis over every run below the runs root, after the array.
 
 A task stopped by preemption or by its time limit is requeued by submitit with the same
 arguments (`RunTask` is `Checkpointable`); the training notebooks resume from their
@@ -217,7 +217,7 @@ def _task_log(folder: Path) -> Callable[[str], None]:
 
 
 def run_report(notebooks_dir: Path, runs_root: Path, report_dir: Path) -> None:
-    """09_analysis over every run below `runs_root`, as the sweep's last step; raises if it fails."""
+    """10_analysis over every run below `runs_root`, as the sweep's last step; raises if it fails."""
     report_dir.mkdir(parents=True, exist_ok=True)
     executed = report_dir / f"{REPORT_NOTEBOOK}.ipynb"
     parameters = {"runs_root": str(runs_root), "report_dir": str(report_dir)}

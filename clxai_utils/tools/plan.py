@@ -3,8 +3,9 @@
 Every (dataset, profile, seed) is a `Run` with its own folder `<runs root>/<run id>/`, so
 runs never overwrite each other and the analysis notebook can gather them all. Within a
 run the notebooks form a small dependency graph (`PIPELINE`): data, then one training per
-loss, then probe, explanations and metrics, the neuron labels (10, after the training) and the
-snapshots scored at matched accuracy (07, after the metrics). `clxai_utils.tools.execute` runs the jobs;
+loss, then probe, explanations and metrics, the neuron labels (11, after the training), and, after
+the metrics, the snapshots scored at matched accuracy (07), the protocol ablation (08) and the
+faithfulness measures with the sanity checks (09). `clxai_utils.tools.execute` runs the jobs;
 `clxai_utils.tools.sweep` is the command line.
 
 The sweep is resumable. A job counts as done only when papermill succeeded (a marker file,
@@ -115,8 +116,12 @@ def _ablation_tables(plan: RunPlan) -> list[Path]:
     return list(plan.run.ablation_paths.values())
 
 
+def _faithfulness_tables(plan: RunPlan) -> list[Path]:
+    return list(plan.run.faithfulness_paths.values())
+
+
 def _neuron_tables(plan: RunPlan) -> list[Path]:
-    """10's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
+    """11's tables; the text labels only exist where a CLIP model was given, which a sweep does not do."""
     return [path for name, path in plan.run.neuron_paths.items() if name != "clip_labels"]
 
 
@@ -132,6 +137,7 @@ PIPELINE: tuple[Step, ...] = (
     Step(_NB["metrics"], (*_BASE, "losses"), _metrics, needs=(_NB["explanations"],)),
     Step(_NB["accuracy_confound"], (*_BASE, "losses"), _snapshot_tables, needs=(_NB["metrics"],)),
     Step(_NB["protocol"], (*_BASE, "losses"), _ablation_tables, needs=(_NB["metrics"],)),
+    Step(_NB["faithfulness"], (*_BASE, "losses"), _faithfulness_tables, needs=(_NB["metrics"],)),
     # Part II reads only the trained models; its painted attributes and vocabulary are CIFAR-10's.
     Step(
         _NB["neuron_labels"],

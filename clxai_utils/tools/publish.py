@@ -191,7 +191,7 @@ def artefacts_markdown() -> str:
         "|---|---|---|",
     ]
     lines += [f"| `{call}` | `{path.as_posix()}` | {doc} |" for call, path, doc in run.layout()]
-    lines += ["", "The cross-run report (09_analysis) writes its tables and figures to `outputs/report/`.", ""]
+    lines += ["", "The cross-run report (10_analysis) writes its tables and figures to `outputs/report/`.", ""]
     return "\n".join(lines)
 
 

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_resource_arguments(parser, per="run")
     parser.add_argument(
-        "--report-dir", default=None, help="where the cluster sweep's 09_analysis writes (default outputs/report)"
+        "--report-dir", default=None, help="where the cluster sweep's 10_analysis writes (default outputs/report)"
     )
     return parser
 

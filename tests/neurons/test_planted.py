@@ -1,4 +1,4 @@
-"""The planted-concept experiment and the comparison of the losses' units (notebook 10)."""
+"""The planted-concept experiment and the comparison of the losses' units (notebook 11)."""
 
 from __future__ import annotations
 

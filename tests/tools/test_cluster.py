@@ -76,7 +76,7 @@ def toy(tmp_path: Path) -> Toy:
     toy = Toy(tmp_path / "notebooks", tmp_path / "ctl", tmp_path / "runs")
     toy.notebooks.mkdir()
     toy.ctl.mkdir()
-    write_notebook(toy.notebooks, "09_analysis", 'runs_root = ""\nreport_dir = ""', REPORT_CODE)
+    write_notebook(toy.notebooks, "10_analysis", 'runs_root = ""\nreport_dir = ""', REPORT_CODE)
     return toy
 
 
@@ -243,7 +243,7 @@ def test_the_smoke_grid_runs_through_the_debug_executor_and_a_second_call_skips_
     assert "debug sweep: 1 run(s) to submit, 0 finished" in out and "[ok] cifar10-smoke-seed0" in out
     run = Run("cifar10", "smoke", 0, root=runs / "cifar10-smoke-seed0")
     assert run.accuracy_path.is_file() and all(p.is_file() for p in run.facets_paths.values())
-    assert (report / "09_analysis.ipynb").is_file() and (report / "table4.md").is_file()
+    assert (report / "10_analysis.ipynb").is_file() and (report / "table4.md").is_file()
     assert main(argv) == 0
     assert "debug sweep: 0 run(s) to submit, 1 finished (skipped)" in capsys.readouterr().out
 

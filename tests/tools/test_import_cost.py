@@ -1,7 +1,7 @@
 """Start-up cost (issue 23, item 6): heavy libraries are imported by the functions that need them.
 
 Each notebook's import cell used to load pytorch-grad-cam (torchvision, torch._dynamo),
-seaborn and scipy.stats whether it used them or not; 09_analysis loaded torch for nothing.
+seaborn and scipy.stats whether it used them or not; 10_analysis loaded torch for nothing.
 Checked in a fresh interpreter, since this test session has imported everything already.
 """
 
@@ -13,7 +13,7 @@ import sys
 import pytest
 
 CASES = {
-    # 09_analysis's import cell: no torch, no seaborn, no scipy until a test or figure runs
+    # 10_analysis's import cell: no torch, no seaborn, no scipy until a test or figure runs
     "report": (
         "from clxai_utils import figures\n"
         "from clxai_utils.analysis import claims, coherence, confound, report, stats, tables\n"

@@ -19,7 +19,7 @@ def code_cell(name: str, text: str) -> dict[str, Any]:
 
 
 def test_table4_is_shown_as_markdown_not_as_a_dataframe_with_asterisks() -> None:
-    cell = code_cell("09_analysis", "table4 = tables.table4(results)")
+    cell = code_cell("10_analysis", "table4 = tables.table4(results)")
     assert "Markdown(report.markdown_table(table4))" in "".join(cell["source"])
     for output in cell["outputs"]:
         data = output.get("data", {})
@@ -45,7 +45,7 @@ def test_the_explanation_progress_lines_name_loss_method_and_kind() -> None:
 
 def test_notebooks_that_take_losses_read_a_string_list() -> None:
     notebooks = ("04_linear_probe", "05_explanations", "06_metrics", "07_accuracy_confound", "08_protocol")
-    for name in (*notebooks, "10_neuron_labels"):
+    for name in (*notebooks, "11_neuron_labels"):
         assert 'losses = check_choices("losses", losses' in "".join(
             "".join(c["source"]) for c in cells(name) if c["cell_type"] == "code"
         ), name

@@ -36,7 +36,7 @@ def assigned_parameters(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("name", [nb.name for nb in NOTEBOOKS])
 def test_papermill_reads_every_parameter_of_every_notebook(name: str) -> None:
-    """09_analysis's `runs_root: str = ""  # ...; "" = ...` was one papermill could not parse (a second '=')."""
+    """10_analysis's `runs_root: str = ""  # ...; "" = ...` was one papermill could not parse (a second '=')."""
     path = NOTEBOOKS_DIR / f"{name}.ipynb"
     assert list(papermill.inspect_notebook(str(path))) == assigned_parameters(path)
 

@@ -254,7 +254,7 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
     options = ["--dry-run", "--profile", "quick", "--losses", "triplet", "ce", "supcon", "--seeds", "0", "1"]
     assert main([*options, "--runs-root", str(runs)]) == 0
     header, *lines = capsys.readouterr().out.strip().splitlines()
-    assert header == "20 jobs, 0 cached, 20 to run"
+    assert header == "22 jobs, 0 cached, 22 to run"
     base = {"profile": "quick", "dataset": "cifar10"}
     losses = {"losses": ["ce", "supcon", "triplet"]}
     expected = []
@@ -265,9 +265,16 @@ def test_dry_run_lists_the_real_pipeline_with_parameters_and_runs_nothing(
         )
         for nb in ("01_train_ce", "02_train_supcon", "03_train_triplet"):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed}))
-        for nb in ("04_linear_probe", "05_explanations", "06_metrics", "07_accuracy_confound", "08_protocol"):
+        for nb in (
+            "04_linear_probe",
+            "05_explanations",
+            "06_metrics",
+            "07_accuracy_confound",
+            "08_protocol",
+            "09_faithfulness",
+        ):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
-        for nb in ("10_neuron_labels",):
+        for nb in ("11_neuron_labels",):
             expected.append(("to run", f"{run}/{nb}", {**base, "seed": seed, **losses}))
     parsed = [(line[:6], line[8:].split()[0], json.loads(line[8:].split(maxsplit=1)[1])) for line in lines]
     assert parsed == expected
@@ -290,7 +297,7 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
             "explanations/triplet/eigencam.pt",
         ],
         "06_metrics": ["results/facets.csv", "results/facets.json", "results/pf_curves.csv"],
-        "10_neuron_labels": [
+        "11_neuron_labels": [
             "results/neuron_planted_trials.csv",
             "results/neuron_planted.csv",
             "results/neuron_units.csv",
@@ -304,6 +311,14 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
             "results/snapshot_facets.json",
         ],
         "08_protocol": ["results/protocol_ablation.csv", "results/protocol_ablation.json"],
+        "09_faithfulness": [
+            "results/faithfulness.csv",
+            "results/faithfulness_curves.csv",
+            "results/randomisation.csv",
+            "results/random_logit.csv",
+            "results/randomisation_maps.pt",
+            "results/faithfulness.json",
+        ],
     }
     needs = {j.notebook: [n.split("/")[1] for n in j.needs] for j in jobs}
     assert needs == {
@@ -313,9 +328,10 @@ def test_real_pipeline_artefacts_and_dependencies_follow_the_schema(tmp_path: Pa
         "04_linear_probe": ["01_train_ce", "03_train_triplet"],
         "05_explanations": ["04_linear_probe"],
         "06_metrics": ["05_explanations"],
-        "10_neuron_labels": ["01_train_ce", "03_train_triplet"],
+        "11_neuron_labels": ["01_train_ce", "03_train_triplet"],
         "07_accuracy_confound": ["06_metrics"],
         "08_protocol": ["06_metrics"],
+        "09_faithfulness": ["06_metrics"],
     }
     assert {j.run.root for j in jobs} == {tmp_path.resolve() / run}
 
