@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from clxai_utils.core.config import ROAD_FRACTIONS
+from clxai_utils.core.registry import FAITHFULNESS_MEASURES
 from clxai_utils.core.validate import check_choices, check_fractions, check_number, check_positive_int
 from clxai_utils.evaluate.metrics import (
     Model,
@@ -77,21 +78,15 @@ class Measure:
     description: str
 
 
-def _registry(*measures: Measure) -> dict[str, Measure]:
-    return {m.name: m for m in measures}
+def _measure(name: str) -> Measure:
+    """The measure `name` of `core.registry.FAITHFULNESS_MEASURES` (direction, description), with its walk."""
+    metric = FAITHFULNESS_MEASURES[name]
+    return Measure(name, name.split("_")[0], metric.better == "higher", metric.description)
 
 
-MEASURES = _registry(
-    Measure("deletion_probability", "deletion", False, "AUC of p(class) as top pixels are replaced (Pixel Flipping)"),
-    Measure("deletion_logit", "deletion", False, "AUC of the class logit as top pixels are replaced"),
-    Measure("deletion_normalised", "deletion", False, "AUC of p(class) / p(class | intact image), deletion order"),
-    Measure("insertion_probability", "insertion", True, "AUC of p(class) as top pixels are restored on the baseline"),
-    Measure("insertion_logit", "insertion", True, "AUC of the class logit as top pixels are restored"),
-    Measure("insertion_normalised", "insertion", True, "AUC of p(class) / p(class | intact image), insertion order"),
-    Measure("road_morf", "road", False, "mean p(class) with the top fractions imputed (ROAD, most relevant first)"),
-    Measure("road_lerf", "road", True, "mean p(class) with the bottom fractions imputed (ROAD, least relevant first)"),
-    Measure("road", "road", True, "road_lerf - road_morf: imputing top pixels hurts more than bottom ones"),
-)
+#: The measures computed here (F-Fidelity's are `evaluate.ffidelity`'s); names, directions and descriptions
+#: live in `core.registry`, which the torch-free analysis reads too.
+MEASURES = {name: _measure(name) for name in FAITHFULNESS_MEASURES if not name.startswith("ffid")}
 
 
 # ----------------------------------------------------------------- deletion, insertion

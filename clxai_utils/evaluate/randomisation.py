@@ -49,6 +49,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from clxai_utils.core.registry import CASCADE_THRESHOLD, MAX_NEAR_IDENTICAL_SHARE, NEAR_IDENTICAL_SSIM
 from clxai_utils.core.seeding import mix_seed
 from clxai_utils.core.validate import check_choice, check_choices, check_number, check_positive_int, check_seed
 from clxai_utils.evaluate.metrics import ssim, zero_maps
@@ -68,12 +69,6 @@ DEFAULT_ORDER: tuple[str, ...] = (
 UNRANDOMISED = "none"
 #: The similarity columns of a cascade's scores (and the metrics a verdict may use).
 SIMILARITIES: tuple[str, ...] = ("ssim", "spearman")
-#: A method fails the cascade if its mean similarity to the trained maps after the full cascade is above this.
-CASCADE_THRESHOLD = 0.5
-#: A class map and a contrast map with SSIM above this are "near-identical".
-NEAR_IDENTICAL_SSIM = 0.95
-#: A method fails the random-logit check if more than this share of its pairs is near-identical.
-MAX_NEAR_IDENTICAL_SHARE = 0.5
 
 
 # --------------------------------------------------------------------------- similarities
