@@ -184,23 +184,22 @@ def package_scores(
 # --------------------------------------------------------------------------- the comparison
 
 
-@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
-def test_authors_protocol_equals_the_authors_loop(
-    setup: SimpleNamespace, method: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> None:
-    """End to end for Grad-CAM (both sides call pytorch-grad-cam); Eigen-CAM's maps are compared, then scored as given.
+def assert_authors_equal(
+    s: SimpleNamespace, method: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> pd.DataFrame:
+    """The package under `authors` against the per-image loop on the images of `s`; the package's rows.
 
-    The package's Eigen-CAM post-processing (torch) equals the library's (cv2) to ~1e-7, but
-    its bilinear upsampling makes many exactly tied pixels, and float noise orders ties
-    differently in quantus's argsort: Pixel Flipping would then differ by ~1e-3 from tie order
-    alone. Scoring the authors' own maps isolates the protocol, which must agree exactly.
+    For Eigen-CAM the maps are compared, then the authors' own maps are scored: the package's
+    Eigen-CAM post-processing (torch) equals the library's (cv2) to ~1e-7, but its bilinear
+    upsampling makes many exactly tied pixels, and float noise orders ties differently in
+    quantus's argsort: Pixel Flipping would then differ by ~1e-3 from tie order alone. Scoring
+    the authors' own maps isolates the protocol, which must agree exactly.
     """
-    expected = authors_loop(setup, method)
+    expected = authors_loop(s, method)
     authors_maps = torch.from_numpy(np.stack(expected["map"])) if method == "eigencam" else None
-    rows, maps = package_scores(setup, method, "authors", monkeypatch, tmp_path, authors_maps)
-    assert len(rows) == N_IMAGES >= 20
+    rows, maps = package_scores(s, method, "authors", monkeypatch, tmp_path, authors_maps)
+    assert len(rows) == len(s.x) >= 20
     assert rows["prediction"].tolist() == expected["prediction"].tolist()
-    assert rows["correct"].sum() == N_IMAGES // 2
     np.testing.assert_allclose(maps.numpy(), np.stack(expected["map"]), atol=1e-5)
     for name in SCORES:
         np.testing.assert_allclose(rows[name].to_numpy(), expected[name].to_numpy(), atol=1e-5, err_msg=name)
@@ -209,6 +208,55 @@ def test_authors_protocol_equals_the_authors_loop(
     )
     authors_summary = expected[expected["label"] == expected["prediction"]][list(SCORES)].mean()
     np.testing.assert_allclose(summary[list(SCORES)].iloc[0].to_numpy(), authors_summary.to_numpy(), atol=1e-6)
+    return rows
+
+
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+def test_authors_protocol_equals_the_authors_loop(
+    setup: SimpleNamespace, method: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """End to end for Grad-CAM (both sides call pytorch-grad-cam); Eigen-CAM's maps compared, then scored as given."""
+    rows = assert_authors_equal(setup, method, monkeypatch, tmp_path)
+    assert rows["correct"].sum() == N_IMAGES // 2
+
+
+@pytest.mark.pinned
+@pytest.mark.parametrize("method", ["gradcam", "eigencam"])
+def test_authors_protocol_equals_the_authors_loop_on_the_quick_run(
+    method: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The same comparison on the first 20 explained test images of the quick run's SupCon model and probe
+    (`make reproduce` runs it after `make run`), with their true labels."""
+    from clxai_utils.core.artifacts import load_torch
+    from clxai_utils.core.run import Run
+    from clxai_utils.data.prepare import load_prepared
+    from clxai_utils.explain.store import explained_split, normalised_images
+    from clxai_utils.train.checkpoints import load_trained
+
+    run = Run("cifar10", "quick", 0)
+    assert probe_module.probe_path(run.model_dir("supcon"), None).is_file(), "run `make run` first"
+    encoder, spec, _ = load_trained(run.model_dir("supcon"), None)
+    fc = nn.Linear(encoder.backbone.feature_dim, spec.num_classes)
+    fc.load_state_dict(load_torch(probe_module.probe_path(run.model_dir("supcon"), None))["state_dict"])
+    data, _ = load_prepared(run)
+    split = explained_split(data, run.settings.explain)
+    assert tuple(data.info.mean) == pytest.approx(CIFAR_MEAN) and tuple(data.info.std) == pytest.approx(CIFAR_STD)
+    x, ids = normalised_images(split, data.info)[:N_IMAGES], split.ids[:N_IMAGES]
+    authors = AuthorsClassifier(encoder.eval(), fc).eval()
+    with torch.no_grad():
+        predictions = authors(x).argmax(1)
+    s = SimpleNamespace(
+        encoder=encoder,
+        fc=fc,
+        authors=authors,
+        x=x,
+        labels=split.labels[:N_IMAGES],
+        ids=ids,
+        noise=torch.randn(x.shape, generator=torch.Generator().manual_seed(SEED)),
+        contrast=M.contrast_classes(predictions, ids, spec.num_classes, SEED),
+        loops={},
+    )
+    assert_authors_equal(s, method, monkeypatch, tmp_path)
 
 
 def test_corrected_protocol_differs_from_the_authors_loop(
