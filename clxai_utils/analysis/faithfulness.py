@@ -183,6 +183,15 @@ def claim_agreement(claims: pd.DataFrame) -> pd.DataFrame:
     otherwise), the measures of each verdict (`supported_by`, ...) and a `sentence`.
     """
     keys = ["dataset", "profile", "method", "base_claim"]
+    columns = [
+        *keys,
+        "n_measures",
+        *(f"n_{v.replace(' ', '_')}" for v in VERDICTS),
+        "unanimous",
+        "verdict",
+        *(f"{v.replace(' ', '_')}_by" for v in VERDICTS),
+        "sentence",
+    ]
     rows = []
     for key, group in claims.groupby(keys, sort=False):  # in the order of the claims, measures in theirs
         where = dict(zip(keys, key))
@@ -203,7 +212,7 @@ def claim_agreement(claims: pd.DataFrame) -> pd.DataFrame:
                 "sentence": _agreement_sentence(label, by_verdict),
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)  # no claims (one loss swept): empty, with the columns
 
 
 def supporting_measures(claims: pd.DataFrame, base_claim: str = PAPER_CLAIM.claim) -> str:

@@ -318,3 +318,10 @@ def test_randomisation_figures() -> None:
     plt.close(fig)
     with pytest.raises(ValueError, match="one step per layer"):
         figures.plot_cascade_maps(torch.rand(2, 2, 8, 8), LAYERS)
+
+
+def test_one_loss_gives_empty_tables_with_their_columns() -> None:
+    """A sweep of one loss has no comparison: the claims and their agreement are empty but keep their columns,
+    so the notebooks can select from them (09 reads `claim_agreement(...)["sentence"]`)."""
+    agreement = F.claim_agreement(F.faithfulness_claims(_faithfulness().query("loss == 'ce'")))
+    assert agreement.empty and {"sentence", "verdict", "unanimous"} <= set(agreement.columns)
