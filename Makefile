@@ -155,4 +155,4 @@ nbval-committed: $(STAMP)
 # The quick run's accuracy and metric means against tests/reference/ (clxai_utils/tools/pinned.py says how the
 # tolerances are derived; `python -m clxai_utils.tools.pinned --update` rewrites the reference).
 pinned: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m pinned tests/test_pinned_numbers.py
+	$(PY) -m pytest -q -p no:cacheprovider -m pinned tests/test_pinned_numbers.py tests/evaluate/test_authors_loop.py
