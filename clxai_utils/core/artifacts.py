@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,12 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale(paths: Iterable[str | os.PathLike]) -> None:
+    """Delete a stage's previous artefacts before it recomputes them, so an interrupted run leaves none."""
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def write_json(target: str | os.PathLike, obj: Any) -> Path:

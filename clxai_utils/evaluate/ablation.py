@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from clxai_utils.core.artifacts import read_json, write_csv, write_json
+from clxai_utils.core.artifacts import read_json, remove_stale, write_csv, write_json
 from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.config import ABLATION_PROTOCOLS, protocol_deviations
 from clxai_utils.core.progress import progress_bar
@@ -203,8 +203,7 @@ def run_ablation(
     chosen = ["corrected", *(p for p in chosen if p != "corrected")]
     compute = compute_or_resolve(compute)
     paths = run.ablation_paths
-    for path in paths.values():
-        path.unlink(missing_ok=True)
+    remove_stale(paths.values())
     data, _ = load_prepared(run)
     full = scoring_set(explained_split(data, run.settings.explain), data, run)
     index = ablation_index(full.split.labels, run.settings.ablation.images_per_class)

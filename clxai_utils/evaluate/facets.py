@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from clxai_utils.core.artifacts import write_csv, write_json
+from clxai_utils.core.artifacts import remove_stale, write_csv, write_json
 from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.config import MAP_DEVIATIONS, MetricsConfig
 from clxai_utils.core.progress import progress_bar
@@ -110,11 +110,6 @@ def _check_map_protocol(stored: ExplanationSet, run: Run) -> None:
             f"the stored {stored.method} maps were computed with protocol deviations {map_deviations(stored.meta)} and "
             f"this run scores with {expected}: rerun notebooks/05_explanations.ipynb with the same protocol"
         )
-
-
-def _remove_stale(paths: dict[str, Any]) -> None:
-    for path in paths.values():
-        path.unlink(missing_ok=True)
 
 
 def _noise_space(params: MetricsConfig) -> str:
@@ -247,7 +242,7 @@ def evaluate_facets(
     n_examples = check_positive_int("n_examples", n_examples)
     compute = compute_or_resolve(compute)
     paths = run.facets_paths
-    _remove_stale({**paths, "masks": run.coherence_masks_path})
+    remove_stale([*paths.values(), run.coherence_masks_path])
     data, _ = load_prepared(run)
     scoring = scoring_set(explained_split(data, run.settings.explain), data, run)
     split, inputs = scoring.split, scoring.inputs

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from clxai_utils.core.artifacts import save_torch, write_csv, write_json
+from clxai_utils.core.artifacts import remove_stale, save_torch, write_csv, write_json
 from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.config import ConfigError, FaithfulnessConfig
 from clxai_utils.core.progress import progress_bar
@@ -428,8 +428,7 @@ def run_faithfulness(
     models = {loss: load_classifier(run, loss)[0] for loss in losses}
     order = check_randomisation_order(models, cfg.randomisation_order)
     paths = run.faithfulness_paths
-    for path in paths.values():
-        path.unlink(missing_ok=True)
+    remove_stale(paths.values())
     data, _ = load_prepared(run)
     scoring = scoring_set(explained_split(data, run.settings.explain), data, run)
     labels = scoring.split.labels

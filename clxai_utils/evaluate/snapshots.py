@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from clxai_utils.core.artifacts import read_json, write_csv, write_json
+from clxai_utils.core.artifacts import read_json, remove_stale, write_csv, write_json
 from clxai_utils.core.compute import Compute, compute_or_resolve
 from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES, METHODS
@@ -141,8 +141,7 @@ def evaluate_snapshots(
     losses, methods = check_choices("losses", losses, LOSSES), check_choices("methods", methods, METHODS)
     compute = compute_or_resolve(compute)
     paths = run.snapshot_paths
-    for path in paths.values():
-        path.unlink(missing_ok=True)
+    remove_stale(paths.values())
     data, _ = load_prepared(run)
     split = snapshot_split(run, explained_split(data, run.settings.explain))
     scoring = scoring_set(split, data, run)
