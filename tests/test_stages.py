@@ -243,7 +243,8 @@ def test_explained_kinds_follow_the_data(run: Run) -> None:
 
 
 def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run, results: FA.FacetResults) -> None:
-    """08 on the smoke run: corrected rows are 06's; each deviation alone recomputes only its facets, by hand."""
+    """08 on the smoke run's ablation subset: corrected rows are 06's; each deviation alone recomputes only its
+    facets, by hand."""
     from clxai_utils.core.config import ABLATION_PROTOCOLS
     from clxai_utils.evaluate import ablation as AB
 
@@ -252,7 +253,13 @@ def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run
     table = out.table
     assert list(dict.fromkeys(table["protocol"])) == list(ABLATION_PROTOCOLS)
     corrected = table[table["protocol"] == "corrected"].drop(columns="protocol").reset_index(drop=True)
-    pd.testing.assert_frame_equal(corrected, pd.read_csv(run.facets_paths["table"]), check_dtype=False)
+    facets = pd.read_csv(run.facets_paths["table"])
+    data, _ = load_prepared(run)
+    split = explained_split(data, run.settings.explain)
+    index = AB.ablation_index(split.labels, run.settings.ablation.images_per_class)
+    assert 0 < len(index) < len(split), "the smoke profile scores a class-balanced subset of the explained images"
+    kept = facets[facets["image_id"].isin(split.ids[index].tolist())].reset_index(drop=True)
+    pd.testing.assert_frame_equal(corrected, kept, check_dtype=False)
 
     def block(protocol: str, loss: str, method: str) -> pd.DataFrame:
         rows = table[(table["protocol"] == protocol) & (table["loss"] == loss) & (table["method"] == method)]
@@ -272,15 +279,15 @@ def test_the_protocol_ablation_changes_only_what_each_deviation_changes(run: Run
     # pf_no_first_point by hand: the curve without the intact image, trapz / (S - 1), on the stored maps
     stored = load_explanations(run, "ce", "gradcam", "test")
     model, _ = load_classifier(run, "ce")
-    data, _ = load_prepared(run)
-    x = normalised_images(explained_split(data, run.settings.explain), data.info)
+    x = normalised_images(split, data.info)[index]
+    maps, targets = stored.maps[index].float(), stored.targets[index]
     params = run.settings.metrics
     baseline = make_baseline(params.baseline, data.info.mean, data.info.std)
     curves = pixel_flipping(
-        model.eval(), x, stored.maps.float(), stored.targets, pixels_per_step=params.pixels_per_step, baseline=baseline
+        model.eval(), x, maps, targets, pixels_per_step=params.pixels_per_step, baseline=baseline
     ).curves
     by_hand = torch.trapezoid(curves[:, 1:], dx=1.0, dim=1) / (curves.shape[1] - 2)
-    expected = by_hand.masked_fill(stored.maps.flatten(1).amax(1) == 0, float("nan")).numpy()
+    expected = by_hand.masked_fill(maps.flatten(1).amax(1) == 0, float("nan")).numpy()
     assert np.allclose(block("pf_no_first_point", "ce", "gradcam")["pf_auc"], expected, atol=1e-6, equal_nan=True)
 
     # unnormalised_head: SupCon's predictions are those of its probe on raw features
