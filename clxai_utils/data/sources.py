@@ -246,7 +246,9 @@ def list_imagefolder(root: Path) -> tuple[tuple[str, ...], dict[str, list[tuple[
     for split in SPLITS:
         files[split] = []
         for label, cls in enumerate(classes):
-            images = sorted(p for p in (root / split / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            # One folder: ordering by name is Path's order, without its costly comparisons (60,000 files).
+            found = (p for p in (root / split / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(found, key=lambda p: p.name)
             if not images:
                 raise DataError(f"class folder {root / split / cls} holds no .png/.jpg image")
             files[split].extend((p, label) for p in images)

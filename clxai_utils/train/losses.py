@@ -160,7 +160,12 @@ def mine_semi_hard(
     with the smallest d(a,n) is taken. A pair without one falls back, on its own, to the
     anchor's hardest negative (smallest d(a,n)), as in Hermans et al. (2017); other pairs of
     the same anchor keep their semi-hard negative. Pairs whose anchor has no negative are
-    dropped. Only indices are returned, computed without gradient, on a (pairs x N) mask.
+    dropped. Only indices are returned, computed without gradient.
+
+    Each anchor's negatives are sorted once (stably, so ties keep column order, as argmin
+    would); a binary search then finds, for every column, the nearest negative beyond it.
+    That is O(N M log M) work, where masking a (pairs x M) matrix was O(N M^2): at a batch
+    of 256 it is what made a triplet step slower than a CE step.
 
     `dist` is (N, N), or (N, M) for a shard's anchors against the whole batch: then
     `key_labels` (M,) label the columns and anchor i sits at column offset + i.
@@ -176,20 +181,18 @@ def mine_semi_hard(
     check_positive("margin", margin)
 
     with torch.no_grad():
-        d = dist.detach()
+        d = dist.detach().contiguous()
         same = labels[:, None] == key_labels[None, :]
         own = _self_mask(d.shape[0], d.shape[1], offset, d.device)
-        anchor, positive = (same & ~own).nonzero(as_tuple=True)
-        d_ap = d[anchor, positive][:, None]  # (P, 1)
-        d_an = d[anchor]  # (P, M)
-        is_neg = ~same[anchor]  # (P, M)
-        in_band = is_neg & (d_an > d_ap) & (d_an < d_ap + margin)
         inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
-        semi_choice = torch.where(in_band, d_an, inf).argmin(dim=1)
-        hard_choice = torch.where(is_neg, d_an, inf).argmin(dim=1)
-        semi_hard = in_band.any(dim=1)
-        negative = torch.where(semi_hard, semi_choice, hard_choice)
-        keep = is_neg.any(dim=1)
+        neg_sorted, neg_order = torch.where(same, inf, d).sort(dim=1, stable=True)  # negatives first, nearest first
+        beyond = torch.searchsorted(neg_sorted, d, right=True).clamp_max(d.shape[1] - 1)  # first negative > d(a, j)
+        nearest_beyond = neg_sorted.gather(1, beyond)
+        in_band = (nearest_beyond > d) & (nearest_beyond < d + margin)
+        anchor, positive = (same & ~own).nonzero(as_tuple=True)
+        semi_hard = in_band[anchor, positive]
+        negative = torch.where(semi_hard, neg_order[anchor, beyond[anchor, positive]], neg_order[anchor, 0])
+        keep = neg_sorted[anchor, 0] < inf  # the anchor has a negative
     return Triplets(anchor[keep], positive[keep], negative[keep], semi_hard[keep])
 
 

@@ -201,6 +201,35 @@ def test_triplet_loss_matches_loop_reference(seed: int) -> None:
     assert mined == set(ref_triplets)
 
 
+def mining_reference(dist: torch.Tensor, labels: torch.Tensor, key_labels: torch.Tensor, margin: float, offset: int):
+    """Loops over (a, p) and the columns of a (rows x cols) distance matrix; ties go to the lower column."""
+    d, y, k_y = dist.tolist(), labels.tolist(), key_labels.tolist()
+    triplets = set()
+    for a, row in enumerate(d):
+        negatives = [k for k in range(len(row)) if k_y[k] != y[a]]
+        for p in range(len(row)):
+            if p == offset + a or k_y[p] != y[a] or not negatives:
+                continue
+            semi = [k for k in negatives if row[p] < row[k] < row[p] + margin]
+            neg = min(semi or negatives, key=lambda k: row[k])  # min keeps the first of equal keys
+            triplets.add((a, p, neg, bool(semi)))
+    return triplets
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mining_matches_loop_reference_with_ties_and_shards(seed: int) -> None:
+    """Distances on a coarse grid (many ties, band edges hit exactly), square and as a shard of a batch."""
+    g = torch.Generator().manual_seed(seed)
+    key_labels = torch.randint(0, 4, (24,), generator=g)
+    dist = torch.randint(0, 12, (24, 24), generator=g).double() / 10  # steps of 0.1, margin 0.3; float64 as Python
+    dist = (dist + dist.T) / 2
+    dist.fill_diagonal_(0.0)
+    assert as_set(mine_semi_hard(dist, key_labels, 0.3)) == mining_reference(dist, key_labels, key_labels, 0.3, 0)
+    rows = slice(8, 16)  # anchors 8-15 of the batch: offset 8
+    got = mine_semi_hard(dist[rows], key_labels[rows], 0.3, key_labels=key_labels, offset=8)
+    assert as_set(got) == mining_reference(dist[rows], key_labels[rows], key_labels, 0.3, 8)
+
+
 def test_triplet_reference_cases_exercise_both_mining_branches() -> None:
     """Guards the test above: its random batches contain semi-hard and fallback triplets."""
     flags = [
