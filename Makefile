@@ -60,7 +60,8 @@ help:
 	@echo "                executed notebooks and artefacts in $(RUNS)/<dataset>-<profile>-seed<k>/, tables and figures in $(REPORT)/"
 	@echo "make sweep    - also run SEEDS=\"$(SEEDS)\" (finished runs are skipped), then 10_analysis over every run"
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
-	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery"
+	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery;"
+	@echo "                ONLY=\"10_analysis\" publishes only those (a notebook executed from older text is refused)"
 	@echo "make test     - the same tests on every CPU, in float32 (~24 min on 2 cores): lint, unit tests, the multi-process,"
 	@echo "                submitit and papermill-kernel tests, every notebook on the smoke profile (as JupyterLab runs it) validated with nbval"
 	@echo "make reproduce - make run, then its numbers against the pinned reference (tests/reference/) and the committed"
@@ -100,7 +101,8 @@ report: $(STAMP)
 
 # The executed notebooks become the committed ones; the README's result blocks and gallery follow the report.
 publish: $(STAMP)
-	$(PY) -m clxai_utils.tools.publish --run $(RUNS)/$(RUN_ID) --report $(REPORT) --gallery docs/gallery_$(PROFILE)_seed0.png
+	$(PY) -m clxai_utils.tools.publish --run $(RUNS)/$(RUN_ID) --report $(REPORT) --gallery docs/gallery_$(PROFILE)_seed0.png \
+	  $(if $(ONLY),--only $(ONLY))
 
 # The stages run in this order and stop at the first failure.
 test: lint unit-tests cluster-tests nbval

@@ -34,7 +34,9 @@ from clxai_utils.core.artifacts import atomic_path
 from clxai_utils.core.notebooks import NOTEBOOK, NOTEBOOKS, REPORT_NOTEBOOK, RUN_NOTEBOOKS
 from clxai_utils.core.paths import repo_root, report_dir
 from clxai_utils.core.run import Run
+from clxai_utils.core.validate import check_choices
 
+PUBLISHED = (*RUN_NOTEBOOKS, REPORT_NOTEBOOK)  # what `--only` may name
 MAX_KB = 600  # a published notebook above this embeds too much (figures at too high a resolution)
 MAX_WIDTH = 640  # embedded PNG figures wider than this are scaled down (the saved figure files keep full size)
 
@@ -135,11 +137,44 @@ def clean(notebook: dict[str, Any], name: str) -> dict[str, Any]:
     return notebook
 
 
+def _cell_sources(notebook: dict[str, Any]) -> list[tuple[str, str]]:
+    """(type, source) of every cell but the parameters cells, whose values may differ from run to run."""
+    skipped = {"parameters", "injected-parameters"}
+    return [
+        (cell["cell_type"], "".join(cell["source"]))
+        for cell in notebook["cells"]
+        if not skipped & set(cell["metadata"].get("tags", []))
+    ]
+
+
+def check_current(executed: dict[str, Any], committed: dict[str, Any], name: str) -> None:
+    """Refuse an executed copy whose text is not the committed notebook's: it would undo later edits.
+
+    A run's copy keeps the markdown and code of the notebook as it was when the run executed it; a
+    sweep that resumes an older run, or a run made before an edit, would bring the old text back.
+    """
+    old, new = _cell_sources(executed), _cell_sources(committed)
+    if old == new:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    kind = (new if first < len(new) else old)[first][0]
+    where = f"cell {first + 1} of the cells besides 'parameters' ({kind})"
+    raise PublishError(
+        f"{name} was executed from another version of the notebook it would replace (first difference: {where}):"
+        f" rerun it (a run's notebook: delete its .done.json and rerun the sweep; the report: make report),"
+        f" or leave it out with --only"
+    )
+
+
 def publish(sources: list[Path], dest: Path, max_kb: int = MAX_KB) -> list[Path]:
-    """Clean every executed notebook in `sources` and write it (atomically) to `dest/<same name>`."""
+    """Clean every executed notebook in `sources` and write it (atomically) to `dest/<same name>`.
+
+    Each must have been executed from the text it replaces (`check_current`).
+    """
     cleaned = {}
     for source in sources:
-        text = json.dumps(clean(json.loads(source.read_text()), source.name), indent=1, ensure_ascii=False) + "\n"
+        notebook = clean(json.loads(source.read_text()), source.name)
+        text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
         if len(text.encode()) > max_kb * 1024:
             raise PublishError(
                 f"{source.name} is {len(text.encode()) // 1024} KB, above max_kb={max_kb}: embed smaller figures"
@@ -148,6 +183,7 @@ def publish(sources: list[Path], dest: Path, max_kb: int = MAX_KB) -> list[Path]
             raise PublishError(
                 f"{source.name} does not replace a notebook in {dest}: only executed pipeline notebooks are published"
             )
+        check_current(notebook, json.loads((dest / source.name).read_text()), source.name)
         cleaned[dest / source.name] = text
     for target, text in cleaned.items():  # all checked before anything is replaced
         with atomic_path(target) as tmp:
@@ -257,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[repo_root() / "README.md", repo_root() / "docs" / "results.md"],
         help="Markdown files whose <!-- report: NAME --> blocks are rewritten",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NOTEBOOK",
+        help=f"publish only these notebooks (names without .ipynb, of {', '.join(PUBLISHED)}); default all",
+    )
     parser.add_argument("--max-kb", type=int, default=MAX_KB, help="largest notebook file accepted")
     parser.add_argument("--gallery", type=Path, default=None, help="copy the run's gallery figure (05) to this file")
     parser.add_argument(
@@ -265,12 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folders = [args.report, args.run / "results"]
     try:
+        only = check_choices("--only", args.only or PUBLISHED, PUBLISHED)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
         if args.check:
             return int(write_blocks(args.documents, folders, check=True) > 0)
         sources = run_notebooks(args.run, args.report)
+        chosen = [path for path in sources if path.stem in only]
         with atomic_path(args.report / "notebooks.md") as tmp:  # the README's notebook table, with seconds
             tmp.write_text(notebooks_markdown(executed_durations(sources)))
-        written = publish(sources, args.to, args.max_kb)
+        written = publish(chosen, args.to, args.max_kb)
         write_blocks(args.documents, folders)
         with atomic_path(repo_root() / "docs" / "artefacts.md") as tmp:
             tmp.write_text(artefacts_markdown())

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clxai_utils.tools.publish import PublishError, publish, sync_blocks, write_blocks
+from clxai_utils.tools.publish import PublishError, main, publish, sync_blocks, write_blocks
 
 
 def _executed(path: Path, error: bool = False, padding: int = 0) -> Path:
@@ -111,6 +111,36 @@ def test_injected_parameters_are_folded_into_the_parameters_cell(tmp_path: Path)
         PublishError, match=r"run with parameters \['epochs'\] that its parameters cell does not define"
     ):
         publish([tmp_path / "a.ipynb"], dest)
+
+
+def _notebook(path: Path, seed: int, prose: str) -> Path:
+    params = nbformat.v4.new_code_cell(f"seed: int = {seed}  # seed", metadata={"tags": ["parameters"]})
+    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_markdown_cell(prose), nbformat.v4.new_code_cell("1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_copy_executed_from_older_text_is_refused_but_other_parameters_are_not(tmp_path: Path) -> None:
+    """A resumed sweep's copies keep the text they ran with; publishing them would undo later edits."""
+    committed = _notebook(tmp_path / "notebooks" / "a.ipynb", 0, "Five epochs, as edited since.")
+    before = committed.read_text()
+    stale = _notebook(tmp_path / "run" / "a.ipynb", 0, "Four epochs, as the run saw it.")
+    with pytest.raises(PublishError, match=r"a.ipynb was executed from another version .* cell 1 .* \(markdown\)"):
+        publish([stale], committed.parent)
+    assert committed.read_text() == before
+    other_seed = _notebook(tmp_path / "run" / "a.ipynb", 3, "Five epochs, as edited since.")
+    publish([other_seed], committed.parent)
+    assert "seed: int = 3" in committed.read_text()
+
+
+def test_only_names_notebooks_that_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--run", str(tmp_path / "run"), "--report", str(tmp_path / "report"), "--only", "10_analysis", "nb"])
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert "'nb'" in message and "00_data" in message and "10_analysis" in message
 
 
 def test_document_blocks_are_rewritten_from_the_report_files(tmp_path: Path) -> None:
