@@ -37,6 +37,7 @@ from torch import nn
 
 from clxai_utils.core.config import load_profile
 from clxai_utils.core.precision import autocast, cpu_computes_bf16, inference_model, model_to_layout, to_layout
+from clxai_utils.core.threads import warn_if_busy
 from clxai_utils.core.validate import int_at_least
 from clxai_utils.evaluate.metrics import pixel_flipping
 from clxai_utils.explain.cams import explain
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-batch", type=int_at_least(1), help="training batch instead of the profile's CE batch")
     parser.add_argument("--metrics-batch", type=int_at_least(1), help="Pixel Flipping batch instead of the profile's")
     args = parser.parse_args(argv)
+    warn_if_busy("benchmark")
     table = benchmark(
         args.profile,
         args.dataset,

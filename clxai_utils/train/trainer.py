@@ -38,6 +38,7 @@ from clxai_utils.core.progress import progress_bar
 from clxai_utils.core.registry import LOSSES
 from clxai_utils.core.run import Run
 from clxai_utils.core.seeding import seed_everything
+from clxai_utils.core.threads import warn_if_busy
 from clxai_utils.core.validate import check_choice
 from clxai_utils.data import augment
 from clxai_utils.data.datasets import DatasetInfo
@@ -376,6 +377,8 @@ def run_training(
     data, manifest = load_prepared(run)
     spec = ModelSpec(settings.model.arch, settings.model.width, data.num_classes, loss)
     compute = compute_or_resolve(compute)
+    if world.size == 1 and compute.device.type == "cpu":  # its ranks, if any, are started from here
+        warn_if_busy(f"{loss} training")
     if world.size == 1 and n_devices > 1:
         return train_in_processes(run, loss, spec, n_devices, stop_after_epoch, sync_batchnorm, compute)
     identity = RunIdentity(run.dataset, run.profile, run.seed, manifest.checksums["train"], spec.to_dict(), asdict(cfg))
