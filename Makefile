@@ -1,7 +1,7 @@
 # Three commands: `make run` (the pipeline on the quick profile); `make test` (lint, types and the import
 # contract, unit tests, the multi-process, submitit and papermill-kernel tests, every notebook on the smoke
 # profile as JupyterLab runs it, validated with nbval: the same tests on every CPU, all in float32, about
-# 24 minutes on 2 cores); `make reproduce` (a fresh quick run against the pinned reference, and the committed
+# 19-24 minutes on 2 cores); `make reproduce` (a fresh quick run against the pinned reference, and the committed
 # notebooks re-executed and validated with nbval; its numbers depend on the CPU's precision, see
 # clxai_utils/tools/pinned.py). All create the environment from uv.lock (every dependency group) when it is
 # missing or stale.
@@ -62,7 +62,7 @@ help:
 	@echo "make publish  - copy the executed notebooks of the seed-0 run into notebooks/ (what is committed), and"
 	@echo "                rewrite the result blocks of README.md and docs/results.md, docs/artefacts.md and the gallery;"
 	@echo "                ONLY=\"10_analysis\" publishes only those (a notebook executed from older text is refused)"
-	@echo "make test     - the same tests on every CPU, in float32 (~24 min on 2 cores): lint, unit tests, the multi-process,"
+	@echo "make test     - the same tests on every CPU, in float32 (19-24 min on 2 cores): lint, unit tests, the multi-process,"
 	@echo "                submitit and papermill-kernel tests, every notebook on the smoke profile (as JupyterLab runs it) validated with nbval"
 	@echo "make reproduce - make run, then its numbers against the pinned reference (tests/reference/) and the committed"
 	@echo "                notebooks re-executed and validated with nbval (quick profile, cifar10, seed 0)"
