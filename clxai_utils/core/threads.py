@@ -64,7 +64,8 @@ def busy_elsewhere(interval: float = 0.25) -> float | None:
     """How many cores other processes kept busy during `interval` seconds (None where /proc/stat is missing).
 
     This process sleeps meanwhile, so what the machine spent is what the others spent; its own
-    CPU time in the interval (another thread of it) is subtracted all the same.
+    CPU time in the interval (another thread of it) is subtracted all the same. The busy share
+    is capped at 1: Linux's iowait counter can run backwards, which would put it above.
     """
     if not PROC_STAT.is_file():
         return None
@@ -75,7 +76,8 @@ def busy_elsewhere(interval: float = 0.25) -> float | None:
         return None
     cpus = os.cpu_count() or 1
     own_cores = (own_after.user + own_after.system - own.user - own.system) / interval
-    return max(0.0, cpus * (busy_after - busy) / (total_after - total) - own_cores)
+    share = min(1.0, (busy_after - busy) / (total_after - total))
+    return max(0.0, cpus * share - own_cores)
 
 
 def warn_if_busy(stage: str, interval: float = 0.25) -> float | None:
